@@ -1,0 +1,1 @@
+"""hf_simplegpt: a small GPT that is a first-class transformers model."""
