@@ -1,0 +1,142 @@
+"""Configuration of SimpleGPT: the seed document's GPT as a transformers configuration.
+
+This file is uploaded to the Hub next to `modeling_simplegpt.py` as remote code, so it imports nothing from
+hf_simplegpt.
+"""
+
+from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
+
+NORM_POSITIONS = ("post", "pre")
+AUTO_MAP = {
+    "AutoModel": "modeling_simplegpt.SimpleGPTModel",
+    "AutoModelForCausalLM": "modeling_simplegpt.SimpleGPTForCausalLM",
+    "AutoModelForMaskedLM": "modeling_simplegpt.SimpleGPTForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_simplegpt.SimpleGPTForSequenceClassification",
+}
+
+
+class SimpleGPTConfig(PreTrainedConfig):
+    r"""
+    Configuration of a [`SimpleGPTModel`]. The defaults are the seed document's: a 12-layer, 768-wide GPT with
+    12 heads, a 10,000-token vocabulary and 512 learned positions.
+
+    Args:
+        vocab_size (`int`, defaults to 10000): number of token ids the embedding accepts.
+        hidden_size (`int`, defaults to 768): width of the residual stream.
+        num_hidden_layers (`int`, defaults to 12): number of transformer blocks.
+        num_attention_heads (`int`, defaults to 12): heads per attention layer; must divide `hidden_size`.
+        max_position_embeddings (`int`, defaults to 512): number of learned positions, i.e. the context length.
+        intermediate_size (`int`, *optional*): width of the feed-forward layer; `4 * hidden_size` when unset.
+        hidden_act (`str`, defaults to `"gelu"`): feed-forward activation, any key of `transformers.ACT2FN`
+            (`"gelu_pytorch_tanh"` is GPT-2's tanh approximation as one fused kernel).
+        embedding_dropout, residual_dropout, attention_dropout (`float`, default 0.1 each): dropout after the
+            embeddings, on each residual branch, and on the attention probabilities. The seed's single `dropout=`
+            argument sets all three.
+        layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
+        initializer_range (`float`, defaults to 0.02): std of the normal init; residual output projections are
+            further scaled by 1/sqrt(2 * num_hidden_layers) as in GPT-2.
+        norm_position (`str`, defaults to `"post"`): `"post"` is the seed's block (`x = norm(x + f(x))`),
+            `"pre"` is GPT-2's (`x = x + f(norm(x))`), which trains more stably when deep.
+        attention_bias, mlp_bias (`bool`, default `True`): biases of the attention and feed-forward projections.
+        tie_word_embeddings (`bool`, defaults to `False`): share the output projection with the token embedding.
+            The seed uses a separate output projection.
+        is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False`.
+
+    The seed's argument names are accepted as aliases: `num_layers`, `num_heads`, `max_seq_len`
+    (`SimpleGPTConfig(num_layers=6).num_hidden_layers == 6` and `config.num_layers` reads it back).
+    """
+
+    model_type = "simplegpt"
+    keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {
+        "num_layers": "num_hidden_layers",
+        "num_heads": "num_attention_heads",
+        "max_seq_len": "max_position_embeddings",
+    }
+    # FSDP/tensor-parallel plans keyed by module names of SimpleGPTModel.
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+
+    vocab_size: int = 10000
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 512
+    intermediate_size: int | None = None
+    hidden_act: str = "gelu"
+    embedding_dropout: float | int = 0.1
+    residual_dropout: float | int = 0.1
+    attention_dropout: float | int = 0.1
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    norm_position: str = "post"
+    attention_bias: bool = True
+    mlp_bias: bool = True
+    tie_word_embeddings: bool = False
+    is_causal: bool = True
+    use_cache: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs):
+        # The seed configures one dropout rate for the whole model.
+        if (dropout := kwargs.pop("dropout", None)) is not None:
+            self.embedding_dropout = self.residual_dropout = self.attention_dropout = dropout
+        super().__post_init__(**kwargs)  # also applies the seed aliases (num_layers=...) through attribute_map
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        if getattr(self, "auto_map", None) is None:
+            # Every saved folder can then be loaded as remote code by each Auto class, whatever class saved it.
+            self.auto_map = {"AutoConfig": "configuration_simplegpt.SimpleGPTConfig", **AUTO_MAP}
+        self._check()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def _check(self):
+        """Reject values the model cannot be built with, naming the field and what would be valid."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SimpleGPTConfig.{name} must be a positive integer, got {value!r}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"SimpleGPTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); e.g. use num_attention_heads in "
+                f"{[h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]}."
+            )
+        for name in ("embedding_dropout", "residual_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"SimpleGPTConfig.{name} must be in [0, 1), got {value!r}.")
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(f"SimpleGPTConfig.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}.")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"SimpleGPTConfig.hidden_act {self.hidden_act!r} is not a known activation; use one of "
+                f"{sorted(ACT2FN)}."
+            )
+        if self.layer_norm_eps <= 0:
+            raise ValueError(f"SimpleGPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}.")
+        if self.initializer_range < 0:
+            raise ValueError(f"SimpleGPTConfig.initializer_range must be >= 0, got {self.initializer_range!r}.")
+        for name in ("bos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(
+                    f"SimpleGPTConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size}); "
+                    "raise vocab_size or use a token id inside it."
+                )
+
+
+__all__ = ["SimpleGPTConfig"]

@@ -1,0 +1,463 @@
+"""SimpleGPT: the seed document's GPT as a transformers model.
+
+token embedding + learned position embedding -> N x [self-attention, GELU feed-forward, LayerNorm, residuals]
+-> final LayerNorm -> output projection.
+
+The seed's reference code had four bugs, fixed here:
+  1. no causal mask: every position could read the future, so training was trivial and generation useless.
+     Attention is causal (masks come from transformers' masking utilities).
+  2. heads were not transposed to (batch, heads, seq, head_dim) before the score matmul, so "heads" mixed positions.
+  3. scores were scaled by 1/sqrt(hidden_size) instead of 1/sqrt(head_dim), flattening the softmax.
+  4. heads were concatenated without transposing back to (batch, seq, heads, head_dim).
+
+This file is uploaded to the Hub as remote code: its only project import is the configuration module.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutputWithPast,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+from transformers.utils import can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_simplegpt import SimpleGPTConfig
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention. q, k, v: (batch, heads, seq, head_dim); mask: additive (batch, 1, q, kv).
+
+    Returns the output as (batch, seq, heads, head_dim) and the probabilities as (batch, heads, q, kv).
+    """
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    # Softmax in float32: bf16 scores lose the small differences that matter for long contexts.
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+class SimpleGPTAttention(nn.Module):
+    """Multi-head self-attention: (batch, seq, hidden) -> (batch, seq, hidden)."""
+
+    def __init__(self, config: SimpleGPTConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5  # seed bug 3: it used hidden_size**-0.5
+        self.is_causal = config.is_causal  # read by the sdpa/flash/flex kernels
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        self.o_proj.writes_residual = True  # gets the depth-scaled init
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        heads_shape = (*input_shape, -1, self.head_dim)
+        # seed bug 2: split into heads *and* move heads before the sequence axis.
+        query = self.q_proj(hidden_states).view(heads_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(heads_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(heads_shape).transpose(1, 2)
+
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx, kwargs=kwargs)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, probs = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        # seed bug 4: every interface returns (batch, seq, heads, head_dim), so heads concatenate per position.
+        output = self.o_proj(output.reshape(*input_shape, -1).contiguous())
+        return output, probs
+
+
+class SimpleGPTMLP(nn.Module):
+    """Position-wise feed-forward network: hidden -> intermediate -> GELU -> hidden."""
+
+    def __init__(self, config: SimpleGPTConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.down_proj.writes_residual = True  # gets the depth-scaled init
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.up_proj(hidden_states)))
+
+
+class SimpleGPTBlock(GradientCheckpointingLayer):
+    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`."""
+
+    def __init__(self, config: SimpleGPTConfig, layer_idx: int):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = SimpleGPTAttention(config, layer_idx)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = SimpleGPTMLP(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """hidden_states: (batch, seq, hidden) -> (batch, seq, hidden)."""
+        if self.pre_norm:
+            attn_output, _ = self.self_attn(self.attention_norm(hidden_states), attention_mask, cache, **kwargs)
+            hidden_states = hidden_states + self.dropout(attn_output)
+            return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
+        attn_output, _ = self.self_attn(hidden_states, attention_mask, cache, **kwargs)
+        hidden_states = self.attention_norm(hidden_states + self.dropout(attn_output))
+        return self.mlp_norm(hidden_states + self.dropout(self.mlp(hidden_states)))
+
+
+class SimpleGPTPreTrainedModel(PreTrainedModel):
+    config_class = SimpleGPTConfig
+    config: SimpleGPTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SimpleGPTBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": SimpleGPTBlock, "attentions": SimpleGPTAttention}
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # normal(0, initializer_range) for Linear/Embedding, LayerNorm to identity
+        # GPT-2: each block adds two residual branches, so shrink their output projections by 1/sqrt(2 * layers)
+        # to keep the residual stream's variance independent of depth.
+        # (Marked on the Linear itself: transformers skips parameter-less parents such as the attention module.)
+        if getattr(module, "writes_residual", False):
+            std = self.config.initializer_range / (2 * self.config.num_hidden_layers) ** 0.5
+            init.normal_(module.weight, mean=0.0, std=std)
+
+
+class SimpleGPTModel(SimpleGPTPreTrainedModel):
+    """The bare SimpleGPT: token ids (batch, seq) -> final hidden states (batch, seq, hidden)."""
+
+    def __init__(self, config: SimpleGPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = nn.ModuleList(SimpleGPTBlock(config, i) for i in range(config.num_hidden_layers))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.embed_tokens = value
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        r"""
+        Args:
+            input_ids: (batch, seq) token ids, or give `inputs_embeds` (batch, seq, hidden) instead.
+            attention_mask: (batch, past + seq) with 1 for real tokens and 0 for padding, or a prepared 4D mask.
+            position_ids: (batch, seq). Derived from `attention_mask` when absent, so left-padded rows start at 0.
+                Without `attention_mask`, positions that restart at 0 mark packed documents, which then do not
+                attend to each other (padding-free training).
+            cache: a `Cache` (`DynamicCache`, `StaticCache`) holding past keys and values; created when
+                `use_cache` and none is given.
+        Returns:
+            `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, hidden) and `cache`.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        # A cache made here starts empty: the mask is built as without one, which keeps packed-sequence detection
+        # (it only runs without a cache) working when `config.use_cache` is on during training or evaluation.
+        mask_cache = cache
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+
+        if attention_mask is not None and attention_mask.ndim == 2:
+            if attention_mask.shape[0] != batch_size or attention_mask.shape[1] < seq_length:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch_size={batch_size}, "
+                    f"past + current length={past_length + seq_length}): one row per sequence, one column per "
+                    "cached and current token."
+                )
+        if position_ids is None:
+            if attention_mask is not None and attention_mask.ndim == 2:
+                # Count real tokens so a left-padded row starts at position 0, exactly like its unpadded self.
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
+            else:
+                position_ids = torch.arange(past_length, past_length + seq_length, device=self.device).unsqueeze(0)
+        if not torch.compiler.is_compiling():  # value checks need a device sync and break full-graph compilation
+            self._check_values(input_ids, position_ids, past_length)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
+
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=mask_cache,
+            position_ids=position_ids,
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask, cache, position_ids=position_ids, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor, past_length: int):
+        if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence too long: position {int(position_ids.max())} (after {past_length} cached tokens) is beyond "
+                f"max_position_embeddings={self.config.max_position_embeddings}. Truncate the input "
+                f"(tokenizer(..., truncation=True, max_length={self.config.max_position_embeddings})) or generate "
+                "fewer new tokens."
+            )
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = high if high >= self.config.vocab_size else low
+                raise ValueError(
+                    f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}). Use the tokenizer the "
+                    "model was trained with, or call model.resize_token_embeddings(len(tokenizer)) after adding tokens."
+                )
+
+
+class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
+    """SimpleGPT with the output projection: next-token logits (batch, seq, vocab) and the shifted LM loss."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: SimpleGPTConfig):
+        super().__init__(config)
+        self.model = SimpleGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.lm_head = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            labels: (batch, seq) token ids, -100 where no loss is wanted. The model shifts them (pass
+                `shift_labels` (batch, seq) pre-shifted instead when the batch is packed or sharded).
+            logits_to_keep: compute logits only for the last `n` positions (`generate` uses 1), or for given indices.
+            other arguments: as in [`SimpleGPTModel.forward`]; `num_items_in_batch` makes gradient accumulation exact.
+        Returns:
+            `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab) and `cache`.
+        """
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None or kwargs.get("shift_labels") is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
+    """SimpleGPT with bidirectional attention for masked-LM pretraining: logits (batch, seq, vocab).
+
+    Building it sets `config.is_causal = False`; labels are -100 except at masked positions (no shift).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: SimpleGPTConfig):
+        config.is_causal = False
+        config.use_cache = False
+        super().__init__(config)
+        self.model = SimpleGPTModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear):
+        self.lm_head = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        """Arguments as in [`SimpleGPTModel.forward`]; `labels` (batch, seq) hold the original ids of masked tokens."""
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return MaskedLMOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class SimpleGPTForSequenceClassification(SimpleGPTPreTrainedModel):
+    """SimpleGPT scoring whole sequences from the hidden state of the last real token: logits (batch, num_labels).
+
+    With `num_labels=1` this is the reward model of RLHF.
+    """
+
+    def __init__(self, config: SimpleGPTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.model = SimpleGPTModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutputWithPast:
+        """Arguments as in [`SimpleGPTModel.forward`]; `labels` (batch,) class ids, or floats for regression."""
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        batch_size, seq_length = hidden_states.shape[:2]
+        positions = torch.arange(seq_length, device=hidden_states.device)
+        if attention_mask is not None and attention_mask.ndim == 2:
+            # The mask is exact for left and right padding, even when the pad token is also the EOS token.
+            last_token = (positions * attention_mask[:, -seq_length:].to(positions.device)).argmax(-1)
+        elif self.config.pad_token_id is not None and input_ids is not None:
+            last_token = (positions * (input_ids != self.config.pad_token_id)).argmax(-1)
+        elif batch_size == 1:
+            last_token = torch.full((1,), seq_length - 1, device=hidden_states.device)
+        else:
+            raise ValueError(
+                f"Cannot find the last token of {batch_size} padded sequences: pass `attention_mask`, or set "
+                "`model.config.pad_token_id` (e.g. to tokenizer.pad_token_id)."
+            )
+        pooled_logits = self.score(hidden_states[torch.arange(batch_size, device=hidden_states.device), last_token])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=pooled_logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+        return SequenceClassifierOutputWithPast(
+            loss=loss,
+            logits=pooled_logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "SimpleGPTPreTrainedModel",
+    "SimpleGPTModel",
+    "SimpleGPTForCausalLM",
+    "SimpleGPTForMaskedLM",
+    "SimpleGPTForSequenceClassification",
+]

@@ -1,0 +1,100 @@
+"""Byte-level BPE tokenizer for SimpleGPT, trained in seconds with the `tokenizers` library.
+
+The result is a `PreTrainedTokenizerFast`: `save_pretrained(dir)` then `AutoTokenizer.from_pretrained(dir)` returns it.
+Its chat template wraps assistant turns in `{% generation %}` so TRL can train on assistant tokens only.
+"""
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+BOS_TOKEN = "<|bos|>"
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+UNK_TOKEN = "<|unk|>"
+MASK_TOKEN = "<|mask|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, UNK_TOKEN, MASK_TOKEN, *ROLE_TOKENS)
+BYTE_ALPHABET_SIZE = 256  # byte-level BPE starts from all 256 bytes, so any text is encodable
+
+# Each turn: a role token, newline, content, end-of-text. Only the assistant's content and its end-of-text are
+# inside {% generation %}, which is what TRL's `assistant_only_loss` trains on.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('Unknown chat role ' + message['role'] + ': use system, user or assistant.') }}"
+    "{%- endif %}"
+    "{{- '<|' + message['role'] + '|>\\n' }}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{% generation %}{{- message['content'] + eos_token }}{% endgeneration %}"
+    "{%- else %}"
+    "{{- message['content'] + eos_token }}"
+    "{%- endif %}"
+    "{{- '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- endif %}"
+)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 10000,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts`.
+
+    Args:
+        texts: the training text, any iterable of strings (a list, a generator, a `datasets` column).
+        vocab_size: final vocabulary size, special tokens included; the model's `config.vocab_size` should match.
+        min_frequency: pairs seen fewer times are not merged.
+        model_max_length: the context length the tokenizer reports (the model's `max_position_embeddings`).
+
+    Returns:
+        A tokenizer with bos/eos/pad/unk/mask tokens, the chat roles as special tokens, and the chat template.
+        It adds no special tokens when encoding (GPT-2 style); data pipelines insert end-of-text between documents.
+    """
+    smallest = len(SPECIAL_TOKENS) + BYTE_ALPHABET_SIZE
+    if vocab_size < smallest:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: the byte alphabet ({BYTE_ALPHABET_SIZE}) and the special tokens "
+            f"({len(SPECIAL_TOKENS)}: {', '.join(SPECIAL_TOKENS)}) alone need {smallest}. Use vocab_size >= {smallest}."
+        )
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    if tokenizer.get_vocab_size() <= smallest < vocab_size:
+        raise ValueError(
+            f"The tokenizer learned no merges: the training text is empty or has no pair of symbols seen "
+            f"min_frequency={min_frequency} times. Pass more text (or lower min_frequency)."
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        mask_token=MASK_TOKEN,
+        additional_special_tokens=list(ROLE_TOKENS),
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def special_token_ids(tokenizer) -> dict[str, int | None]:
+    """The token ids a SimpleGPTConfig needs from its tokenizer: bos, eos and pad."""
+    return {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }

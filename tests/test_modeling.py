@@ -1,0 +1,487 @@
+"""The transformers model contract, measured: causality, padding, caching, generation, kernels, save/load."""
+
+import json
+import logging
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    DynamicCache,
+    StaticCache,
+    pipeline,
+)
+
+from hf_simplegpt import (
+    SimpleGPTConfig,
+    SimpleGPTForCausalLM,
+    SimpleGPTForMaskedLM,
+    SimpleGPTForSequenceClassification,
+    SimpleGPTModel,
+)
+from tests.conftest import tiny_config_kwargs
+
+ATOL = 1e-5
+
+
+def make_model(**overrides) -> SimpleGPTForCausalLM:
+    torch.manual_seed(0)
+    return SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs(**overrides))).eval()
+
+
+def random_ids(batch=2, length=12, low=3, high=300, seed=1):
+    return torch.randint(low, high, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------------- configuration
+
+
+def test_config_defaults_are_the_seeds_and_log_nothing(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = SimpleGPTConfig()
+    assert caplog.records == []
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (10000, 768, 12)
+    assert (config.num_attention_heads, config.max_position_embeddings, config.intermediate_size) == (12, 512, 3072)
+    assert (config.embedding_dropout, config.residual_dropout, config.attention_dropout) == (0.1, 0.1, 0.1)
+    assert config.hidden_act == "gelu" and config.norm_position == "post" and config.head_dim == 64
+
+
+def test_config_accepts_the_seeds_argument_names():
+    config = SimpleGPTConfig(num_layers=3, num_heads=2, max_seq_len=128, dropout=0.2, hidden_size=64)
+    assert (config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (3, 2, 128)
+    assert (config.num_layers, config.num_heads, config.max_seq_len) == (3, 2, 128)
+    assert config.attention_dropout == config.residual_dropout == config.embedding_dropout == 0.2
+
+
+def test_config_round_trips_through_auto_config(tmp_path):
+    SimpleGPTConfig(**tiny_config_kwargs(norm_position="pre")).save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, SimpleGPTConfig)
+    assert loaded.norm_position == "pre" and loaded.hidden_size == 32 and loaded.num_layers == 2
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
+        (dict(norm_position="middle"), "norm_position must be one of ('post', 'pre')"),
+        (dict(hidden_act="gelu_wrong"), "hidden_act 'gelu_wrong' is not a known activation"),
+        (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
+        (dict(attention_dropout=1.5, dropout=None), "attention_dropout must be in [0, 1)"),
+        (dict(pad_token_id=300), "pad_token_id=300 is outside the vocabulary [0, 300)"),
+        (dict(layer_norm_eps=0.0), "layer_norm_eps must be > 0"),
+    ],
+)
+def test_invalid_config_values_raise_naming_the_field(overrides, message):
+    with pytest.raises(ValueError) as error:
+        SimpleGPTConfig(**tiny_config_kwargs(**overrides))
+    assert message in str(error.value)
+
+
+# ----------------------------------------------------------------------------------------------- the maths
+
+
+def reference_forward(model: SimpleGPTForCausalLM, ids: torch.Tensor) -> torch.Tensor:
+    """The seed's architecture written out by hand, with its four bugs fixed; logits (batch, seq, vocab)."""
+    config, net = model.config, model.model
+    batch, length = ids.shape
+    heads, head_dim = config.num_attention_heads, config.head_dim
+    x = net.embed_tokens.weight[ids] + net.embed_positions.weight[:length]
+    future = torch.ones(length, length, dtype=torch.bool).triu(1)  # bug 1: the causal mask
+    for block in net.layers:
+        attn = block.self_attn
+
+        def split(t):  # bug 2: (batch, seq, hidden) -> (batch, heads, seq, head_dim)
+            return t.view(batch, length, heads, head_dim).transpose(1, 2)
+
+        q, k, v = (split(F.linear(x, p.weight, p.bias)) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(head_dim)  # bug 3: sqrt(head_dim), not sqrt(hidden)
+        context = scores.masked_fill(future, float("-inf")).softmax(-1) @ v
+        context = context.transpose(1, 2).reshape(batch, length, -1)  # bug 4: transpose back, then concatenate
+        x = block.attention_norm(x + F.linear(context, attn.o_proj.weight, attn.o_proj.bias))
+        x = block.mlp_norm(x + block.mlp.down_proj(F.gelu(block.mlp.up_proj(x))))
+    return model.lm_head(net.norm(x))
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_logits_equal_a_hand_written_reference_of_the_fixed_seed(attn_implementation):
+    model = make_model()
+    model.set_attn_implementation(attn_implementation)
+    ids = random_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference_forward(model, ids), atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_changing_a_later_token_leaves_earlier_logits_unchanged(attn_implementation):
+    model = make_model()
+    model.set_attn_implementation(attn_implementation)
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, 7] = (changed[:, 7] + 1) % 300
+    with torch.no_grad():
+        before, after = model(ids).logits, model(changed).logits
+    assert torch.equal(before[:, :7], after[:, :7])
+    assert (before[:, 7:] - after[:, 7:]).abs().max() > 1e-3
+
+
+def test_pre_norm_blocks_differ_from_post_norm_and_stay_causal():
+    pre, post = make_model(norm_position="pre"), make_model(norm_position="post")
+    ids = random_ids()
+    with torch.no_grad():
+        assert (pre(ids).logits - post(ids).logits).abs().max() > 1e-3
+        changed = ids.clone()
+        changed[:, -1] = 5
+        torch.testing.assert_close(pre(ids).logits[:, :-1], pre(changed).logits[:, :-1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implementation):
+    model = make_model()
+    model.set_attn_implementation(attn_implementation)
+    short, long_ = random_ids(1, 5, seed=2), random_ids(1, 9, seed=3)
+    pad = torch.zeros(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        alone = model(short).logits
+        right = model(torch.cat([short, pad], 1), attention_mask=torch.tensor([[1] * 5 + [0] * 4])).logits
+        left = model(torch.cat([pad, short], 1), attention_mask=torch.tensor([[0] * 4 + [1] * 5])).logits
+        batch = model(
+            torch.cat([torch.cat([pad, short], 1), long_]), attention_mask=torch.tensor([[0] * 4 + [1] * 5, [1] * 9])
+        ).logits
+    torch.testing.assert_close(right[:, :5], alone, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(left[:, 4:], alone, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(batch[:1, 4:], alone, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(batch[1:], model(long_).logits, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_packed_documents_do_not_attend_to_each_other(attn_implementation):
+    """Padding-free packing: one row, position_ids restarting per document, no attention_mask."""
+    model = make_model()
+    model.set_attn_implementation(attn_implementation)
+    first, second = random_ids(1, 6, seed=4), random_ids(1, 5, seed=5)
+    packed = torch.cat([first, second], 1)
+    position_ids = torch.tensor([list(range(6)) + list(range(5))])
+    with torch.no_grad():
+        logits = model(packed, position_ids=position_ids).logits
+        torch.testing.assert_close(logits[:, :6], model(first).logits, atol=ATOL, rtol=1e-4)
+        torch.testing.assert_close(logits[:, 6:], model(second).logits, atol=ATOL, rtol=1e-4)
+
+
+def test_masked_lm_is_bidirectional():
+    torch.manual_seed(0)
+    model = SimpleGPTForMaskedLM(SimpleGPTConfig(**tiny_config_kwargs())).eval()
+    assert model.config.is_causal is False
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, -1] = 5
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    with torch.no_grad():
+        out = model(ids, labels=labels)
+        assert (out.logits[:, 0] - model(changed).logits[:, 0]).abs().max() > 1e-4  # the first token sees the last
+    expected = F.cross_entropy(out.logits[:, 3], ids[:, 3])
+    torch.testing.assert_close(out.loss, expected)
+
+
+# ----------------------------------------------------------------------------------------------- loss
+
+
+def test_loss_is_the_shifted_next_token_cross_entropy_and_accumulates_exactly():
+    model = make_model()
+    ids = random_ids(4, 10)
+    labels = ids.clone()
+    labels[:2, :4] = -100  # uneven numbers of target tokens across micro-batches
+    with torch.no_grad():
+        full = model(ids, labels=labels)
+        expected = F.cross_entropy(full.logits[:, :-1].reshape(-1, 300), labels[:, 1:].reshape(-1), ignore_index=-100)
+        torch.testing.assert_close(full.loss, expected)
+        # Gradient accumulation: each micro-batch divides by the whole batch's target count, so the sum is exact.
+        num_items = (labels[:, 1:] != -100).sum()
+        halves = [model(ids[s], labels=labels[s], num_items_in_batch=num_items).loss for s in (slice(0, 2), slice(2, 4))]
+    torch.testing.assert_close(sum(halves), full.loss)
+
+
+def test_shift_labels_and_logits_to_keep():
+    model = make_model()
+    ids = random_ids()
+    shift_labels = F.pad(ids[:, 1:], (0, 1), value=-100)
+    with torch.no_grad():
+        assert torch.allclose(model(ids, labels=ids).loss, model(ids, shift_labels=shift_labels).loss)
+        full, last = model(ids).logits, model(ids, logits_to_keep=1).logits
+    assert last.shape == (2, 1, 300)
+    torch.testing.assert_close(last[:, 0], full[:, -1])
+
+
+# ----------------------------------------------------------------------------------------------- caching & generation
+
+
+@pytest.mark.parametrize("cache_class", [DynamicCache, StaticCache])
+def test_incremental_decoding_with_a_cache_equals_the_full_forward(cache_class):
+    model = make_model()
+    ids = random_ids(2, 10)
+    with torch.no_grad():
+        full = model(ids).logits
+        if cache_class is StaticCache:
+            cache = StaticCache(config=model.config, max_cache_len=16)
+        else:
+            cache = DynamicCache(config=model.config)
+        steps = [model(ids[:, :6], cache=cache, use_cache=True).logits]
+        for t in range(6, 10):
+            out = model(ids[:, t : t + 1], cache=cache, use_cache=True, position_ids=torch.tensor([[t], [t]]))
+            steps.append(out.logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=ATOL, rtol=1e-4)
+
+
+def greedy_by_hand(model, ids, new_tokens):
+    for _ in range(new_tokens):
+        with torch.no_grad():
+            next_id = model(ids).logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, next_id], 1)
+    return ids
+
+
+@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
+def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation):
+    model = make_model()
+    prompt = random_ids(2, 5)
+    generated = model.generate(
+        prompt, max_new_tokens=8, do_sample=False, cache_implementation=cache_implementation,
+        eos_token_id=None, pad_token_id=0,
+    )
+    assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
+
+
+def test_left_padded_batch_generates_what_each_prompt_generates_alone():
+    model = make_model()
+    short, long_ = random_ids(1, 3, seed=6), random_ids(1, 7, seed=7)
+    batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long_])
+    mask = torch.tensor([[0] * 4 + [1] * 3, [1] * 7])
+    out = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    assert torch.equal(out[0, 4:], greedy_by_hand(model, short, 6)[0])
+    assert torch.equal(out[1], greedy_by_hand(model, long_, 6)[0])
+
+
+def test_text_generation_pipeline(tmp_path, tiny_tokenizer):
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    generator = pipeline("text-generation", model=str(tmp_path))
+    text = generator("The quick brown", max_new_tokens=5, do_sample=False)[0]["generated_text"]
+    prompt_ids = tiny_tokenizer("The quick brown", return_tensors="pt").input_ids
+    expected = tiny_tokenizer.decode(greedy_by_hand(model, prompt_ids, 5)[0])
+    assert text == expected and text.startswith("The quick brown")
+
+
+# ----------------------------------------------------------------------------------------------- kernels & training
+
+
+def test_attention_implementations_agree():
+    ids = random_ids()
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    outputs = {}
+    for implementation in ["eager", "sdpa", "flex_attention"]:
+        model = make_model()
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():
+            outputs[implementation] = model(ids, attention_mask=mask).logits
+    real = mask.bool()  # padded positions attend to nothing; their outputs are arbitrary in every kernel
+    torch.testing.assert_close(outputs["sdpa"][real], outputs["eager"][real], atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(outputs["flex_attention"][real], outputs["eager"][real], atol=ATOL, rtol=1e-4)
+
+
+def test_unknown_attention_implementation_is_rejected():
+    with pytest.raises(ValueError, match="flash_attention_9"):
+        AutoModelForCausalLM.from_config(SimpleGPTConfig(**tiny_config_kwargs()), attn_implementation="flash_attention_9")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    ids = random_ids()
+    grads = []
+    for checkpointing in (False, True):
+        model = make_model().train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model(ids, labels=ids).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_dropout_is_active_in_training_only():
+    model = make_model(dropout=0.1)
+    ids = random_ids()
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, model(ids).logits)
+        model.train()
+        assert not torch.equal(model(ids).logits, model(ids).logits)
+
+
+def test_torch_compile_fullgraph_forward_matches_eager():
+    model = make_model()
+    ids = random_ids()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=ATOL, rtol=1e-4)
+
+
+def test_bfloat16_forward_is_close_to_float32():
+    model = make_model()
+    ids = random_ids()
+    with torch.no_grad():
+        reference = model(ids).logits
+        low = model.to(torch.bfloat16)(ids).logits
+    assert low.dtype == torch.bfloat16
+    assert (low.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+def test_hidden_states_and_attentions_are_returned_on_request():
+    model = make_model()
+    model.set_attn_implementation("eager")
+    out = model(random_ids(), output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (2, 12, 32)
+    assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 12, 12)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, 12))
+    assert out.attentions[0][0, 0].triu(1).abs().max() == 0  # no weight on the future
+
+
+# ----------------------------------------------------------------------------------------------- weights & heads
+
+
+def test_tied_embeddings_share_storage_and_survive_resizing():
+    model = make_model(tie_word_embeddings=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.resize_token_embeddings(320)
+    assert model.config.vocab_size == 320 and model.lm_head.weight.shape == (320, 32)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model(torch.tensor([[319]])).logits.shape == (1, 1, 320)
+    untied = make_model()
+    assert untied.lm_head.weight.data_ptr() != untied.model.embed_tokens.weight.data_ptr()
+
+
+def test_residual_projections_get_gpt2_scaled_init():
+    torch.manual_seed(0)
+    model = SimpleGPTForCausalLM(SimpleGPTConfig(hidden_size=256, num_hidden_layers=8, num_attention_heads=4, vocab_size=1000))
+    layer = model.model.layers[0]
+    assert abs(layer.self_attn.q_proj.weight.std().item() - 0.02) < 0.001
+    assert abs(layer.self_attn.o_proj.weight.std().item() - 0.02 / 4) < 0.0005  # 0.02 / sqrt(2 * 8)
+    assert abs(layer.mlp.down_proj.weight.std().item() - 0.02 / 4) < 0.0005
+
+
+def test_module_names_follow_transformers_conventions():
+    names = {name.rsplit(".", 1)[-1] for name, m in make_model().named_modules() if isinstance(m, torch.nn.Linear)}
+    assert names == {"q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "lm_head"}
+    assert SimpleGPTForCausalLM._no_split_modules == ["SimpleGPTBlock"]
+
+
+def test_sequence_classification_scores_the_last_real_token_with_either_padding():
+    torch.manual_seed(0)
+    model = SimpleGPTForSequenceClassification(SimpleGPTConfig(**tiny_config_kwargs(num_labels=1))).eval()
+    ids = random_ids(1, 6)
+    pad = torch.zeros(1, 3, dtype=torch.long)
+    with torch.no_grad():
+        alone = model(ids).logits
+        right = model(torch.cat([ids, pad], 1), attention_mask=torch.tensor([[1] * 6 + [0] * 3])).logits
+        left = model(torch.cat([pad, ids], 1), attention_mask=torch.tensor([[0] * 3 + [1] * 6])).logits
+        by_pad_id = model(torch.cat([ids, pad], 1)).logits  # no mask: the pad token id finds the end
+    assert alone.shape == (1, 1)
+    for other in (right, left, by_pad_id):
+        torch.testing.assert_close(other, alone, atol=ATOL, rtol=1e-4)
+
+
+def test_sequence_classification_without_pad_token_or_mask_rejects_batches():
+    model = SimpleGPTForSequenceClassification(SimpleGPTConfig(**tiny_config_kwargs(pad_token_id=None)))
+    with pytest.raises(ValueError, match="pad_token_id"):
+        model(random_ids(2, 5))
+
+
+# ----------------------------------------------------------------------------------------------- save & load
+
+
+@pytest.mark.parametrize(
+    "model_class, auto_class",
+    [
+        (SimpleGPTModel, AutoModel),
+        (SimpleGPTForCausalLM, AutoModelForCausalLM),
+        (SimpleGPTForMaskedLM, AutoModelForMaskedLM),
+        (SimpleGPTForSequenceClassification, AutoModelForSequenceClassification),
+    ],
+)
+def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_class):
+    torch.manual_seed(0)
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=3))).eval()
+    model.save_pretrained(tmp_path)
+    loaded = auto_class.from_pretrained(tmp_path).eval()
+    assert type(loaded) is model_class
+    ids = random_ids()
+    with torch.no_grad():
+        first = model(ids)[0]
+        torch.testing.assert_close(loaded(ids)[0], first, atol=0, rtol=0)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["auto_map"]["AutoModelForCausalLM"] == "modeling_simplegpt.SimpleGPTForCausalLM"
+    assert (tmp_path / "modeling_simplegpt.py").exists() and (tmp_path / "configuration_simplegpt.py").exists()
+
+
+REMOTE_CODE_SCRIPT = """
+import sys, torch
+sys.modules["hf_simplegpt"] = None  # make `import hf_simplegpt` fail, as on a machine without it
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
+assert "hf_simplegpt" not in type(model).__module__, type(model).__module__
+ids = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save(model(ids).logits, sys.argv[3])
+print(type(model).__name__)
+"""
+
+
+def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path):
+    model = make_model(tie_word_embeddings=True)
+    model.save_pretrained(tmp_path / "model")
+    ids = random_ids()
+    torch.save(ids, tmp_path / "ids.pt")
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "model"), str(tmp_path / "ids.pt"), str(tmp_path / "out.pt")],
+        capture_output=True, text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("SimpleGPTForCausalLM")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "out.pt"), model(ids).logits, atol=0, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_sequence_longer_than_the_context_is_rejected():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"Sequence too long: position 64 .* max_position_embeddings=64"):
+        model(random_ids(1, 65))
+    with pytest.raises(ValueError, match="max_position_embeddings=64"):
+        model.generate(random_ids(1, 60), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+
+
+def test_token_ids_outside_the_vocabulary_are_rejected():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"Token id 300 is outside the vocabulary \[0, 300\).*resize_token_embeddings"):
+        model(torch.tensor([[5, 300]]))
+    with pytest.raises(ValueError, match="Token id -1"):
+        model(torch.tensor([[5, -1]]))
+
+
+def test_attention_mask_of_the_wrong_shape_is_rejected():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 5\), expected \(batch_size=2, past \+ current length=12\)"):
+        model(random_ids(), attention_mask=torch.ones(2, 5))
+    with pytest.raises(ValueError, match="attention_mask has shape"):
+        model(random_ids(), attention_mask=torch.ones(3, 12))
