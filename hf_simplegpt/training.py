@@ -84,6 +84,9 @@ class PretrainingArguments(TrainingArguments):
         metadata={"help": "Trackers to log to (default: TensorBoard and Trackio where installed); 'none' for none."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for model init, data order and dropout."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Every SimpleGPT parameter gets a gradient, so DDP can skip the search."}
+    )
     record_batch_fingerprints: bool = field(
         default=False,
         metadata={"help": "Write a hash of every training batch per process to output_dir/batch_fingerprints/."},

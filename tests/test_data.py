@@ -1,0 +1,231 @@
+"""hf_simplegpt.data: loading, cleaning, de-duplication, splitting, tokenizer, packing, cache reuse, errors."""
+
+import json
+
+import pandas as pd
+import pytest
+from datasets import Dataset
+
+from hf_simplegpt import data
+from hf_simplegpt.data import (
+    CorpusStats,
+    DataArguments,
+    builtin_corpus_documents,
+    clean_dataset,
+    load_or_train_tokenizer,
+    load_raw_datasets,
+    near_duplicate_flags,
+    minhash_signature,
+    normalize_text,
+    prepare_corpus,
+    resolve_data_files,
+    tokenize_and_pack,
+)
+
+DOCS = [
+    f"Document number {i} talks about topic {i * 7 % 13} with some words, and more words to be long enough."
+    for i in range(40)
+]
+
+
+def _args(tmp_path, **kw):
+    return DataArguments(data_cache_dir=str(tmp_path / "cache"), **kw)
+
+
+# -------------------------------------------------------------------------------------------------------- loading
+
+
+@pytest.fixture
+def corpus_files(tmp_path):
+    """The same 40 documents as .txt (blank-line separated), .jsonl, .csv and .parquet."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "c.txt").write_text("\n\n".join(DOCS) + "\n")
+    (folder / "c.jsonl").write_text("".join(json.dumps({"content": d, "id": i}) + "\n" for i, d in enumerate(DOCS)))
+    pd.DataFrame({"content": DOCS}).to_csv(folder / "c.csv", index=False)
+    pd.DataFrame({"content": DOCS}).to_parquet(folder / "c.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("name, column", [("c.txt", "text"), ("c.jsonl", "content"), ("c.csv", "content"),
+                                          ("c.parquet", "content")])  # fmt: skip
+def test_every_local_format_loads_the_same_documents(corpus_files, tmp_path, name, column):
+    raw, source = load_raw_datasets(_args(tmp_path, train_file=str(corpus_files / name), text_column=column))
+    assert raw["train"].column_names == ["text"]
+    assert [t.strip() for t in raw["train"]["text"]] == DOCS  # cleaning strips the last paragraph's newline
+    assert raw["validation"] is None and name in source
+
+
+def test_folder_and_glob_collect_files_of_one_format(tmp_path):
+    folder = tmp_path / "shards"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("first document here\n\nsecond document here\n")
+    (folder / "sub" / "b.txt").write_text("third document here\n")
+    builder, files = resolve_data_files(str(folder), "--train_file")
+    assert builder == "text" and [f.rsplit("/", 1)[1] for f in files] == ["a.txt", "b.txt"]
+    raw, _ = load_raw_datasets(_args(tmp_path, train_file=str(folder / "**" / "*.txt"), min_chars=1))
+    assert sorted(t.strip() for t in raw["train"]["text"]) == ["first document here", "second document here", "third document here"]
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"--train_file .*nope\.txt.*no such file.*Pass an existing"):
+        load_raw_datasets(_args(tmp_path, train_file=str(tmp_path / "nope.txt")))
+    with pytest.raises(ValueError, match="--validation_file"):
+        (tmp_path / "t.txt").write_text("some text\n")
+        load_raw_datasets(_args(tmp_path, train_file=str(tmp_path / "t.txt"), validation_file=str(tmp_path / "v*.txt")))
+
+
+def test_mixed_formats_and_unknown_extensions_are_rejected(corpus_files):
+    with pytest.raises(ValueError, match="mixes formats"):
+        resolve_data_files(str(corpus_files / "c.*"), "--train_file")
+
+
+def test_missing_text_column_lists_the_columns(corpus_files, tmp_path):
+    with pytest.raises(ValueError, match=r"no column 'body'.*\['content', 'id'\].*--text_column"):
+        load_raw_datasets(_args(tmp_path, train_file=str(corpus_files / "c.jsonl"), text_column="body"))
+
+
+def test_missing_hub_dataset_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network in tests
+    monkeypatch.setattr(data.datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="Could not load --dataset_name 'no-such-user/no-such-dataset'"):
+        load_raw_datasets(_args(tmp_path, dataset_name="no-such-user/no-such-dataset"))
+
+
+def test_conflicting_or_invalid_options_are_rejected():
+    with pytest.raises(ValueError, match="either --dataset_name or --train_file"):
+        DataArguments(dataset_name="x", train_file="y.txt")
+    with pytest.raises(ValueError, match="Unicode form"):
+        DataArguments(normalization="NFX")
+    with pytest.raises(ValueError, match="--streaming applies to Hub datasets"):
+        DataArguments(streaming=True)
+
+
+def test_builtin_corpus_is_offline_python_documentation():
+    docs = builtin_corpus_documents()
+    assert len(docs) > 150  # sections, so a 5% validation split spans many topics
+    assert sum(map(len, docs)) > 300_000
+    assert any("if_stmt" in d for d in docs)
+
+
+# --------------------------------------------------------------------------------------------------------- cleaning
+
+
+def test_normalize_text_nfkc_newlines_and_strip():
+    assert normalize_text("  \ufb01ne caf\u0065\u0301\r\nok\r ", "NFKC") == "fine caf\u00e9\nok"
+    assert normalize_text("\ufb01", "none") == "\ufb01"
+    assert normalize_text(None, "NFC") == ""
+
+
+def test_clean_dataset_counts_each_removal(tmp_path):
+    near = DOCS[3].replace("more words", "more wordz")  # word 5-gram Jaccard with DOCS[3]: 0.44, kept
+    docs = DOCS[:10] + [
+        DOCS[0],  # exact duplicate
+        "  " + DOCS[1].replace("Document", "\uff24ocument") + "\r\n",  # fullwidth D: a duplicate after NFKC + strip
+        "tiny",  # shorter than min_chars
+        "x" * 500,  # longer than max_chars
+        DOCS[4] + " Extra.",  # near duplicate of DOCS[4] (Jaccard 0.93)
+        near,
+    ]
+    args = _args(tmp_path, min_chars=10, max_chars=400, near_dedup_threshold=0.8)
+    stats = CorpusStats()
+    cleaned = clean_dataset(Dataset.from_dict({"text": docs}), args, stats)
+    assert stats.documents_in == 16
+    assert (stats.too_short_removed, stats.too_long_removed) == (1, 1)
+    assert (stats.exact_duplicates_removed, stats.near_duplicates_removed) == (2, 1)
+    assert list(cleaned["text"]) == DOCS[:10] + [near]  # first copies kept, order kept
+
+
+def test_dedup_decision_is_cached(tmp_path, monkeypatch):
+    ds = Dataset.from_dict({"text": DOCS + DOCS[:5]})
+    args = _args(tmp_path)
+    first = clean_dataset(ds, args)["text"]
+    monkeypatch.setattr(data, "near_duplicate_flags", lambda *a: pytest.fail("dedup recomputed instead of cached"))
+    stats = CorpusStats()
+    assert clean_dataset(ds, args, stats)["text"] == first and stats.exact_duplicates_removed == 5
+
+
+def test_near_duplicate_flags_keep_the_first_copy():
+    sigs = [minhash_signature(t, 64) for t in (DOCS[0], DOCS[1], DOCS[0] + " again", DOCS[2])]
+    assert near_duplicate_flags(sigs, 0.8, 64) == [False, False, True, False]
+
+
+def test_prepare_corpus_holds_out_a_disjoint_validation_split(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("\n\n".join(DOCS))
+    args = _args(tmp_path, train_file=str(path), validation_split_percentage=10)
+    splits, stats = prepare_corpus(args, seed=0)
+    train, val = list(splits["train"]["text"]), list(splits["validation"]["text"])
+    assert (len(train), len(val)) == (36, 4) == (stats.train_documents, stats.validation_documents)
+    assert not set(train) & set(val) and sorted(train + val) == sorted(DOCS)
+    again, _ = prepare_corpus(args, seed=0)
+    assert list(again["validation"]["text"]) == val  # the split is a function of the seed
+
+
+def test_validation_file_overlap_with_train_is_removed(tmp_path):
+    (tmp_path / "t.txt").write_text("\n\n".join(DOCS[:30]))
+    (tmp_path / "v.txt").write_text("\n\n".join(DOCS[28:]))  # 2 of its 12 documents are training documents
+    args = _args(tmp_path, train_file=str(tmp_path / "t.txt"), validation_file=str(tmp_path / "v.txt"))
+    splits, stats = prepare_corpus(args)
+    assert stats.validation_overlap_removed == 2 and splits["validation"]["text"] == DOCS[30:]
+    assert len(splits["train"]) == 30
+
+
+def test_corpus_with_one_document_cannot_be_split(tmp_path):
+    (tmp_path / "t.txt").write_text(DOCS[0])
+    with pytest.raises(ValueError, match="need at least 2 to hold out a validation split.*--validation_file"):
+        prepare_corpus(_args(tmp_path, train_file=str(tmp_path / "t.txt")))
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer + packing
+
+
+def test_tokenizer_is_trained_once_then_loaded_from_cache(tmp_path):
+    args = _args(tmp_path)
+    ds = Dataset.from_dict({"text": DOCS})
+    tok = load_or_train_tokenizer(None, ds, vocab_size=300, model_max_length=32, args=args)
+    assert len(tok) <= 300 and tok.eos_token == "<|endoftext|>" and tok.model_max_length == 32
+    cached = load_or_train_tokenizer(None, ds, vocab_size=300, model_max_length=32, args=args)
+    assert cached.get_vocab() == tok.get_vocab()
+    assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 1
+
+
+def test_vocab_smaller_than_special_tokens_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size=8 is too small"):
+        load_or_train_tokenizer(None, Dataset.from_dict({"text": DOCS}), 8, 32, _args(tmp_path))
+
+
+def test_missing_tokenizer_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="--tokenizer_name .*no such folder"):
+        load_or_train_tokenizer(str(tmp_path / "tok"), Dataset.from_dict({"text": DOCS}), 300, 32, _args(tmp_path))
+
+
+def _file_dataset(tmp_path, docs):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return data.datasets.load_dataset("json", data_files=str(path), split="train")
+
+
+def test_packing_puts_eos_between_documents_in_full_blocks(tmp_path, tiny_tokenizer):
+    docs = DOCS[:12]
+    packed = tokenize_and_pack(_file_dataset(tmp_path, docs), tiny_tokenizer, 16, _args(tmp_path))
+    blocks = packed["input_ids"]
+    assert all(len(b) == 16 for b in blocks)
+    stream = [t for d in docs for t in tiny_tokenizer(d, add_special_tokens=False).input_ids + [tiny_tokenizer.eos_token_id]]
+    assert [t for b in blocks for t in b] == stream[: len(blocks) * 16]  # order kept, only the tail dropped
+    assert len(stream) - len(blocks) * 16 < 16
+    assert sum(b.count(tiny_tokenizer.eos_token_id) for b in blocks) >= len(docs) - 1
+
+
+def test_packing_is_cached_on_rerun(tmp_path, tiny_tokenizer, monkeypatch):
+    ds = _file_dataset(tmp_path, DOCS)
+    first = tokenize_and_pack(ds, tiny_tokenizer, 16, _args(tmp_path))
+    monkeypatch.setattr(data, "_tokenize_batch", lambda *a, **k: pytest.fail("tokenized again instead of cached"))
+    monkeypatch.setattr(data, "_pack_batch", lambda *a, **k: pytest.fail("packed again instead of cached"))
+    again = tokenize_and_pack(ds, tiny_tokenizer, 16, _args(tmp_path))
+    assert again["input_ids"] == first["input_ids"] and again.cache_files == first.cache_files
+
+
+def test_corpus_smaller_than_one_block_is_a_clear_error(tmp_path, tiny_tokenizer):
+    with pytest.raises(ValueError, match=r"fewer tokens than one block of 4096.*lower --max_position_embeddings"):
+        tokenize_and_pack(_file_dataset(tmp_path, DOCS[:2]), tiny_tokenizer, 4096, _args(tmp_path))
