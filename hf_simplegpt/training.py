@@ -38,7 +38,8 @@ def hardware_defaults() -> dict[str, Any]:
     gloo (CPU) process group instead of failing to find GPUs. On a GPU, bf16 if supported, else fp16.
     """
     if not has_accelerator():
-        return {"use_cpu": True}
+        # TRL's configs turn bf16 on unless told otherwise (None -> True): slow autocast on a CPU, so say no.
+        return {"use_cpu": True, "bf16": False}
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
     return {}

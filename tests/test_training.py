@@ -170,3 +170,11 @@ def test_batch_fingerprint_callback_records_training_batches_only(tmp_path):
     cb.on_train_end(args, None, None)
     recorded = json.loads((tmp_path / "batch_fingerprints" / "rank1.json").read_text())
     assert len(recorded) == 2 and recorded[0] != recorded[1]
+
+
+def test_hardware_defaults_turn_off_trl_bf16_on_cpu(monkeypatch, tmp_path):
+    from trl import SFTConfig
+
+    monkeypatch.setattr(training, "has_accelerator", lambda: False)
+    (args,) = parse_args(SFTConfig, args=["--output_dir", str(tmp_path)])
+    assert args.use_cpu is True and args.bf16 is False  # TRL alone would turn bf16 on (None -> True)
