@@ -1,0 +1,158 @@
+"""Supervised fine-tuning of a SimpleGPT (or any causal LM) with TRL's SFTTrainer, optionally through LoRA / QLoRA.
+
+    accelerate launch recipes/sft.py --config recipes/configs/sft_tiny.yaml \
+        --model_name_or_path DIR --train_file data.jsonl --output_dir out/sft [--use_peft [--use_dora]] [--merge]
+
+Data: `messages` conversations, ShareGPT `conversations`, `prompt`/`completion`, or `instruction`/`response`
+rows from a local jsonl/json/parquet file (`--train_file`) or the Hub (`--dataset_name`). The loss covers the
+assistant/completion tokens only unless `--train_on_all_tokens`. A few rows are held out: their loss is measured
+before and after training and their prompts are answered by the fine-tuned model at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import ModelConfig, SFTConfig, SFTTrainer
+
+import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
+from hf_simplegpt import finetuning, training
+
+
+@dataclass
+class SFTScriptArguments:
+    """Where the data comes from and what happens around training."""
+
+    train_file: str | None = field(default=None, metadata={"help": "Local .jsonl/.json/.parquet/.csv training file."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset name (instead of --train_file)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split of the Hub dataset to train on."})
+    eval_file: str | None = field(
+        default=None, metadata={"help": "Local held-out file; without it, --heldout_size rows are split off."}
+    )
+    heldout_size: int = field(
+        default=4, metadata={"help": "Rows split off the training data for eval loss and sample generations."}
+    )
+    train_on_all_tokens: bool = field(
+        default=False, metadata={"help": "Put the loss on every token, not only on assistant/completion tokens."}
+    )
+    merge: bool = field(
+        default=False, metadata={"help": "After LoRA training, merge the adapter into a standalone model."}
+    )
+    merged_output_dir: str | None = field(
+        default=None, metadata={"help": "Where --merge writes the merged model (default: OUTPUT_DIR/merged)."}
+    )
+    num_sample_generations: int = field(default=3, metadata={"help": "Held-out prompts answered after training."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Length of each sample generation."})
+
+
+def load_data(script_args: SFTScriptArguments, seed: int):
+    """(train, eval, format): converted datasets; eval comes from --eval_file or is split off the training rows."""
+    raw = finetuning.load_dataset_source(
+        script_args.train_file, script_args.dataset_name, script_args.dataset_config, script_args.dataset_split
+    )
+    train, fmt = finetuning.to_sft_dataset(raw)
+    if script_args.eval_file is not None:
+        eval_dataset, _ = finetuning.to_sft_dataset(finetuning.load_dataset_source(script_args.eval_file))
+    elif script_args.heldout_size > 0:
+        if script_args.heldout_size >= len(train):
+            raise ValueError(
+                f"--heldout_size {script_args.heldout_size} leaves no training rows out of {len(train)}; lower it."
+            )
+        split = train.train_test_split(test_size=script_args.heldout_size, seed=seed)
+        train, eval_dataset = split["train"], split["test"]
+    else:
+        eval_dataset = None
+    return train, eval_dataset, fmt
+
+
+def load_model(model_args: ModelConfig, training_args: SFTConfig):
+    """The base model, quantized for QLoRA when asked (after checking a GPU and bitsandbytes are there)."""
+    quantization_config = finetuning.quantization_config_from_model_args(model_args)
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    kwargs = {"dtype": dtype, "trust_remote_code": training_args.trust_remote_code}
+    if model_args.attn_implementation is not None:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    if quantization_config is not None:
+        # bitsandbytes quantizes while loading onto this process's GPU.
+        kwargs.update(quantization_config=quantization_config, device_map={"": training_args.local_process_index})
+    return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run SFT; returns the measured numbers (eval loss before/after, trainable parameters, paths)."""
+    script_args, training_args, model_args = training.parse_args(SFTScriptArguments, SFTConfig, ModelConfig, args=argv)
+    if model_args.model_name_or_path is None:
+        raise ValueError("--model_name_or_path is required: a SimpleGPT directory or any causal LM.")
+    if script_args.merge and not model_args.use_peft:
+        raise ValueError("--merge folds a LoRA adapter into its base model; it needs --use_peft.")
+    if os.path.isdir(model_args.model_name_or_path):
+        # The adapter config records this path as its base model; absolute, it loads from any working directory.
+        model_args.model_name_or_path = os.path.abspath(model_args.model_name_or_path)
+
+    train_dataset, eval_dataset, fmt = load_data(script_args, training_args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    for name, value in finetuning.loss_mask_args(train_dataset, script_args.train_on_all_tokens).items():
+        setattr(training_args, name, value)
+    if finetuning.is_conversational_dataset(train_dataset) and training_args.chat_template_path is None:
+        finetuning.check_chat_template(tokenizer, training_args.assistant_only_loss)
+
+    model = load_model(model_args, training_args)
+    peft_config = finetuning.lora_config_from_model_args(model_args, model)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    print(f"format={fmt} train_rows={len(train_dataset)} trainable_params={trainable:,} / {total:,}")
+
+    results = {"format": fmt, "trainable_params": trainable, "total_params": total}
+    if eval_dataset is not None:
+        results["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+    train_output = trainer.train()
+    results["train_loss"] = train_output.training_loss
+    if eval_dataset is not None:
+        results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
+    # A PeftModel saves only its adapter here; the tokenizer is saved beside it.
+    trainer.save_model(training_args.output_dir)
+
+    if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process reports and merges
+        return results
+    if eval_dataset is not None and script_args.num_sample_generations > 0:
+        rows = [eval_dataset[i] for i in range(min(script_args.num_sample_generations, len(eval_dataset)))]
+        prompts, references = zip(*(finetuning.prompt_and_reference(row) for row in rows))
+        texts = [finetuning.render_prompt(tokenizer, prompt) for prompt in prompts]
+        outputs = training.sample_generations(
+            trainer.model, tokenizer, texts, script_args.max_new_tokens, seed=training_args.seed
+        )
+        results["samples"] = []
+        for prompt, text, reference, output in zip(prompts, texts, references, outputs):
+            shown = prompt[-1]["content"] if isinstance(prompt, list) else prompt
+            # The decoded output starts with the prompt (special tokens dropped); show only the answer.
+            answer = output.removeprefix(tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True))
+            print(f"--- prompt: {shown!r}\n    reference: {reference!r}\n    model: {answer!r}")
+            results["samples"].append({"prompt": shown, "reference": reference, "output": answer})
+
+    if script_args.merge:
+        merged_dir = script_args.merged_output_dir or os.path.join(training_args.output_dir, "merged")
+        finetuning.merge_adapter(training_args.output_dir, merged_dir)
+        results["merged_output_dir"] = merged_dir
+        print(f"merged model written to {merged_dir}")
+
+    Path(training_args.output_dir, "sft_results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

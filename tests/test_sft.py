@@ -1,0 +1,177 @@
+"""recipes/sft.py end to end on a tiny SimpleGPT: full SFT, LoRA + merge, a GPT-2-converted base, and bad input."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
+from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
+from tests.conftest import tiny_config_kwargs
+from tests.test_finetuning import expected_lora_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAIRS = [
+    ("Say hi.", "Hi there."),
+    ("Name a color.", "Blue."),
+    ("Count to three.", "One two three."),
+    ("Name a fruit.", "An apple."),
+    ("Greet me.", "Hello friend."),
+    ("Name a pet.", "A cat."),
+    ("Say bye.", "Goodbye."),
+    ("Name a day.", "Monday."),
+]
+
+
+def load_recipe():
+    """recipes/sft.py as a module (recipes are scripts, not a package); registered so its dataclasses resolve."""
+    if "sft_recipe" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sft_recipe", REPO_ROOT / "recipes" / "sft.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["sft_recipe"]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """A 50k-parameter model trains several times faster on one thread than on threads contending for shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def base_model():
+    """The tiny SimpleGPT standing in for a pretrained base. With GPT-2's 0.02 init a random model's logits are
+    near-uniform and LoRA on its frozen weights barely moves them; a 0.2 init gives the adapters something to steer."""
+    torch.manual_seed(0)
+    return SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs(initializer_range=0.2))).eval()
+
+
+@pytest.fixture
+def base_dir(tmp_path, base_model, tiny_tokenizer):
+    path = tmp_path / "base"
+    base_model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def run_sft(base, train_file, output_dir, *extra):
+    """The recipe with the CPU config, a short schedule and the given extra flags; returns its results dict."""
+    argv = [
+        "--config", str(REPO_ROOT / "recipes" / "configs" / "sft_tiny.yaml"),
+        "--model_name_or_path", str(base),
+        "--train_file", str(train_file),
+        "--output_dir", str(output_dir),
+        "--max_steps", "24",
+        "--logging_steps", "8",
+        *extra,
+    ]  # fmt: skip
+    return load_recipe().main(argv)
+
+
+def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
+    rows = [{"instruction": q, "response": a} for q, a in PAIRS] * 4
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    results = run_sft(base_dir, train_file, tmp_path / "out", "--learning_rate", "3e-3")
+    assert results["format"] == "instruction"
+    assert results["trainable_params"] == results["total_params"]
+    assert results["eval_loss_after"] < results["eval_loss_before"] - 1.0
+    assert len(results["samples"]) == 3 and "--- prompt:" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "sft_results.json").read_text())["eval_loss_after"] == results["eval_loss_after"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert reloaded.config.model_type == "simplegpt"
+
+
+def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model, tiny_tokenizer):
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS] * 4
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "lora"
+    results = run_sft(
+        base_dir, train_file, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
+        "--learning_rate", "1e-2", "--merge",
+    )  # fmt: skip
+    assert results["format"] == "conversational"
+    assert results["trainable_params"] == expected_lora_params(base_model.config, r=4)
+    assert results["eval_loss_after"] < results["eval_loss_before"] - 0.3
+
+    # Only the adapter is saved, a small fraction of the model's size.
+    assert not (out / "model.safetensors").exists()
+    adapter_bytes = (out / "adapter_model.safetensors").stat().st_size
+    model_bytes = (base_dir / "model.safetensors").stat().st_size
+    assert adapter_bytes < 0.15 * model_bytes
+
+    ids = torch.tensor([tiny_tokenizer.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)["input_ids"]])
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
+    merged = AutoModelForCausalLM.from_pretrained(results["merged_output_dir"]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, peft_model(input_ids=ids).logits, atol=1e-5, rtol=0)
+        assert (merged(input_ids=ids).logits - base_model(input_ids=ids).logits).abs().max() > 1e-2
+
+
+def test_adapter_loads_where_hf_simplegpt_is_not_installed(tmp_path, base_dir):
+    """The base checkpoint carries its modeling code (auto_map), so PEFT can rebuild it with trust_remote_code."""
+    rows = [{"prompt": q, "completion": " " + a} for q, a in PAIRS] * 2
+    out = tmp_path / "lora"
+    run_sft(base_dir, write_jsonl(tmp_path / "train.jsonl", rows), out, "--use_peft", "--max_steps", "2")
+    code = (
+        "import sys; from peft import AutoPeftModelForCausalLM\n"
+        "assert 'hf_simplegpt' not in sys.modules\n"
+        f"model = AutoPeftModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
+        "print(type(model.get_base_model()).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HOME"] = str(tmp_path / "hf_home")  # remote code is copied into HF_HOME's modules cache
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "SimpleGPTForCausalLM"
+
+
+def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokenizer):
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2,
+            initializer_range=0.2,  # a stand-in for pretrained weights, as in `base_model`
+        )
+    )  # fmt: skip
+    base = tmp_path / "gpt2-simplegpt"
+    convert_gpt2_to_simplegpt(gpt2).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    rows = [{"prompt": q, "completion": " " + a} for q, a in PAIRS] * 4
+    train_file = tmp_path / "train.parquet"
+    from datasets import Dataset
+
+    Dataset.from_list(rows).to_parquet(train_file)
+    results = run_sft(base, train_file, tmp_path / "out", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2")
+    assert results["format"] == "prompt_completion"
+    assert results["trainable_params"] == expected_lora_params(AutoModelForCausalLM.from_pretrained(base).config, 4)
+    assert results["eval_loss_after"] < results["eval_loss_before"] - 0.3
+
+
+def test_bad_input_stops_before_training(tmp_path, base_dir):
+    unknown = write_jsonl(tmp_path / "unknown.jsonl", [{"question": "hi", "label": 1}] * 8)
+    with pytest.raises(ValueError, match=r"fields \['label', 'question'\]"):
+        run_sft(base_dir, unknown, tmp_path / "a")
+
+    rows = write_jsonl(tmp_path / "train.jsonl", [{"instruction": q, "response": a} for q, a in PAIRS])
+    with pytest.raises(ValueError, match=r"Available linear layers: \['down_proj', 'k_proj', 'lm_head'"):
+        run_sft(base_dir, rows, tmp_path / "b", "--use_peft", "--lora_target_modules", "query", "value")
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            run_sft(base_dir, rows, tmp_path / "c", "--use_peft", "--load_in_4bit")
