@@ -1,0 +1,24 @@
+"""Evaluation: MMLU harness (lm-evaluation-harness protocol), perplexity, and `evaluate` metric modules.
+
+The metric modules live as files under `metrics/` so that `evaluate.load(METRICS_DIR / "bleu.py")` works offline.
+"""
+
+from pathlib import Path
+
+from .loglikelihood import encode_pair, score_token_pairs
+from .mmlu import aggregate, evaluate_mmlu, load_mmlu
+from .perplexity import perplexity
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+def metric_path(name: str) -> str:
+    """Path of one of this project's `evaluate` modules: accuracy, bleu, f1, mmlu, perplexity."""
+    path = METRICS_DIR / f"{name}.py"
+    if not path.is_file():
+        valid = sorted(p.stem for p in METRICS_DIR.glob("*.py") if p.stem != "__init__")
+        raise ValueError(f"No metric module {name!r}; valid: {', '.join(valid)}.")
+    return str(path)
+
+
+__all__ = ["METRICS_DIR", "aggregate", "encode_pair", "evaluate_mmlu", "load_mmlu", "metric_path", "perplexity", "score_token_pairs"]
