@@ -1,0 +1,267 @@
+"""Model cards and Hub publishing, shared by every recipe.
+
+    write_model_card(output_dir, template="model_card.md", results=..., **context)  -> README.md
+    push_to_hub(output_dir, "user/my-simplegpt")                                  -> uploads `hub_files`
+
+A published folder holds exactly: safetensors weights, config.json (with `auto_map`), the remote-code
+modules that `auto_map` names (configuration_simplegpt.py, modeling_simplegpt.py), tokenizer files,
+generation_config.json, README.md, and results.json when present. Nothing else (no optimizer states,
+checkpoints, training_args.bin or pickled weights) leaves the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
+SIMPLEGPT_CODE = ("configuration_simplegpt.py", "modeling_simplegpt.py")
+SIMPLEGPT_AUTO_MAP = {
+    "AutoConfig": "configuration_simplegpt.SimpleGPTConfig",
+    "AutoModel": "modeling_simplegpt.SimpleGPTModel",
+    "AutoModelForCausalLM": "modeling_simplegpt.SimpleGPTForCausalLM",
+    "AutoModelForSequenceClassification": "modeling_simplegpt.SimpleGPTForSequenceClassification",
+    "AutoModelForMaskedLM": "modeling_simplegpt.SimpleGPTForMaskedLM",
+}
+
+
+# ------------------------------------------------------------------------------------ model card
+
+
+def eval_results_from(results: dict) -> list[EvalResult]:
+    """`model-index` entries for the tasks of a results.json written by recipes/evaluate.py.
+
+    results["mmlu"] gives overall and per-category accuracy; results["perplexity"] and results["bleu"]
+    give one entry each, on the dataset named by their "dataset" field.
+    """
+    entries = []
+    mmlu = results.get("mmlu")
+    if mmlu:
+        k = mmlu.get("num_fewshot", 0)
+        subset = f", first {mmlu['limit']} per subject" if mmlu.get("limit") else ""
+        scopes = [("all", mmlu["acc"])] + [(c, v["acc"]) for c, v in mmlu.get("categories", {}).items()]
+        for scope, acc in scopes:
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="cais/mmlu",
+                    dataset_name=f"MMLU ({k}-shot{subset})",
+                    dataset_config="all",
+                    dataset_split="test",
+                    dataset_args={"num_few_shot": k},
+                    metric_type="acc",
+                    metric_name="accuracy" if scope == "all" else f"accuracy ({scope})",
+                    metric_value=round(acc, 4),
+                )
+            )
+    for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
+        if results.get(task):
+            dataset = results[task].get("dataset", "custom")
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    metric_type=metric,
+                    metric_name=metric,
+                    metric_value=round(results[task][metric], 4),
+                )
+            )
+    return entries
+
+
+def results_table(results: dict) -> str:
+    """Markdown table (task, metric, value) of a results.json; empty string when there is nothing to show."""
+    rows = []
+    if results.get("mmlu"):
+        m = results["mmlu"]
+        k = m.get("num_fewshot", 0)
+        rows.append((f"MMLU {k}-shot ({m['n']} questions)", "accuracy", f"{m['acc']:.4f} ± {m['acc_stderr']:.4f}"))
+        rows += [(f"MMLU {k}-shot {c}", "accuracy", f"{v['acc']:.4f}") for c, v in m.get("categories", {}).items()]
+    if results.get("perplexity"):
+        p = results["perplexity"]
+        rows.append((f"{p.get('dataset', 'texts')} ({p['num_tokens']} tokens)", "perplexity", f"{p['perplexity']:.3f}"))
+    if results.get("bleu"):
+        b = results["bleu"]
+        rows.append((f"{b.get('dataset', 'pairs')}", "BLEU (sacrebleu)", f"{b['bleu']:.2f}"))
+    if not rows:
+        return ""
+    lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]
+    return "\n".join(lines)
+
+
+def _model_facts(folder: Path) -> dict:
+    """Architecture numbers from config.json for the card's details table (empty when there is no config)."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return {}
+    config = json.loads(config_path.read_text())
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+            "max_position_embeddings", "vocab_size", "norm_position")  # fmt: skip
+    return {k: config[k] for k in keys if k in config}
+
+
+def write_model_card(
+    output_dir: str | Path,
+    template: str = "model_card.md",
+    *,
+    results: dict | None = None,
+    model_name: str | None = None,
+    license: str = "apache-2.0",
+    language: str | list[str] = "en",
+    datasets: list[str] | None = None,
+    base_model: str | None = None,
+    tags: list[str] | None = None,
+    model_dir: str | Path | None = None,
+    **context,
+) -> Path:
+    """Render `template` (a file in model_cards/ or a path) into `output_dir`/README.md and return its path.
+
+    Metadata (YAML header) comes from the keyword arguments and `results` (a results.json dict, see
+    `eval_results_from`, which fills `model-index`); the body is the Jinja template, rendered with
+    `context` plus `model_name`, `results_table`, `config` (architecture numbers from config.json) and
+    `results`. `model_dir` is the folder whose config.json fills `config` (default: `output_dir`).
+    Templates show their own defaults for context keys that are not given.
+    """
+    output_dir = Path(output_dir)
+    template_path = Path(template) if Path(template).is_file() else MODEL_CARDS_DIR / template
+    if not template_path.is_file():
+        available = sorted(p.name for p in MODEL_CARDS_DIR.glob("*.md"))
+        raise ValueError(f"Model card template {template!r} not found; available in {MODEL_CARDS_DIR}: {available}.")
+    results = results or {}
+    model_name = model_name or output_dir.resolve().name
+    card_data = ModelCardData(
+        model_name=model_name,
+        license=license,
+        language=language,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        datasets=datasets,
+        base_model=base_model,
+        tags=sorted({"simplegpt", "text-generation", "custom_code", *(tags or [])}),
+        eval_results=eval_results_from(results) or None,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_name=model_name,
+        results=results,
+        results_table=results_table(results),
+        config=_model_facts(Path(model_dir) if model_dir else output_dir),
+        **context,
+    )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "README.md"
+    card.save(path)
+    return path
+
+
+# -------------------------------------------------------------------------------------- publish
+
+
+def _code_files(auto_map: dict) -> list[str]:
+    """Module files that `auto_map` entries such as "modeling_simplegpt.SimpleGPTModel" point to."""
+    names = set()
+    for value in auto_map.values():
+        for ref in value if isinstance(value, (list, tuple)) else [value]:
+            if ref:
+                names.add(ref.split("--")[-1].rsplit(".", 1)[0] + ".py")
+    return sorted(names)
+
+
+def prepare_for_hub(folder: str | Path) -> None:
+    """Make a saved SimpleGPT folder loadable from the Hub without hf_simplegpt installed.
+
+    Adds `auto_map` to config.json and copies configuration_simplegpt.py and modeling_simplegpt.py from
+    this package when they are missing, and writes generation_config.json from the config when absent.
+    Folders of other model types are left alone (their own `auto_map`, if any, is used as is).
+    """
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{folder} has no config.json; save the model with save_pretrained({str(folder)!r}) first.")
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") == "simplegpt":
+        if not config.get("auto_map"):
+            config["auto_map"] = SIMPLEGPT_AUTO_MAP
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        package_dir = Path(__file__).resolve().parent
+        for name in SIMPLEGPT_CODE:
+            if not (folder / name).is_file():
+                shutil.copy2(package_dir / name, folder / name)
+    if not (folder / "generation_config.json").is_file():
+        from transformers import GenerationConfig, PretrainedConfig
+
+        GenerationConfig.from_model_config(PretrainedConfig.from_dict(config)).save_pretrained(folder)
+
+
+def hub_files(folder: str | Path) -> list[str]:
+    """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`.
+
+    Raises ValueError naming what is missing: safetensors weights, config.json with auto_map, the code
+    files auto_map names, tokenizer files, generation_config.json, README.md.
+    """
+    folder = Path(folder)
+    present = {p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
+    missing = []
+    shards = sorted(n for n in present if n.startswith("model-") and n.endswith(".safetensors"))
+    if "model.safetensors" in present:
+        weights = ["model.safetensors"]
+    elif shards and "model.safetensors.index.json" in present:
+        weights = shards + ["model.safetensors.index.json"]
+    else:
+        weights = []
+        missing.append("safetensors weights (model.safetensors; save with save_pretrained, safe serialization)")
+    code = []
+    if "config.json" in present:
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map")
+        if auto_map:
+            code = _code_files(auto_map)
+            missing += [f"{name} (named by auto_map)" for name in code if name not in present]
+        else:
+            missing.append("auto_map in config.json (run hf_simplegpt.hub.prepare_for_hub)")
+    else:
+        missing.append("config.json")
+    tokenizer = [n for n in TOKENIZER_FILES if n in present]
+    if "tokenizer_config.json" not in present or not ({"tokenizer.json", "vocab.json"} & present):
+        missing.append("tokenizer files (tokenizer.json + tokenizer_config.json; tokenizer.save_pretrained)")
+    for name in ("generation_config.json", "README.md"):
+        if name not in present:
+            missing.append(name + (" (write_model_card)" if name == "README.md" else " (prepare_for_hub)"))
+    if missing:
+        raise ValueError(f"{folder} is not ready for the Hub; missing: {'; '.join(missing)}. Found: {sorted(present)}.")
+    extra = ["results.json"] if "results.json" in present else []
+    return sorted(set(weights + ["config.json"] + code + tokenizer + ["generation_config.json", "README.md"] + extra))
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload SimpleGPT model",
+) -> str:
+    """Create `repo_id` if needed and upload exactly `hub_files(folder)`; returns the commit URL."""
+    files = hub_files(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    # Plain file names are exact fnmatch patterns (no wildcards), so only these top-level files are sent.
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), allow_patterns=files, commit_message=commit_message, repo_type="model"
+    )
+    return str(getattr(info, "commit_url", info))
