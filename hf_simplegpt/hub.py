@@ -12,7 +12,6 @@ checkpoints, training_args.bin or pickled weights) leaves the machine.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
@@ -27,14 +26,6 @@ TOKENIZER_FILES = (
     "vocab.json",
     "merges.txt",
 )
-SIMPLEGPT_CODE = ("configuration_simplegpt.py", "modeling_simplegpt.py")
-SIMPLEGPT_AUTO_MAP = {
-    "AutoConfig": "configuration_simplegpt.SimpleGPTConfig",
-    "AutoModel": "modeling_simplegpt.SimpleGPTModel",
-    "AutoModelForCausalLM": "modeling_simplegpt.SimpleGPTForCausalLM",
-    "AutoModelForSequenceClassification": "modeling_simplegpt.SimpleGPTForSequenceClassification",
-    "AutoModelForMaskedLM": "modeling_simplegpt.SimpleGPTForMaskedLM",
-}
 
 
 # ------------------------------------------------------------------------------------ model card
@@ -183,32 +174,6 @@ def _code_files(auto_map: dict) -> list[str]:
     return sorted(names)
 
 
-def prepare_for_hub(folder: str | Path) -> None:
-    """Make a saved SimpleGPT folder loadable from the Hub without hf_simplegpt installed.
-
-    Adds `auto_map` to config.json and copies configuration_simplegpt.py and modeling_simplegpt.py from
-    this package when they are missing, and writes generation_config.json from the config when absent.
-    Folders of other model types are left alone (their own `auto_map`, if any, is used as is).
-    """
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{folder} has no config.json; save the model with save_pretrained({str(folder)!r}) first.")
-    config = json.loads(config_path.read_text())
-    if config.get("model_type") == "simplegpt":
-        if not config.get("auto_map"):
-            config["auto_map"] = SIMPLEGPT_AUTO_MAP
-            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        package_dir = Path(__file__).resolve().parent
-        for name in SIMPLEGPT_CODE:
-            if not (folder / name).is_file():
-                shutil.copy2(package_dir / name, folder / name)
-    if not (folder / "generation_config.json").is_file():
-        from transformers import GenerationConfig, PretrainedConfig
-
-        GenerationConfig.from_model_config(PretrainedConfig.from_dict(config)).save_pretrained(folder)
-
-
 def hub_files(folder: str | Path) -> list[str]:
     """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`.
 
@@ -233,7 +198,7 @@ def hub_files(folder: str | Path) -> list[str]:
             code = _code_files(auto_map)
             missing += [f"{name} (named by auto_map)" for name in code if name not in present]
         else:
-            missing.append("auto_map in config.json (run hf_simplegpt.hub.prepare_for_hub)")
+            missing.append("auto_map in config.json (save the model with hf_simplegpt imported: its classes register for auto_map)")
     else:
         missing.append("config.json")
     tokenizer = [n for n in TOKENIZER_FILES if n in present]
@@ -241,7 +206,7 @@ def hub_files(folder: str | Path) -> list[str]:
         missing.append("tokenizer files (tokenizer.json + tokenizer_config.json; tokenizer.save_pretrained)")
     for name in ("generation_config.json", "README.md"):
         if name not in present:
-            missing.append(name + (" (write_model_card)" if name == "README.md" else " (prepare_for_hub)"))
+            missing.append(name + (" (hf_simplegpt.hub.write_model_card)" if name == "README.md" else " (model.save_pretrained)"))
     if missing:
         raise ValueError(f"{folder} is not ready for the Hub; missing: {'; '.join(missing)}. Found: {sorted(present)}.")
     extra = ["results.json"] if "results.json" in present else []

@@ -25,7 +25,7 @@ import hf_simplegpt  # noqa: E402,F401  (registers SimpleGPT with the Auto class
 from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, perplexity  # noqa: E402
 from hf_simplegpt.evaluation.generation import generate_completions  # noqa: E402
 from hf_simplegpt.evaluation.mmlu import CATEGORIES, write_samples  # noqa: E402
-from hf_simplegpt.hub import prepare_for_hub, push_to_hub, write_model_card  # noqa: E402
+from hf_simplegpt.hub import push_to_hub, write_model_card  # noqa: E402
 from hf_simplegpt.training import parse_args  # noqa: E402
 
 TASKS = ("perplexity", "mmlu", "bleu")
@@ -149,7 +149,8 @@ def main(argv=None) -> dict:
         predictions = generate_completions(
             model, tokenizer, [p["prompt"] for p in pairs], max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
         )
-        bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=[p["reference"] for p in pairs])
+        references = [[p["reference"]] if isinstance(p["reference"], str) else p["reference"] for p in pairs]
+        bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=references)
         results["bleu"] = {"dataset": Path(args.bleu_file).name, **bleu}
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -162,7 +163,6 @@ def main(argv=None) -> dict:
         model_dir = Path(args.model_name_or_path)
         for name in ("README.md", "results.json"):
             shutil.copy2(out / name, model_dir / name)
-        prepare_for_hub(model_dir)
         print("Pushed:", push_to_hub(model_dir, args.hub_model_id))
     return results
 

@@ -231,11 +231,16 @@ def evaluate_mmlu(
     samples = []
     for i, (subject, doc_id, answer) in enumerate(docs):
         logliks = scores[4 * i : 4 * i + 4]
-        pred = max(range(4), key=lambda c: (logliks[c], -c))  # first index wins ties
+        pred = predict(logliks)
         samples.append({"subject": subject, "doc_id": doc_id, "choice_logliks": logliks, "pred": pred, "answer": answer})
     results = aggregate([s["pred"] for s in samples], [s["answer"] for s in samples], [s["subject"] for s in samples])
     results.update(num_fewshot=num_fewshot, limit=limit, forward_rows=n_rows, questions=len(docs))
     return results, samples
+
+
+def predict(choice_logliks: list[float]) -> int:
+    """Index of the highest score; the first one on ties (numpy.argmax, as the harness uses)."""
+    return max(range(len(choice_logliks)), key=lambda c: (choice_logliks[c], -c))
 
 
 def aggregate(predictions: list[int], references: list[int], subjects: list[str]) -> dict:

@@ -1,0 +1,86 @@
+"""recipes/evaluate.py end to end on a tiny model: results.json, samples, chart, card, table, --config."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "evaluate.py"
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def model_dir(tiny_model, tiny_tokenizer, tmp_path):
+    folder = tmp_path / "tiny-sg"
+    tiny_model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_all_tasks_write_results_samples_chart_and_card(recipe, model_dir, mmlu_dir, tiny_tokenizer, tmp_path, capsys):
+    documents = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be, that is the question."]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n\n".join(documents) + "\n")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "The quick brown", "reference": "fox jumps"}\n{"prompt": "To be,", "reference": ["or not"]}\n')
+    out = tmp_path / "eval"
+    results = recipe.main([
+        "--model_name_or_path", str(model_dir), "--tasks", "perplexity,mmlu,bleu", "--mmlu_data_dir", str(mmlu_dir),
+        "--num_fewshot", "1", "--subjects", "abstract_algebra,marketing", "--limit", "2", "--batch_size", "3",
+        "--output_dir", str(out), "--perplexity_file", str(texts), "--stride", "32", "--bleu_file", str(pairs),
+        "--max_new_tokens", "4",
+    ])  # fmt: skip
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["mmlu"] == results["mmlu"] and saved["mmlu"]["n"] == 4 and saved["mmlu"]["num_fewshot"] == 1
+    assert set(saved["mmlu"]["categories"]) == {"stem", "other"}
+    # two documents split at the blank line; with BOS prepended every text token is scored
+    assert saved["perplexity"]["num_tokens"] == sum(len(tiny_tokenizer(d)["input_ids"]) for d in documents)
+    assert saved["bleu"]["reference_length"] == 4 and saved["bleu"]["dataset"] == "pairs.jsonl"
+    samples = [json.loads(line) for line in (out / "samples_mmlu.jsonl").read_text().splitlines()]
+    assert [(s["subject"], s["doc_id"]) for s in samples] == [
+        ("abstract_algebra", 0), ("abstract_algebra", 1), ("marketing", 0), ("marketing", 1)
+    ]  # fmt: skip
+    assert (out / "mmlu_categories.png").read_bytes()[:4] == b"\x89PNG"
+    card = ModelCard.load(out / "README.md")
+    assert {r.metric_type for r in card.data.eval_results} == {"acc", "perplexity", "bleu"}
+    printed = capsys.readouterr().out
+    assert "mmlu 1-shot acc" in printed and "perplexity" in printed and "bleu" in printed
+
+
+def test_config_file_and_push(recipe, model_dir, mmlu_dir, tmp_path, monkeypatch):
+    uploads = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(kw) or "url")
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({
+        "model_name_or_path": str(model_dir), "tasks": "mmlu", "mmlu_data_dir": str(mmlu_dir),
+        "subjects": "marketing", "output_dir": str(tmp_path / "out"), "push_to_hub": True, "hub_model_id": "me/tiny",
+    }))  # fmt: skip
+    results = recipe.main(["--config", str(config), "--limit", "1"])  # the flag overrides the file
+    assert results["mmlu"]["n"] == 1
+    assert json.loads((model_dir / "results.json").read_text())["mmlu"]["n"] == 1
+    assert "README.md" in uploads[0]["allow_patterns"] and "results.json" in uploads[0]["allow_patterns"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--tasks", "mmlu,rouge"], r"Unknown task\(s\) \['rouge'\]"),
+        (["--tasks", "perplexity"], "needs --perplexity_file"),
+        (["--tasks", "bleu"], "needs --bleu_file"),
+        (["--push_to_hub", "true"], "needs --hub_model_id"),
+    ],
+)
+def test_bad_flags(recipe, flags, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        recipe.main(["--model_name_or_path", str(tmp_path), *flags])
