@@ -1,5 +1,6 @@
 """Shared tiny fixtures: every test builds its model and data here, offline, in milliseconds."""
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,49 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent (only the project's CI and team checkouts have it)")
     return SHARED_DATA
+
+
+# A miniature MMLU folder in the original layout: abstract_algebra without a header and with letter answers
+# (Hendrycks' files), marketing with a header row and 0-3 answers (the shared copy's format).
+MMLU_FIXTURE = {
+    "abstract_algebra": {
+        "dev": [
+            ["What is 1 + 1 in Z_2?", "0", "1", "2", "3", "A"],
+            ["  Which group is cyclic?  ", "Z_4", "S_3", "D_4", "Q_8", "A"],
+            ["How many elements does Z_5 have?", "3", "4", "5", "6", "C"],
+        ],
+        "test": [
+            ["Find the order of 2 in Z_6.", "1", "2", "3", "6", "C"],
+            ["Is every field a ring?", "Yes", "No", "Only finite ones", "Only infinite ones", "A"],
+            ["What is the identity of (Z, +)?", "1", "0", "-1", "none", "B"],
+        ],
+    },
+    "marketing": {
+        "dev": [
+            ["What does the P in 4P stand for?", "Price", "People", "Process", "Proof", "0"],
+            ["A brand is a", "logo", "promise", "price", "product", "1"],
+        ],
+        "test": [
+            ["Which is a pricing strategy?", "Skimming", "Cooking", "Sailing", "Painting", "0"],
+            ["Market segmentation divides a market into", "prices", "groups", "taxes", "shops", "1"],
+        ],
+    },
+}
+
+
+def write_mmlu_fixture(root: Path) -> Path:
+    """Write MMLU_FIXTURE under root as dev/<subject>_dev.csv and test/<subject>_test.csv; return root."""
+    for subject, splits in MMLU_FIXTURE.items():
+        for split, rows in splits.items():
+            (root / split).mkdir(parents=True, exist_ok=True)
+            with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                if subject == "marketing":
+                    writer.writerow(["question", "choice0", "choice1", "choice2", "choice3", "answer"])
+                writer.writerows(rows)
+    return root
+
+
+@pytest.fixture
+def mmlu_dir(tmp_path) -> Path:
+    return write_mmlu_fixture(tmp_path / "mmlu")
