@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import finetuning, training
+from hf_simplegpt import finetuning, hub, training
 
 
 @dataclass
@@ -82,6 +82,51 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig):
         # bitsandbytes quantizes while loading onto this process's GPU.
         kwargs.update(quantization_config=quantization_config, device_map={"": training_args.local_process_index})
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+
+
+def write_card(output_dir, script_args, training_args, model_args, peft_config, results, rows: dict) -> Path:
+    """The model card (model_cards/sft.md) with base model, data, LoRA settings, hyperparameters and results."""
+    base = model_args.model_name_or_path
+    lora = None
+    if peft_config is not None:
+        lora = {k: getattr(peft_config, k) for k in ("r", "lora_alpha", "lora_dropout", "use_dora", "use_rslora")}
+        targets = peft_config.target_modules
+        lora["target_modules"] = sorted(targets) if isinstance(targets, (set, list)) else targets
+        lora["dtype"] = model_args.dtype
+        if model_args.load_in_4bit or model_args.load_in_8bit:
+            lora["quantization"] = (
+                f"4-bit {model_args.bnb_4bit_quant_type} (bitsandbytes)" if model_args.load_in_4bit else "8-bit"
+            )
+    if training_args.assistant_only_loss:
+        loss_on = "assistant tokens only"
+    elif training_args.completion_only_loss:
+        loss_on = "completion tokens only"
+    else:
+        loss_on = "all tokens"
+    names = ("learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "num_train_epochs",
+             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "weight_decay",
+             "max_grad_norm", "seed")  # fmt: skip
+    hyperparameters = {name: getattr(getattr(training_args, name), "value", getattr(training_args, name)) for name in names}
+    if training_args.max_steps > 0:  # epochs are ignored then
+        del hyperparameters["num_train_epochs"]
+    hyperparameters["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
+    hyperparameters["processes"] = training_args.world_size
+    source = script_args.dataset_name or os.path.basename(script_args.train_file)
+    return hub.write_model_card(
+        output_dir,
+        "sft.md",
+        base_model=None if os.path.isdir(base) else base,  # the Hub's base_model field takes a Hub id only
+        datasets=[script_args.dataset_name] if script_args.dataset_name else None,
+        tags=["sft", "trl"] + (["lora", "peft"] if lora else []),
+        model_dir=output_dir if lora is None else base,
+        base_model_path=base,
+        lora=lora,
+        merged_output_dir=results.get("merged_output_dir"),
+        data={"source": source, "loss_on": loss_on, "packing": training_args.packing, **rows},
+        hyperparameters=hyperparameters,
+        sft=results,
+        example_prompt=results["samples"][0]["prompt"] if results.get("samples") else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -150,6 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"merged model written to {merged_dir}")
 
     Path(training_args.output_dir, "sft_results.json").write_text(json.dumps(results, indent=2))
+    rows = {"format": fmt, "train_rows": len(train_dataset), "heldout_rows": len(eval_dataset or [])}
+    card = write_card(training_args.output_dir, script_args, training_args, model_args, peft_config, results, rows)
+    print(f"model card: {card}")
     print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
     return results
 

@@ -95,6 +95,9 @@ def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
     assert json.loads((tmp_path / "out" / "sft_results.json").read_text())["eval_loss_after"] == results["eval_loss_after"]
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert reloaded.config.model_type == "simplegpt"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| held-out loss after | {results['eval_loss_after']:.4f} |" in card
+    assert "all 46,720 parameters trained" in card and "LoRA settings" not in card
 
 
 def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model, tiny_tokenizer):
@@ -114,6 +117,9 @@ def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model
     adapter_bytes = (out / "adapter_model.safetensors").stat().st_size
     model_bytes = (base_dir / "model.safetensors").stat().st_size
     assert adapter_bytes < 0.15 * model_bytes
+    card = (out / "README.md").read_text()
+    assert "| rank r | 4 |" in card and "| target modules | down_proj, k_proj, o_proj, q_proj, up_proj, v_proj |" in card
+    assert "AutoPeftModelForCausalLM" in card and "Loss on assistant tokens only" in card
 
     ids = torch.tensor([tiny_tokenizer.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)["input_ids"]])
     peft_model = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
@@ -175,3 +181,18 @@ def test_bad_input_stops_before_training(tmp_path, base_dir):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
             run_sft(base_dir, rows, tmp_path / "c", "--use_peft", "--load_in_4bit")
+
+
+@pytest.mark.parametrize("config", ["sft_tiny.yaml", "sft.yaml", "sft_qlora.yaml"])
+def test_configs_parse(config, tmp_path):
+    from trl import ModelConfig, SFTConfig
+
+    from hf_simplegpt.training import parse_args
+
+    recipe = load_recipe()
+    path = REPO_ROOT / "recipes" / "configs" / config
+    script_args, sft_args, model_args = parse_args(
+        recipe.SFTScriptArguments, SFTConfig, ModelConfig, args=["--config", str(path), "--output_dir", str(tmp_path)]
+    )
+    assert sft_args.max_length >= 64 and script_args.heldout_size > 0
+    assert model_args.load_in_4bit == (config == "sft_qlora.yaml") == model_args.use_peft
