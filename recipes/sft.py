@@ -84,8 +84,13 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig):
     return AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
 
 
-def write_card(output_dir, script_args, training_args, model_args, peft_config, results, rows: dict) -> Path:
-    """The model card (model_cards/sft.md) with base model, data, LoRA settings, hyperparameters and results."""
+def write_card(
+    output_dir, script_args, training_args, model_args, peft_config, results, rows: dict, merged: bool = False
+) -> Path:
+    """The model card (model_cards/sft.md) with base model, data, LoRA settings, hyperparameters and results.
+
+    `output_dir` holds the trained model, the LoRA adapter, or (`merged=True`) the adapter merged into the base.
+    """
     base = model_args.model_name_or_path
     lora = None
     if peft_config is not None:
@@ -118,8 +123,9 @@ def write_card(output_dir, script_args, training_args, model_args, peft_config, 
         base_model=None if os.path.isdir(base) else base,  # the Hub's base_model field takes a Hub id only
         datasets=[script_args.dataset_name] if script_args.dataset_name else None,
         tags=["sft", "trl"] + (["lora", "peft"] if lora else []),
-        model_dir=output_dir if lora is None else base,
+        model_dir=base if lora is not None and not merged else output_dir,
         base_model_path=base,
+        merged=merged,
         lora=lora,
         merged_output_dir=results.get("merged_output_dir"),
         data={"source": source, "loss_on": loss_on, "packing": training_args.packing, **rows},
@@ -196,8 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     Path(training_args.output_dir, "sft_results.json").write_text(json.dumps(results, indent=2))
     rows = {"format": fmt, "train_rows": len(train_dataset), "heldout_rows": len(eval_dataset or [])}
-    card = write_card(training_args.output_dir, script_args, training_args, model_args, peft_config, results, rows)
-    print(f"model card: {card}")
+    card_args = (script_args, training_args, model_args, peft_config, results, rows)
+    print(f"model card: {write_card(training_args.output_dir, *card_args)}")
+    if script_args.merge:
+        print(f"model card: {write_card(results['merged_output_dir'], *card_args, merged=True)}")
     print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
     return results
 

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
+from hf_simplegpt.hub import hub_files
 from tests.conftest import tiny_config_kwargs
 from tests.test_finetuning import expected_lora_params
 
@@ -120,6 +121,9 @@ def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model
     card = (out / "README.md").read_text()
     assert "| rank r | 4 |" in card and "| target modules | down_proj, k_proj, o_proj, q_proj, up_proj, v_proj |" in card
     assert "AutoPeftModelForCausalLM" in card and "Loss on assistant tokens only" in card
+    merged_card = (out / "merged" / "README.md").read_text()
+    assert "merged into the base weights" in merged_card and "AutoPeftModelForCausalLM" not in merged_card
+    assert hub_files(out / "merged")  # weights, config with auto_map, code, tokenizer, card: ready to push
 
     ids = torch.tensor([tiny_tokenizer.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)["input_ids"]])
     peft_model = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
