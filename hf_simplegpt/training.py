@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 from transformers import TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,29 @@ def hardware_defaults() -> dict[str, Any]:
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
     return {}
+
+
+def check_launch(training_args: TrainingArguments) -> None:
+    """Reject launches that accelerate would silently turn into something else on a machine without accelerators.
+
+    accelerate 1.15 enables FSDP/DeepSpeed only for accelerator process groups (`AcceleratorState` switches to
+    `DistributedType.FSDP` from MULTI_GPU/XPU/... types, never from MULTI_CPU), and without `use_cpu` it forms no
+    process group at all on a CPU machine: N processes would each train their own copy into the same folder.
+    """
+    if has_accelerator():
+        return
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+            raise ValueError(
+                f"{engine} needs GPUs (accelerate runs it only on accelerators) and this machine has none. On CPU "
+                f"launch data parallel instead: accelerate launch --multi_gpu --num_processes 2 recipes/<recipe>.py ..."
+            )
+    if world_size > 1 and not training_args.use_cpu:
+        raise ValueError(
+            f"{world_size} processes on a machine without accelerators need --use_cpu true (the default there); "
+            f"with --use_cpu false each process would train its own copy."
+        )
 
 
 def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:
@@ -157,6 +181,21 @@ def build_model(model_args: ModelArguments, tokenizer):
         **special_token_ids(tokenizer),
     )
     return model_args.auto_class.from_config(config)
+
+
+def setup_logging(training_args: TrainingArguments, *names: str) -> None:
+    """INFO logs from hf_simplegpt and the given loggers on the main process (warnings only on the others);
+    transformers and datasets follow `--log_level` / `--log_level_replica`."""
+    import datasets
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    ours = logging.INFO if training_args.should_log else logging.WARNING
+    for name in ("hf_simplegpt", *names):
+        logging.getLogger(name).setLevel(ours)
+    level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
 
 
 def installed_trackers() -> list[str] | str:
@@ -370,20 +409,13 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
     if resume_from_checkpoint in (None, False, "", "false", "False"):
         return None
     if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() in ("true", "last", "latest"):
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
-            raise ValueError(
-                f"--resume_from_checkpoint asked for the last checkpoint, but {output_dir} holds no "
-                f"{PREFIX_CHECKPOINT_DIR}-N folder. Pass the checkpoint path, or drop the flag to start a new run."
-            )
-        path = last
-    else:
-        path = str(resume_from_checkpoint)
-        if not os.path.exists(path):
-            raise ValueError(
-                f"--resume_from_checkpoint {path}: no such checkpoint. Pass an existing {PREFIX_CHECKPOINT_DIR}-N "
-                f"folder (or 'true' for the newest one in --output_dir)."
-            )
+        return _newest_valid_checkpoint(output_dir)
+    path = str(resume_from_checkpoint)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"--resume_from_checkpoint {path}: no such checkpoint. Pass an existing {PREFIX_CHECKPOINT_DIR}-N "
+            f"folder (or 'true' for the newest one in --output_dir)."
+        )
     problems = checkpoint_problems(path)
     if problems:
         raise ValueError(
@@ -391,6 +423,32 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | bool | None, output_
             f"Resume from an earlier {PREFIX_CHECKPOINT_DIR}-N folder instead."
         )
     return path
+
+
+def _newest_valid_checkpoint(output_dir: str) -> str:
+    """The newest complete checkpoint in output_dir (a run killed while saving leaves a partial newest one)."""
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    steps = sorted((int(n[len(prefix) :]) for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()), reverse=True)
+    if not steps:
+        raise ValueError(
+            f"--resume_from_checkpoint asked for the last checkpoint, but {output_dir} holds no "
+            f"{PREFIX_CHECKPOINT_DIR}-N folder. Pass the checkpoint path, or drop the flag to start a new run."
+        )
+    skipped = []
+    for step in steps:
+        path = os.path.join(output_dir, f"{prefix}{step}")
+        problems = checkpoint_problems(path)
+        if not problems:
+            for bad, why in skipped:
+                logger.warning("Skipping incomplete checkpoint %s: %s", bad, "; ".join(why))
+            return path
+        skipped.append((path, problems))
+    raise ValueError(
+        f"Every checkpoint in {output_dir} is corrupted or incomplete ("
+        + " | ".join(f"{p}: {'; '.join(w)}" for p, w in skipped)
+        + "). Start a new run with a fresh --output_dir."
+    )
 
 
 # --------------------------------------------------------------------------------------------------- results & samples

@@ -178,3 +178,28 @@ def test_hardware_defaults_turn_off_trl_bf16_on_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(training, "has_accelerator", lambda: False)
     (args,) = parse_args(SFTConfig, args=["--output_dir", str(tmp_path)])
     assert args.use_cpu is True and args.bf16 is False  # TRL alone would turn bf16 on (None -> True)
+
+
+def test_resume_true_skips_a_partial_newest_checkpoint(tmp_path):
+    good = _fake_checkpoint(tmp_path / "checkpoint-4")
+    partial = _fake_checkpoint(tmp_path / "checkpoint-8", step=8)
+    (partial / "optimizer.pt").unlink()  # killed while saving
+    assert resolve_resume_checkpoint("true", str(tmp_path)) == str(good)
+    (good / "trainer_state.json").unlink()
+    with pytest.raises(ValueError, match="Every checkpoint in .* is corrupted or incomplete"):
+        resolve_resume_checkpoint("true", str(tmp_path))
+
+
+def test_fsdp_or_deepspeed_launch_without_gpus_is_rejected(monkeypatch, tmp_path):
+    """accelerate would silently run plain DDP (MULTI_CPU) instead of FSDP on CPUs; say so instead."""
+    monkeypatch.setattr(training, "has_accelerator", lambda: False)
+    (args,) = parse_args(PretrainingArguments, args=["--output_dir", str(tmp_path)])
+    training.check_launch(args)  # a plain CPU run is fine
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match="FSDP needs GPUs.*--multi_gpu --num_processes 2"):
+        training.check_launch(args)
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    args.use_cpu = False
+    with pytest.raises(ValueError, match="need --use_cpu true"):
+        training.check_launch(args)

@@ -1,0 +1,216 @@
+"""recipes/pretrain.py end to end with tiny configs: outputs, objectives, resume, bad input, accelerate launch, DDP."""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+import hf_simplegpt  # noqa: F401  (registers the Auto classes)
+from hf_simplegpt.training import checkpoint_problems
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RECIPE = REPO_ROOT / "recipes" / "pretrain.py"
+TINY = str(REPO_ROOT / "recipes" / "configs" / "pretrain_tiny.yaml")
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
+         "and every river runs to the sea under grey clouds").split()  # fmt: skip
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("pretrain_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+    """300 pseudo-random paragraphs (~12k words): enough blocks of 32 tokens for a few steps on two processes."""
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    paragraphs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) for _ in range(300)]
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    return str(path)
+
+
+def _run(tmp_path, corpus, *extra, out="out"):
+    """Run the recipe in-process with the tiny config; returns (metrics, output dir)."""
+    output_dir = str(tmp_path / out)
+    argv = ["--config", TINY, "--train_file", corpus, "--output_dir", output_dir,
+            "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true", *extra]  # fmt: skip
+    return _recipe().main(argv), output_dir
+
+
+def _history(output_dir):
+    with open(os.path.join(output_dir, "trainer_state.json")) as f:
+        return json.load(f)["log_history"]
+
+
+def test_tiny_run_writes_a_complete_model_folder(tmp_path, corpus, capsys):
+    metrics, out = _run(tmp_path, corpus, "--max_steps", "10")
+    files = set(os.listdir(out))
+    expected = {"model.safetensors", "config.json", "configuration_simplegpt.py", "modeling_simplegpt.py",
+                "tokenizer.json", "tokenizer_config.json", "generation_config.json", "trainer_state.json",
+                "loss_curve.png", "README.md", "checkpoint-5", "checkpoint-10"}  # fmt: skip
+    assert expected <= files, expected - files
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.max_position_embeddings) == (64, 2, 32)
+    assert model.config.vocab_size == len(tokenizer) and model.config.eos_token_id == tokenizer.eos_token_id
+
+    history = _history(out)
+    evals = [h for h in history if "eval_loss" in h]
+    assert evals[0]["step"] == 0  # the untrained baseline
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.3
+    assert metrics["eval_loss"] == evals[-1]["eval_loss"]
+    assert all(h["eval_perplexity"] == pytest.approx(2.718281828 ** h["eval_loss"], rel=1e-6) for h in evals)
+    train_logs = [h for h in history if "loss" in h and h["step"] > 1]
+    assert train_logs and all(h["tokens_per_second"] > 0 and 0 < h["mfu"] < 1 for h in train_logs)
+
+    card = open(os.path.join(out, "README.md")).read()
+    for needle in ("## Training data", "exact duplicates", "near duplicates", "| seed | 42 |", "Hallucination",
+                   "Bias", "Knowledge cutoff", "at most 32 tokens", f"{metrics['eval_perplexity']:.2f}",
+                   "library_name: transformers"):  # fmt: skip
+        assert needle in card, needle
+    assert "--- sample ---\nThe" in capsys.readouterr().out
+
+
+def test_mlm_objective_trains_a_bidirectional_masked_lm(tmp_path, corpus):
+    metrics, out = _run(tmp_path, corpus, "--objective", "mlm", "--max_steps", "10")
+    model = AutoModelForMaskedLM.from_pretrained(out)
+    assert type(model).__name__ == "SimpleGPTForMaskedLM" and model.config.is_causal is False
+    evals = [h["eval_loss"] for h in _history(out) if "eval_loss" in h]
+    assert evals[-1] < evals[0] - 0.3
+    assert "masked language model" in open(os.path.join(out, "README.md")).read()
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path, corpus):
+    common = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1")
+    _, full = _run(tmp_path, corpus, *common, out="full")
+    # A second run that had only got to checkpoint-4 when it was stopped:
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(os.path.join(full, "checkpoint-4"), resumed / "checkpoint-4")
+    _run(tmp_path, corpus, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-4"), out="resumed")
+
+    def curve(out):
+        return {(h["step"], k): h[k] for h in _history(out) for k in ("loss", "eval_loss") if k in h and h["step"] > 4}
+
+    expected, got = curve(full), curve(str(resumed))
+    assert len(expected) >= 5 and set(got) == set(expected)
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
+
+
+def test_bad_resume_checkpoint_is_an_error_not_a_restart(tmp_path, corpus):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        _run(tmp_path, corpus, "--resume_from_checkpoint", str(out / "checkpoint-99"))
+    _run(tmp_path, corpus, "--max_steps", "5")
+    ckpt = out / "checkpoint-5"
+    os.truncate(ckpt / "model.safetensors", 100)
+    before = {p: os.path.getsize(ckpt / p) for p in os.listdir(ckpt)}
+    with pytest.raises(ValueError, match="checkpoint-5 is corrupted or incomplete: model.safetensors is unreadable"):
+        _run(tmp_path, corpus, "--max_steps", "10", "--resume_from_checkpoint", str(ckpt))
+    assert {p: os.path.getsize(ckpt / p) for p in os.listdir(ckpt)} == before  # nothing touched
+    assert not (out / "checkpoint-10").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--train_file", "/nonexistent/corpus.txt"), "--train_file '/nonexistent/corpus.txt': no such file"),
+        (("--vocab_size", "100"), "vocab_size=100 is too small"),
+        (("--max_position_embeddings", "100000"), "fewer tokens than one block of 100000"),
+        (("--objective", "rlhf"), "use clm .* or mlm"),
+    ],
+)
+def test_bad_input_is_a_value_error_naming_the_fix(tmp_path, corpus, extra, message):
+    with pytest.raises(ValueError, match=message):
+        _run(tmp_path, corpus, *extra)
+
+
+def test_no_config_uses_the_default_offline_run(tmp_path):
+    """With no --config the recipe trains the default model on the built-in corpus (here for 2 steps only)."""
+    out = str(tmp_path / "default")
+    _recipe().main(["--output_dir", out, "--max_steps", "2", "--eval_on_start", "false", "--save_steps", "2",
+                    "--num_sample_generations", "0",
+                    "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])  # fmt: skip
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert (config["hidden_size"], config["num_hidden_layers"], config["max_position_embeddings"]) == (128, 4, 128)
+    card = open(os.path.join(out, "README.md")).read()
+    assert "Python reference documentation" in card
+
+
+# ------------------------------------------------------------------------------------------- subprocess launches
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return env
+
+
+def _launch(args, timeout=240):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def test_accelerate_launch_single_process(tmp_path, corpus):
+    out = tmp_path / "out"
+    _launch(["recipes/pretrain.py", "--config", TINY, "--train_file", corpus, "--output_dir", str(out),
+             "--max_steps", "4", "--data_cache_dir", str(tmp_path / "cache")])  # fmt: skip
+    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU/gloo path; GPUs use recipes/accelerate/multi_gpu.yaml")
+def test_two_process_ddp_on_cpu_trains_on_different_shards(tmp_path, corpus):
+    """The README's exact command: `accelerate launch --multi_gpu --num_processes 2 recipes/pretrain.py ...`."""
+    out = tmp_path / "ddp"
+    proc = _launch(["--multi_gpu", "--num_processes", "2", "recipes/pretrain.py", "--config", TINY,
+                    "--train_file", corpus, "--output_dir", str(out), "--max_steps", "6",
+                    "--record_batch_fingerprints", "true", "--data_cache_dir", str(tmp_path / "cache")])  # fmt: skip
+    ranks = [json.load(open(out / "batch_fingerprints" / f"rank{r}.json")) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 6  # one batch per step on each process
+    assert not set(ranks[0]) & set(ranks[1])  # different data shards
+    state = json.load(open(out / "trainer_state.json"))
+    assert state["global_step"] == 6
+    card = open(out / "README.md").read()
+    assert "(4 × 1 accumulation × 2 processes)" in card  # the global batch spans both processes
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.max_position_embeddings == 32
+    assert "--- sample ---" in proc.stdout
+
+
+def test_interrupted_run_keeps_its_checkpoints(tmp_path, corpus):
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(RECIPE), "--config", TINY, "--train_file", corpus, "--output_dir", str(out),
+           "--max_steps", "100000", "--save_steps", "1", "--eval_steps", "100000", "--eval_on_start", "false",
+           "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not (out / "checkpoint-4" / "trainer_state.json").exists():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before writing 4 checkpoints"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    steps = sorted(int(d.split("-")[1]) for d in os.listdir(out) if d.startswith("checkpoint-"))
+    assert steps[:4] == [1, 2, 3, 4]
+    for step in (1, 2, 3):
+        assert checkpoint_problems(str(out / f"checkpoint-{step}")) == []
