@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import MMLU_FIXTURE, TINY_CORPUS
 
-from hf_simplegpt.evaluation.loglikelihood import count_rows, encode_pair, score_token_pairs
+from hf_simplegpt.evaluation.loglikelihood import count_rows, encode_pair, encode_pairs, score_token_pairs
 from hf_simplegpt.evaluation.mmlu import (
     SUBJECT_CATEGORY,
     Question,
@@ -64,6 +64,15 @@ def test_local_folder_with_and_without_header(mmlu_dir):
 
 def test_whitespace_moves_from_context_to_continuation(answer_tokenizer):
     assert encode_pair(answer_tokenizer, "Answer: ", "A") == encode_pair(answer_tokenizer, "Answer:", " A")
+
+
+def test_batched_encoding_equals_one_by_one_and_empty_context_gets_bos(answer_tokenizer):
+    requests = [("Answer:", " A"), ("Answer:", " B"), ("The quick", " brown fox"), ("", "Hello")]
+    pairs = encode_pairs(answer_tokenizer, requests)
+    assert pairs == [encode_pair(answer_tokenizer, *r) for r in requests]
+    hello = answer_tokenizer("Hello", add_special_tokens=False)["input_ids"]
+    assert pairs[3] == ([answer_tokenizer.bos_token_id], hello)
+    assert pairs[0][0] + pairs[0][1] == answer_tokenizer("Answer: A", add_special_tokens=False)["input_ids"]
 
 
 def test_scores_match_reference_and_truncate_from_the_left(tiny_model, tiny_tokenizer, mmlu_dir):

@@ -5,7 +5,7 @@ The metric modules live as files under `metrics/` so that `evaluate.load(METRICS
 
 from pathlib import Path
 
-from .loglikelihood import encode_pair, score_token_pairs
+from .loglikelihood import encode_pair, encode_pairs, score_token_pairs
 from .mmlu import aggregate, evaluate_mmlu, load_mmlu
 from .perplexity import perplexity
 
@@ -21,4 +21,14 @@ def metric_path(name: str) -> str:
     return str(path)
 
 
-__all__ = ["METRICS_DIR", "aggregate", "encode_pair", "evaluate_mmlu", "load_mmlu", "metric_path", "perplexity", "score_token_pairs"]
+__all__ = [
+    "METRICS_DIR",
+    "aggregate",
+    "encode_pair",
+    "encode_pairs",
+    "evaluate_mmlu",
+    "load_mmlu",
+    "metric_path",
+    "perplexity",
+    "score_token_pairs",
+]

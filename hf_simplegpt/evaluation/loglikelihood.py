@@ -22,28 +22,47 @@ from dataclasses import dataclass, field
 import torch
 
 
+def encode_pairs(tokenizer, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """Token ids of each (context, continuation), split the lm-evaluation-harness way (see module docstring).
+
+    Texts are tokenised in batched calls and each distinct context once (MMLU's four choices share one).
+    """
+    split = []
+    for context, continuation in requests:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        split.append((context, continuation))
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if prefix is None and any(not context for context, _ in split):
+        raise ValueError("Empty context and the tokenizer has neither a BOS nor an EOS token to stand in for it.")
+    contexts = list(dict.fromkeys(context for context, _ in split if context))
+
+    def encode(texts):  # verbose=False: contexts longer than the model are expected; they are cut from the left
+        return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+
+    context_ids = dict(zip(contexts, encode(contexts)))
+    wholes = encode([context + continuation for context, continuation in split])
+    pairs = []
+    for (context, continuation), whole in zip(split, wholes):
+        if context:
+            ctx = context_ids[context]
+            cont = whole[len(ctx) :]
+        else:
+            ctx, cont = [prefix], whole
+        if not cont:
+            raise ValueError(
+                f"Continuation {continuation!r} after context ending {context[-40:]!r} has no tokens of its own; "
+                "give a non-empty continuation."
+            )
+        pairs.append((ctx, cont))
+    return pairs
+
+
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids of (context, continuation), split the lm-evaluation-harness way (see module docstring)."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    if context:
-        whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
-        continuation_ids = whole[len(context_ids) :]
-    else:
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if prefix is None:
-            raise ValueError("Empty context and the tokenizer has neither a BOS nor an EOS token to stand in for it.")
-        context_ids = [prefix]
-        continuation_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-    if not continuation_ids:
-        raise ValueError(
-            f"Continuation {continuation!r} after context ending {context[-40:]!r} has no tokens of its own; "
-            "give a non-empty continuation."
-        )
-    return context_ids, continuation_ids
+    """`encode_pairs` for one request."""
+    return encode_pairs(tokenizer, [(context, continuation)])[0]
 
 
 def model_max_length(model) -> int:
@@ -106,7 +125,7 @@ def score_token_pairs(
     """Summed log-probability of each continuation given its context.
 
     Args:
-        pairs: (context_ids, continuation_ids) per request, e.g. from `encode_pair`.
+        pairs: (context_ids, continuation_ids) per request, e.g. from `encode_pairs`.
         batch_size: forward rows per batch (rows are sorted longest first to waste little padding).
         padding_side: "left" (rows end together, so only the last positions go through the LM head when the
             model takes `logits_to_keep`) or "right". Both give the unpadded scores: pad positions are masked

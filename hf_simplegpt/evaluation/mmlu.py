@@ -9,7 +9,7 @@ Prompt of one test question with k shots (k = 0..5; the shots are the first k ro
     {test question.strip()}\\nA. {c0}\\nB. {c1}\\nC. {c2}\\nD. {c3}\\nAnswer:
 
 Each choice is scored by the summed log-probability of " A" / " B" / " C" / " D" after that context
-(`loglikelihood.encode_pair`); the prediction is the highest score (first on ties); the metric is
+(`loglikelihood.encode_pairs`); the prediction is the highest score (first on ties); the metric is
 accuracy without length normalisation. Aggregates: per subject, per category (micro average over the
 questions of the category's subjects, like the harness's size-weighted groups) and overall.
 """
@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .loglikelihood import count_rows, encode_pair, model_max_length, score_token_pairs
+from .loglikelihood import count_rows, encode_pairs, model_max_length, score_token_pairs
 
 LETTERS = ("A", "B", "C", "D")
 CATEGORIES = ("stem", "humanities", "social_sciences", "other")
@@ -214,13 +214,14 @@ def evaluate_mmlu(
 
     model.eval()
     max_length = model_max_length(model)
-    pairs, docs = [], []
+    requests, docs = [], []
     for subject in subjects:
         shots = subject.dev[:num_fewshot]
         for doc_id, q in enumerate(subject.test[:limit]):
             context = build_context(subject.name, shots, q)
-            pairs.extend(encode_pair(tokenizer, context, " " + letter) for letter in LETTERS)
+            requests.extend((context, " " + letter) for letter in LETTERS)
             docs.append((subject.name, doc_id, q.answer))
+    pairs = encode_pairs(tokenizer, requests)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     n_rows = count_rows(pairs, max_length, one_pass)
     with tqdm(total=n_rows, desc=f"MMLU {num_fewshot}-shot ({len(docs)} questions)", unit="fwd", disable=not progress) as bar:

@@ -62,7 +62,7 @@ def perplexity(
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
     encoded = []
     for i, text in enumerate(texts):
-        ids = bos + tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = bos + tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) < 2:
             raise ValueError(
                 f"Text {i} ({text[:40]!r}) has {len(ids)} token(s) after tokenisation (BOS included); "

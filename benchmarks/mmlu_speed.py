@@ -1,0 +1,71 @@
+"""MMLU scoring speed: one forward pass per question vs one per answer choice, on a small SimpleGPT.
+
+    PYTHONPATH=. python benchmarks/mmlu_speed.py --mmlu_data_dir ../shared/data/mmlu --output_dir outputs/mmlu_speed
+
+Builds (once) a randomly initialised SimpleGPT (4 layers, hidden 128, context 512) with a 4096-token BPE
+trained on the built-in corpus, saves it to <output_dir>/model (evaluate it in full with recipes/evaluate.py),
+then times `evaluate_mmlu` on the first --limit questions of every subject both ways and checks that the
+scores agree. Speed does not depend on the weights; the accuracy of random weights is chance by design.
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
+from hf_simplegpt.data import builtin_corpus_documents
+from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu
+from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
+
+
+def build_model(folder: Path, layers: int, hidden: int, context: int, vocab: int) -> None:
+    tokenizer = train_tokenizer(builtin_corpus_documents(), vocab_size=vocab, model_max_length=context)
+    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=4, max_position_embeddings=context, norm_position="pre",
+                             **special_token_ids(tokenizer))  # fmt: skip
+    torch.manual_seed(0)
+    SimpleGPTForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mmlu_data_dir", required=True)
+    parser.add_argument("--output_dir", default="outputs/mmlu_speed")
+    parser.add_argument("--limit", type=int, default=10, help="questions per subject in the timed comparison")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--context", type=int, default=512)
+    parser.add_argument("--vocab", type=int, default=4096)
+    args = parser.parse_args()
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(args.output_dir) / "model"
+    if not (folder / "config.json").is_file():
+        build_model(folder, args.layers, args.hidden, args.context, args.vocab)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    single = [len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in "ABCD"]
+    print(f"model: {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+          f"torch threads {torch.get_num_threads()}; ' A'..' D' single tokens: {all(single)}")  # fmt: skip
+    subjects = load_mmlu(args.mmlu_data_dir)
+    timings, samples = {}, {}
+    for one_pass in (True, False):
+        start = time.perf_counter()
+        result, samples[one_pass] = evaluate_mmlu(
+            model, tokenizer, subjects, limit=args.limit, batch_size=args.batch_size, one_pass=one_pass
+        )
+        timings[one_pass] = time.perf_counter() - start
+        print(f"one_pass={one_pass}: {result['questions']} questions, {result['forward_rows']} forward rows, "
+              f"{timings[one_pass]:.1f} s ({result['questions'] / timings[one_pass]:.1f} questions/s)")  # fmt: skip
+    gap = max(abs(a - b) for x, y in zip(samples[True], samples[False])
+              for a, b in zip(x["choice_logliks"], y["choice_logliks"]))  # fmt: skip
+    print(f"speed-up of one pass: {timings[False] / timings[True]:.2f}x; largest score difference {gap:.2e}")
+
+
+if __name__ == "__main__":
+    main()
