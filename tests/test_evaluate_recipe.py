@@ -84,3 +84,9 @@ def test_config_file_and_push(recipe, model_dir, mmlu_dir, tmp_path, monkeypatch
 def test_bad_flags(recipe, flags, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         recipe.main(["--model_name_or_path", str(tmp_path), *flags])
+
+
+def test_shipped_config_parses(recipe):
+    config = RECIPE.parent / "configs" / "evaluate_mmlu.yaml"
+    (args,) = recipe.parse_args(recipe.EvalArguments, args=["--config", str(config), "--model_name_or_path", "m"])
+    assert (args.tasks, args.num_fewshot, args.batch_size, args.mmlu_data_dir) == ("mmlu", 0, 16, "../shared/data/mmlu")
