@@ -174,8 +174,9 @@ def _code_files(auto_map: dict) -> list[str]:
     return sorted(names)
 
 
-def hub_files(folder: str | Path) -> list[str]:
-    """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`.
+def hub_files(folder: str | Path, extra_files: tuple[str, ...] = ()) -> list[str]:
+    """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`, plus those of
+    `extra_files` that are present (e.g. a recipe's loss_curve.png and trainer_state.json).
 
     Raises ValueError naming what is missing: safetensors weights, config.json with auto_map, the code
     files auto_map names, tokenizer files, generation_config.json, README.md.
@@ -209,7 +210,7 @@ def hub_files(folder: str | Path) -> list[str]:
             missing.append(name + (" (hf_simplegpt.hub.write_model_card)" if name == "README.md" else " (model.save_pretrained)"))
     if missing:
         raise ValueError(f"{folder} is not ready for the Hub; missing: {'; '.join(missing)}. Found: {sorted(present)}.")
-    extra = ["results.json"] if "results.json" in present else []
+    extra = [n for n in ("results.json", *extra_files) if n in present]
     return sorted(set(weights + ["config.json"] + code + tokenizer + ["generation_config.json", "README.md"] + extra))
 
 
@@ -220,9 +221,10 @@ def push_to_hub(
     private: bool | None = None,
     token: str | None = None,
     commit_message: str = "Upload SimpleGPT model",
+    extra_files: tuple[str, ...] = (),
 ) -> str:
-    """Create `repo_id` if needed and upload exactly `hub_files(folder)`; returns the commit URL."""
-    files = hub_files(folder)
+    """Create `repo_id` if needed and upload exactly `hub_files(folder, extra_files)`; returns the commit URL."""
+    files = hub_files(folder, extra_files)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     # Plain file names are exact fnmatch patterns (no wildcards), so only these top-level files are sent.

@@ -38,6 +38,8 @@ logger = logging.getLogger("pretrain")
 
 # Without --config, this YAML supplies the defaults: the small offline run the README's Quickstart launches.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "pretrain_default.yaml")
+# Published next to the model, card and code (hub.hub_files): the training record the card refers to.
+PUBLISHED_EXTRAS = ("loss_curve.png", "trainer_state.json", "all_results.json")
 SAMPLE_PROMPTS = ["The ", "A function", "In Python, "]
 
 
@@ -175,7 +177,13 @@ def main(argv=None) -> dict:
         out,
     )
     if push:
-        url = push_to_hub(out, training_args.hub_model_id, private=training_args.hub_private_repo, token=training_args.hub_token)
+        url = push_to_hub(
+            out,
+            training_args.hub_model_id,
+            private=training_args.hub_private_repo,
+            token=training_args.hub_token,
+            extra_files=PUBLISHED_EXTRAS,
+        )
         logger.info("Pushed to %s", url)
     return metrics
 

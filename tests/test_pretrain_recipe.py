@@ -95,6 +95,23 @@ def test_mlm_objective_trains_a_bidirectional_masked_lm(tmp_path, corpus):
     assert "masked language model" in open(os.path.join(out, "README.md")).read()
 
 
+def test_push_to_hub_uploads_model_code_card_and_training_record(tmp_path, corpus, monkeypatch):
+    from huggingface_hub import HfApi
+
+    calls = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("repo", repo_id))
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "commit-url")
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        _run(tmp_path, corpus, "--push_to_hub", "true")
+    _, out = _run(tmp_path, corpus, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "me/tiny-pretrain")
+    assert calls["repo"] == "me/tiny-pretrain" and calls["upload"]["folder_path"] == out
+    sent = set(calls["upload"]["allow_patterns"])
+    assert {"model.safetensors", "config.json", "configuration_simplegpt.py", "modeling_simplegpt.py",
+            "tokenizer.json", "generation_config.json", "README.md", "loss_curve.png", "trainer_state.json"} <= sent
+    assert not any(n.startswith("checkpoint") or n.endswith((".pt", ".bin")) for n in sent)
+    assert 'from_pretrained("me/tiny-pretrain"' in open(os.path.join(out, "README.md")).read()
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path, corpus):
     common = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1")
     _, full = _run(tmp_path, corpus, *common, out="full")
