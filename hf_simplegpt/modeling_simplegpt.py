@@ -21,6 +21,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
+from transformers.loss.loss_utils import ForCausalLMLoss
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -263,21 +264,105 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
     def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor, past_length: int):
-        if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
+        """Reject positions beyond the position table and ids outside the vocabulary, reading the device once.
+
+        Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
+        assert on GPUs). The three reductions are tiny; the cost is the host-device sync, so there is only one.
+        """
+        extremes = [position_ids.max()] if position_ids.numel() else [position_ids.new_zeros(())]
+        if input_ids is not None and input_ids.numel():
+            extremes += torch.aminmax(input_ids)
+        max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
+        if max_position >= self.config.max_position_embeddings:
             raise ValueError(
-                f"Sequence too long: position {int(position_ids.max())} (after {past_length} cached tokens) is beyond "
+                f"Sequence too long: position {max_position} (after {past_length} cached tokens) is beyond "
                 f"max_position_embeddings={self.config.max_position_embeddings}. Truncate the input "
                 f"(tokenizer(..., truncation=True, max_length={self.config.max_position_embeddings})) or generate "
                 "fewer new tokens."
             )
-        if input_ids is not None and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
+        if id_range:
+            low, high = id_range
             if low < 0 or high >= self.config.vocab_size:
                 bad = high if high >= self.config.vocab_size else low
                 raise ValueError(
                     f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}). Use the tokenizer the "
                     "model was trained with, or call model.resize_token_embeddings(len(tokenizer)) after adding tokens."
                 )
+
+
+# Elements of the (tokens, vocab) float32 logits that the chunked loss holds at once: 2**25 floats = 128 MiB.
+LOSS_CHUNK_ELEMENTS = 2**25
+
+
+class ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `labels`, divided by `divisor`, one block of rows at a time.
+
+    hidden: (tokens, hidden); weight: (vocab, hidden); labels: (tokens,), -100 where ignored; divisor: () tensor.
+    Returns the scalar loss. The plain path keeps float32 logits, their log-softmax and its gradient, each
+    (tokens, vocab): at GPT-2's vocabulary that outweighs the rest of the activations. Here only one
+    (chunk_rows, vocab) block exists at a time, and the gradients are computed right away in the forward pass
+    (softmax - one-hot), so the backward pass only scales the saved (tokens, hidden) and (vocab, hidden) gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, divisor, chunk_rows: int):
+        ctx.weight_dtype = weight.dtype
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        # Accumulated over chunks in float32 whatever the weight's dtype, like a float32 main-grad.
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            logits = (hidden[rows] @ weight.t()).float()  # under autocast: a bf16 matmul, softmax in float32
+            valid = labels[rows] != -100
+            target = torch.where(valid, labels[rows], 0).unsqueeze(1)
+            logsumexp = logits.logsumexp(dim=-1, keepdim=True)
+            loss += ((logsumexp - logits.gather(1, target)).squeeze(1) * valid).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            # d(loss)/d(logits) = (softmax - one_hot(target)) / divisor on valid rows, 0 on ignored ones: in place.
+            grad_logits = logits.sub_(logsumexp).exp_()
+            grad_logits.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad_logits.dtype))
+            grad_logits.mul_((valid / divisor).unsqueeze(1))
+            if grad_hidden is not None:
+                grad_hidden[rows] = grad_logits @ weight.to(grad_logits.dtype)
+            if grad_weight is not None:
+                grad_weight += grad_logits.t() @ hidden[rows].to(grad_logits.dtype)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return loss / divisor
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_loss.to(grad_hidden.dtype)
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_loss).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None
+
+
+def chunked_causal_lm_loss(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    shift_labels: torch.Tensor | None = None,
+    num_items_in_batch: torch.Tensor | int | None = None,
+) -> torch.Tensor:
+    """transformers' causal-LM loss (`ForCausalLMLoss`) computed from hidden states without full logits.
+
+    hidden_states: (batch, seq, hidden); weight: the output projection (vocab, hidden); labels: (batch, seq), shifted
+    here, or shift_labels: (batch, seq) already shifted; -100 is ignored. The sum over target tokens is divided by
+    `num_items_in_batch` when given (exact gradient accumulation), else by the number of target tokens.
+    """
+    if shift_labels is None:
+        shift_labels = nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+    shift_labels = shift_labels.reshape(-1).to(hidden_states.device)
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    if num_items_in_batch is None:
+        num_items_in_batch = (shift_labels != -100).sum()
+    divisor = torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=hidden.device)
+    chunk_rows = max(1, LOSS_CHUNK_ELEMENTS // weight.shape[0])
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, shift_labels, divisor, chunk_rows)
 
 
 class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
@@ -308,6 +393,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -315,6 +401,11 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
             labels: (batch, seq) token ids, -100 where no loss is wanted. The model shifts them (pass
                 `shift_labels` (batch, seq) pre-shifted instead when the batch is packed or sharded).
             logits_to_keep: compute logits only for the last `n` positions (`generate` uses 1), or for given indices.
+            skip_logits: compute the loss chunk by chunk from the hidden states and return `logits=None`, so the
+                (batch, seq, vocab) float32 logits never exist at once (the same loss and gradients, a fraction of
+                the memory at large vocabularies). Defaults to True in training mode when labels are given (what
+                the `Trainer`'s training step needs; evaluation keeps its logits), as Liger-Kernel does; pass
+                `skip_logits=False` to get both.
             other arguments: as in [`SimpleGPTModel.forward`]; `num_items_in_batch` makes gradient accumulation exact.
         Returns:
             `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab) and `cache`.
@@ -328,10 +419,31 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None or kwargs.get("shift_labels") is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        has_labels = labels is not None or kwargs.get("shift_labels") is not None
+        # The chunked loss reads lm_head.weight directly: only for a plain Linear (not a PEFT-wrapped or quantized
+        # head) and transformers' own causal-LM loss (not a custom `loss_function` or `loss_type`).
+        chunkable = type(self.lm_head) is nn.Linear and self.lm_head.bias is None and self.loss_function is ForCausalLMLoss
+        if skip_logits is None:
+            skip_logits = self.training and has_labels and chunkable
+        elif skip_logits and not (has_labels and chunkable):
+            raise ValueError(
+                "skip_logits=True computes the loss instead of the logits, so it needs `labels` (or `shift_labels`), "
+                "a plain nn.Linear lm_head and the default causal-LM loss; pass skip_logits=False otherwise."
+            )
+        logits = loss = None
+        if skip_logits:
+            loss = chunked_causal_lm_loss(
+                hidden_states,
+                self.lm_head.weight,
+                labels,
+                kwargs.get("shift_labels"),
+                kwargs.get("num_items_in_batch"),
+            )
+        else:
+            logits = self.lm_head(hidden_states)
+            if has_labels:
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -221,6 +221,68 @@ def test_shift_labels_and_logits_to_keep():
     torch.testing.assert_close(last[:, 0], full[:, -1])
 
 
+def training_loss_and_grads(model, ids, **loss_kwargs):
+    model.zero_grad(set_to_none=True)
+    output = model(ids, **loss_kwargs)
+    output.loss.backward()
+    return output, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("label_kind", ["labels", "shift_labels", "num_items_in_batch"])
+def test_chunked_training_loss_equals_the_plain_loss_and_gradients(monkeypatch, label_kind):
+    import hf_simplegpt.modeling_simplegpt as modeling
+
+    monkeypatch.setattr(modeling, "LOSS_CHUNK_ELEMENTS", 300 * 7)  # 7 rows per chunk: 24 tokens in 4 uneven chunks
+    model = make_model(tie_word_embeddings=True).train()
+    ids = random_ids(2, 12)
+    labels = ids.clone()
+    labels[0, :5] = -100  # a prompt without loss
+    kwargs = {"labels": labels}
+    if label_kind == "shift_labels":
+        kwargs = {"shift_labels": F.pad(labels[:, 1:], (0, 1), value=-100)}
+    elif label_kind == "num_items_in_batch":
+        kwargs["num_items_in_batch"] = torch.tensor(50)  # the target count of a larger accumulated batch
+    chunked, chunked_grads = training_loss_and_grads(model, ids, **kwargs)
+    plain, plain_grads = training_loss_and_grads(model, ids, skip_logits=False, **kwargs)
+    assert chunked.logits is None and plain.logits.shape == (2, 12, 300)
+    divisor = 50 if label_kind == "num_items_in_batch" else (labels[:, 1:] != -100).sum()
+    expected = F.cross_entropy(plain.logits[:, :-1].reshape(-1, 300), labels[:, 1:].reshape(-1), reduction="sum")
+    torch.testing.assert_close(plain.loss, expected / divisor)
+    torch.testing.assert_close(chunked.loss, plain.loss)
+    assert plain_grads.keys() == chunked_grads.keys() and "model.embed_tokens.weight" in plain_grads
+    for name, grad in plain_grads.items():
+        assert grad.abs().max() > 0, name  # every parameter, the tied embedding included, gets a real gradient
+        torch.testing.assert_close(chunked_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_chunked_loss_accumulates_exactly_and_scales_with_the_outer_gradient():
+    model = make_model().train()
+    ids = random_ids(4, 10)
+    labels = ids.clone()
+    labels[:2, :4] = -100
+    num_items = (labels[:, 1:] != -100).sum()
+    _, full_grads = training_loss_and_grads(model, ids, labels=labels)
+    model.zero_grad(set_to_none=True)
+    for half in (slice(0, 2), slice(2, 4)):
+        # Scaling by 3 exercises the backward's multiplication by the incoming gradient.
+        (3 * model(ids[half], labels=labels[half], num_items_in_batch=num_items).loss).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 3 * full_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_logits_are_skipped_only_in_training_with_labels():
+    model = make_model()
+    ids = random_ids()
+    with torch.no_grad():
+        evaluated = model(ids, labels=ids)  # evaluation (Trainer.prediction_step) keeps its logits
+        trained = model.train()(ids, labels=ids)
+        assert model(ids).logits.shape == (2, 12, 300)  # no labels: logits as always
+    assert evaluated.logits.shape == (2, 12, 300) and trained.logits is None
+    torch.testing.assert_close(trained.loss, evaluated.loss)
+    with pytest.raises(ValueError, match="skip_logits=True .* needs `labels`"):
+        model(ids, skip_logits=True)
+
+
 # ----------------------------------------------------------------------------------------------- caching & generation
 
 
