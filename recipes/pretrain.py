@@ -88,6 +88,8 @@ def main(argv=None) -> dict:
     data_args, model_args, training_args = parse_args(DataArguments, ModelArguments, PretrainingArguments, args=argv)
     setup_logging(training_args, logger.name)
     check_launch(training_args)
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming.")
     # Fail before any work when the checkpoint to resume from is unusable.
     resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     # One upload at the end, of exactly the published files (hub.hub_files): the Trainer's own pushes would send

@@ -229,3 +229,44 @@ def test_packing_is_cached_on_rerun(tmp_path, tiny_tokenizer, monkeypatch):
 def test_corpus_smaller_than_one_block_is_a_clear_error(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match=r"fewer tokens than one block of 4096.*lower --max_position_embeddings"):
         tokenize_and_pack(_file_dataset(tmp_path, DOCS[:2]), tiny_tokenizer, 4096, _args(tmp_path))
+
+
+# ------------------------------------------------------------------------------------- Hub datasets (offline stand-in)
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """`datasets.load_dataset("fake/corpus")` served from local JSON files (train + validation), streaming or not."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    rows = lambda docs: "".join(json.dumps({"body": d, "meta": i}) + "\n" for i, d in enumerate(docs))  # noqa: E731
+    (folder / "train.jsonl").write_text(rows(DOCS[:30] + DOCS[:3]))  # 3 exact duplicates
+    (folder / "validation.jsonl").write_text(rows(DOCS[30:]))
+    real = data.datasets.load_dataset
+
+    def load_dataset(name, config=None, streaming=False, **kw):
+        if name != "fake/corpus":
+            return real(name, config, streaming=streaming, **kw)
+        files = {s: str(folder / f"{s}.jsonl") for s in ("train", "validation")}
+        return real("json", data_files=files, streaming=streaming)
+
+    monkeypatch.setattr(data.datasets, "load_dataset", load_dataset)
+
+
+def test_hub_dataset_uses_its_validation_split_and_text_column(tmp_path, fake_hub):
+    splits, stats = prepare_corpus(_args(tmp_path, dataset_name="fake/corpus", text_column="body"))
+    assert stats.source == "Hub dataset fake/corpus" and stats.exact_duplicates_removed == 3
+    assert list(splits["validation"]["text"]) == DOCS[30:] and len(splits["train"]) == 30
+    with pytest.raises(ValueError, match=r"no column 'text'; its columns are \['body', 'meta'\]"):
+        prepare_corpus(_args(tmp_path, dataset_name="fake/corpus"))
+
+
+def test_streaming_hub_dataset_is_cleaned_lazily_and_packed(tmp_path, fake_hub, tiny_tokenizer):
+    args = _args(tmp_path, dataset_name="fake/corpus", text_column="body", streaming=True)
+    splits, stats = prepare_corpus(args)
+    train = list(row["text"] for row in splits["train"])
+    assert train == DOCS[:30]  # exact duplicates dropped on the fly, order kept
+    assert stats.train_documents is None  # not countable up front
+    packed = tokenize_and_pack(splits["train"], tiny_tokenizer, 16, args)
+    blocks = [row["input_ids"] for row in packed]
+    assert blocks and all(len(b) == 16 for b in blocks)
