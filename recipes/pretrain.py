@@ -70,7 +70,7 @@ def card_context(trainer, data_args, model_args, stats, metrics, initial_eval_lo
         max_chars=data_args.max_chars,
         normalization=data_args.normalization,
         near_dedup_threshold=data_args.near_dedup_threshold,
-        tokenizer_trained=model_args.tokenizer_name is None,
+        tokenizer_trained=not (model_args.tokenizer_name or model_args.model_name_or_path),
         hyperparameters=hyperparameters,
         initial_eval_loss=initial_eval_loss,
         initial_eval_perplexity=math.exp(min(initial_eval_loss, 50.0)) if initial_eval_loss is not None else None,
@@ -103,8 +103,10 @@ def main(argv=None) -> dict:
     # The main process cleans, tokenizes and caches first; the others then read its cache (same tokenizer too).
     with training_args.main_process_first(desc="data preparation"):
         splits, stats = prepare_corpus(data_args, seed=training_args.seed)
+        # A resumed run or a continued model keeps its own tokenizer; otherwise one is trained on the corpus.
+        tokenizer_source = resume or model_args.tokenizer_name or model_args.model_name_or_path
         tokenizer = load_or_train_tokenizer(
-            resume or model_args.tokenizer_name, splits["train"], model_args.vocab_size, block_size, data_args
+            tokenizer_source, splits["train"], model_args.vocab_size, block_size, data_args
         )
         train_dataset = tokenize_and_pack(splits["train"], tokenizer, block_size, data_args, "train")
         eval_dataset = tokenize_and_pack(splits["validation"], tokenizer, block_size, data_args, "validation")

@@ -123,6 +123,15 @@ def test_gradient_checkpointing_run_logs_throughput_to_tensorboard(tmp_path, cor
     assert {"train/loss", "train/tokens_per_second", "train/mfu", "eval/loss", "eval/perplexity"} <= tags, tags
 
 
+def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus):
+    first, out = _run(tmp_path, corpus, "--max_steps", "5", "--num_sample_generations", "0", out="first")
+    _, again = _run(tmp_path, corpus, "--max_steps", "2", "--model_name_or_path", out,
+                    "--num_sample_generations", "0", out="again")  # fmt: skip
+    assert AutoTokenizer.from_pretrained(again).get_vocab() == AutoTokenizer.from_pretrained(out).get_vocab()
+    start = next(h["eval_loss"] for h in _history(again) if "eval_loss" in h)
+    assert start == pytest.approx(first["eval_loss"], rel=1e-5)  # it starts where the first run ended
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path, corpus):
     common = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1")
     _, full = _run(tmp_path, corpus, *common, out="full")
