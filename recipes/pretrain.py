@@ -151,7 +151,8 @@ def main(argv=None) -> dict:
 
     out = training_args.output_dir
     plot_loss_curve(trainer.state.log_history, os.path.join(out, "loss_curve.png"), title="SimpleGPT pretraining")
-    first_eval = next((h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h), None)
+    # The untrained baseline exists when --eval_on_start ran (the default), also in a resumed run's history.
+    first_eval = next((h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h["step"] == 0), None)
     samples = []
     if model_args.objective == "clm" and model_args.num_sample_generations:
         # Reload from the output folder: the samples then also prove the saved model works on its own.
