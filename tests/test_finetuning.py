@@ -259,3 +259,19 @@ def test_merged_model_matches_the_peft_model_and_reloads(tmp_path, tiny_model, t
 def test_merge_adapter_rejects_a_directory_without_adapter(tmp_path):
     with pytest.raises(ValueError, match="adapter_config.json"):
         finetuning.merge_adapter(tmp_path, tmp_path / "merged")
+
+
+def test_load_dataset_source_reads_local_files_and_dataset_folders(tmp_path):
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Dataset.from_list(rows).to_parquet(tmp_path / "rows.parquet")
+    assert finetuning.load_dataset_source(train_file=str(tmp_path / "data" / "train.jsonl"))["prompt"] == ["a", "c"]
+    assert finetuning.load_dataset_source(train_file=str(tmp_path / "rows.parquet"))["completion"] == ["b", "d"]
+    # --dataset_name takes a Hub id or, as here, a folder laid out like a Hub dataset repository
+    assert len(finetuning.load_dataset_source(dataset_name=str(tmp_path / "data"))) == 2
+    with pytest.raises(ValueError, match="exactly one"):
+        finetuning.load_dataset_source()
+    with pytest.raises(ValueError, match="suffix '.txt'"):
+        (tmp_path / "notes.txt").write_text("hi")
+        finetuning.load_dataset_source(train_file=str(tmp_path / "notes.txt"))
