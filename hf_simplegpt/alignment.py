@@ -346,12 +346,12 @@ def completion_logprobs(model, tokenizer, prompts: Sequence[Text], completions: 
     return torch.stack(out)
 
 
-def preference_margin(model, tokenizer, rows: Sequence[dict]) -> float:
-    """Mean of log p(chosen | prompt) - log p(rejected | prompt) over preference rows; DPO should raise it."""
+def preference_logp_gaps(model, tokenizer, rows: Sequence[dict]) -> torch.Tensor:
+    """log p(chosen | prompt) - log p(rejected | prompt) for each preference row, shape (n,); DPO should raise it."""
     prompts = [row["prompt"] for row in rows]
     chosen = completion_logprobs(model, tokenizer, prompts, [row["chosen"] for row in rows])
     rejected = completion_logprobs(model, tokenizer, prompts, [row["rejected"] for row in rows])
-    return (chosen - rejected).mean().item()
+    return chosen - rejected
 
 
 @torch.no_grad()
