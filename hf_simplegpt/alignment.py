@@ -109,7 +109,7 @@ def write_jsonl(rows: Iterable[dict], path: str) -> str:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-    return path
+    return str(path)
 
 
 # ------------------------------------------------------------------------------------------------ reward functions
