@@ -112,10 +112,10 @@ def test_push_to_hub_uploads_model_code_card_and_training_record(tmp_path, corpu
     assert 'from_pretrained("me/tiny-pretrain"' in open(os.path.join(out, "README.md")).read()
 
 
-def test_gradient_checkpointing_run_logs_throughput_to_tensorboard(tmp_path, corpus):
+def test_activation_checkpointing_run_logs_throughput_to_tensorboard(tmp_path, corpus):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, out = _run(tmp_path, corpus, "--max_steps", "4", "--gradient_checkpointing", "true",
+    _, out = _run(tmp_path, corpus, "--max_steps", "4", "--activation_checkpointing", "true",
                   "--report_to", "tensorboard", "--num_sample_generations", "0")  # fmt: skip
     runs = os.path.join(out, "runs")
     events = EventAccumulator(os.path.join(runs, os.listdir(runs)[0])).Reload()
