@@ -163,6 +163,14 @@ def test_more_shots_than_dev_questions(mmlu_dir):
     assert len(MMLU_FIXTURE["marketing"]["dev"]) == 2
 
 
+def test_shots_without_dev_files(mmlu_dir):
+    for path in (mmlu_dir / "dev").iterdir():
+        path.unlink()
+    assert len(load_mmlu(mmlu_dir, num_fewshot=0)) == 2  # 0-shot needs no dev files
+    with pytest.raises(ValueError, match=r"Few-shot examples need .*abstract_algebra_dev\.csv.*dev/: \[\] \(0 files\)"):
+        load_mmlu(mmlu_dir, num_fewshot=1)
+
+
 def test_bad_answer_names_file_and_line(mmlu_dir):
     path = mmlu_dir / "test" / "marketing_test.csv"
     path.write_text(path.read_text() + "Q,a,b,c,d,E\n")
