@@ -70,7 +70,7 @@ class DataArguments:
     )
     minhash_num_perm: int = field(default=128, metadata={"help": "MinHash permutations (signature length)."})
     preprocessing_num_workers: int | None = field(
-        default=None, metadata={"help": "Processes for datasets.map (None: min(4, CPUs))."}
+        default=None, metadata={"help": "Processes for datasets.map (default: min(4, CPUs) from 20k documents up)."}
     )
     data_cache_dir: str | None = field(
         default=None, metadata={"help": "Cache folder for built-in corpus and Arrow files (default: datasets cache)."}
@@ -297,8 +297,11 @@ def near_duplicate_flags(signatures: Iterable[np.ndarray], threshold: float, num
 
 
 def _num_proc(args: DataArguments, n_rows: int) -> int | None:
-    n = args.preprocessing_num_workers or min(4, os.cpu_count() or 1)
-    # Process start-up costs more than it saves on small corpora.
+    """Processes for datasets.map: --preprocessing_num_workers when given, else min(4, CPUs) for large corpora only
+    (process start-up costs more than it saves on small ones)."""
+    if args.preprocessing_num_workers is not None:
+        return args.preprocessing_num_workers if args.preprocessing_num_workers > 1 else None
+    n = min(4, os.cpu_count() or 1)
     return n if n > 1 and n_rows >= 20_000 else None
 
 

@@ -226,6 +226,23 @@ def test_packing_is_cached_on_rerun(tmp_path, tiny_tokenizer, monkeypatch):
     assert again["input_ids"] == first["input_ids"] and again.cache_files == first.cache_files
 
 
+def test_multiprocess_pipeline_matches_the_single_process_one(tmp_path, tiny_tokenizer, monkeypatch):
+    path = tmp_path / "c.txt"
+    path.write_text("\n\n".join(DOCS + DOCS[:4]))
+    results = []
+    for workers in (1, 2):
+        monkeypatch.setattr(data.datasets.config, "HF_DATASETS_CACHE", str(tmp_path / f"hf{workers}"))  # no reuse
+        args = _args(tmp_path / f"w{workers}", train_file=str(path), preprocessing_num_workers=workers)
+        splits, stats = prepare_corpus(args, seed=0)
+        packed = tokenize_and_pack(splits["train"], tiny_tokenizer, 16, args)
+        results.append((stats.exact_duplicates_removed, list(splits["validation"]["text"]), list(packed["input_ids"])))
+    (dups1, val1, blocks1), (dups2, val2, blocks2) = results
+    assert (dups1, val1) == (dups2, val2) and dups1 == 4
+    # Each of the 2 shards drops its own partial last block: at most one block fewer, all full, same start.
+    assert 0 <= len(blocks1) - len(blocks2) <= 1 and blocks1[0] == blocks2[0]
+    assert all(len(b) == 16 for b in blocks2)
+
+
 def test_corpus_smaller_than_one_block_is_a_clear_error(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match=r"fewer tokens than one block of 4096.*lower --max_position_embeddings"):
         tokenize_and_pack(_file_dataset(tmp_path, DOCS[:2]), tiny_tokenizer, 4096, _args(tmp_path))

@@ -132,6 +132,22 @@ def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus
     assert start == pytest.approx(first["eval_loss"], rel=1e-5)  # it starts where the first run ended
 
 
+def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
+    """4 blocks at once and 2 × 2 accumulated see the same blocks and must take the same steps."""
+    common = ("--max_steps", "3", "--logging_steps", "1", "--eval_steps", "3", "--num_sample_generations", "0",
+              "--eval_on_start", "false")  # fmt: skip
+    _run(tmp_path, corpus, *common, "--per_device_train_batch_size", "4", out="big")
+    _run(tmp_path, corpus, *common, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
+         out="accum")  # fmt: skip
+
+    def steps(out):
+        return [v for h in _history(str(tmp_path / out)) if "grad_norm" in h for v in (h["loss"], h["grad_norm"])]
+
+    big, accum = steps("big"), steps("accum")
+    assert len(big) == 6
+    assert accum == pytest.approx(big, rel=1e-4)
+
+
 def test_resume_continues_the_same_loss_curve(tmp_path, corpus):
     common = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1")
     _, full = _run(tmp_path, corpus, *common, out="full")
