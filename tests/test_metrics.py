@@ -10,7 +10,7 @@ import torch
 
 from hf_simplegpt.evaluation import METRICS_DIR, metric_path
 from hf_simplegpt.evaluation.mmlu import aggregate
-from hf_simplegpt.evaluation.perplexity import perplexity
+from hf_simplegpt.evaluation.perplexity import _windows, perplexity
 
 NAMES = ["accuracy", "bleu", "f1", "mmlu", "perplexity"]
 
@@ -79,6 +79,13 @@ def test_perplexity_from_a_model_folder(tiny_model, tiny_tokenizer, tmp_path):
     text = ["All that glitters is not gold."]
     result = evaluate.load(metric_path("perplexity")).compute(predictions=text, model_id=str(tmp_path))
     assert result["perplexity"] == pytest.approx(_loss_perplexity(tiny_model, tiny_tokenizer, text[0]), rel=1e-5)
+
+
+def test_window_plan():
+    # (begin, end, first scored): tokens first..end-1 are scored with tokens begin..t-1 as context
+    assert _windows(10, 4, 2) == [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]
+    assert _windows(10, 4, 4) == [(0, 4, 1), (4, 8, 5), (8, 10, 9)]  # tokens 4 and 8 start a window: unscored
+    assert _windows(3, 8, 4) == [(0, 3, 1)]
 
 
 def test_sliding_window_scores_every_token_once(tiny_model, tiny_tokenizer):
