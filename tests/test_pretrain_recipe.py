@@ -132,6 +132,18 @@ def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus
     assert start == pytest.approx(first["eval_loss"], rel=1e-5)  # it starts where the first run ended
 
 
+def test_torch_compile_run_saves_plain_weights(tmp_path, corpus):
+    """--torch_compile goes through dynamo (aot_eager: no C++ build in tests) and the saved keys carry no _orig_mod."""
+    from safetensors import safe_open
+
+    metrics, out = _run(tmp_path, corpus, "--max_steps", "2", "--torch_compile", "true",
+                        "--torch_compile_backend", "aot_eager", "--num_sample_generations", "0")  # fmt: skip
+    with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert "model.embed_tokens.weight" in keys and not any("_orig_mod" in k for k in keys)
+    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() > 0 and metrics["eval_loss"] < 6
+
+
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
     """4 blocks at once and 2 × 2 accumulated see the same blocks and must take the same steps."""
     common = ("--max_steps", "3", "--logging_steps", "1", "--eval_steps", "3", "--num_sample_generations", "0",
