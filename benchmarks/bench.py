@@ -13,7 +13,7 @@ model FLOPs utilisation against `--peak-tflops`.
     PYTHONPATH=. python benchmarks/bench.py                      # CPU default shapes, a few minutes on 2 cores
     PYTHONPATH=. python benchmarks/bench.py --preset gpt2-124m --device cuda --peak-tflops 989
 
-Writes benchmarks/results/<name>.json and <name>.md (name from --name, default "<preset>-<device>").
+Writes <output-dir>/<name>.json and <name>.md (default benchmarks/results/<preset>-<device>.*).
 """
 
 import argparse
@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--rows", default="train,memory,forward,generate",
                         help="comma-separated subset of train,memory,forward,generate")
-    parser.add_argument("--name", help="output file stem under benchmarks/results/")
+    parser.add_argument("--name", help="output file stem, default <preset>-<device>")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
@@ -168,9 +169,11 @@ def generate_runner(model, prompt, args, static: bool):
     else:
         kwargs.update(disable_compile=True)
 
+    attention_mask = torch.ones_like(prompt)  # no padding; explicit because the pad id is the EOS id
+
     def run():
         with torch.inference_mode(), autocast(args):
-            out = model.generate(prompt, **kwargs)
+            out = model.generate(prompt, attention_mask=attention_mask, **kwargs)
         assert out.shape[1] == prompt.shape[1] + args.new_tokens
 
     return run
@@ -215,8 +218,11 @@ def run_benchmark(args) -> dict:
             if "memory" in rows_wanted and label == "eager":
                 peak = {}
                 for name, (step, optimizer) in steps.items():
-                    if not optimizer.state:
-                        step()  # AdamW allocates its state on the first step
+                    if not optimizer.state:  # AdamW allocates its state on the first step: make it exist, cheaply
+                        for p in models[name].parameters():
+                            p.grad = torch.zeros_like(p)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
                     peak[name] = (peak_step_bytes(step, device) + state_bytes(models[name], optimizer)) / 2**20
                 add(f"peak training memory MiB ({args.dtype})", "MiB", peak, higher_is_better=False)
             del steps
@@ -274,7 +280,8 @@ def markdown_table(result: dict) -> str:
     ]
     for row in result["rows"]:
         better = "higher is better" if row["higher_is_better"] else "lower is better"
-        lines.append(f"| {row['row']} | {row['simplegpt']:,.0f} | {row['gpt2']:,.0f} | {row['ratio']:.2f}× ({better}) |")
+        values = [f"{v:,.0f}" if v >= 100 else f"{v:.1f}" for v in (row["simplegpt"], row["gpt2"])]
+        lines.append(f"| {row['row']} | {values[0]} | {values[1]} | {row['ratio']:.2f}× ({better}) |")
         if "mfu" in row:
             lines.append(f"| ↳ MFU at {result['peak_tflops']} TFLOP/s peak | {row['mfu']['SimpleGPT']:.1%} | "
                          f"{row['mfu']['GPT-2']:.1%} | |")
@@ -284,11 +291,12 @@ def markdown_table(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     result = run_benchmark(args)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)
-    (RESULTS_DIR / f"{args.name}.md").write_text(table)
+    (args.output_dir / f"{args.name}.md").write_text(table)
     print("\n" + table)
+    return result
 
 
 if __name__ == "__main__":

@@ -423,10 +423,11 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         has_labels = labels is not None or kwargs.get("shift_labels") is not None
         # The chunked loss reads lm_head.weight directly: only for a plain Linear (not a PEFT-wrapped or quantized
         # head) and transformers' own causal-LM loss (not a custom `loss_function` or `loss_type`).
-        chunkable = type(self.lm_head) is nn.Linear and self.lm_head.bias is None and self.loss_function is ForCausalLMLoss
+        chunkable = has_labels and type(self.lm_head) is nn.Linear and self.lm_head.bias is None
+        chunkable = chunkable and self.loss_function is ForCausalLMLoss
         if skip_logits is None:
-            skip_logits = self.training and has_labels and chunkable
-        elif skip_logits and not (has_labels and chunkable):
+            skip_logits = self.training and chunkable
+        elif skip_logits and not chunkable:
             raise ValueError(
                 "skip_logits=True computes the loss instead of the logits, so it needs `labels` (or `shift_labels`), "
                 "a plain nn.Linear lm_head and the default causal-LM loss; pass skip_logits=False otherwise."
