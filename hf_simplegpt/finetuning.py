@@ -280,6 +280,15 @@ def build_lora_config(
 
     if r <= 0:
         raise ValueError(f"LoRA rank must be positive, got r={r}.")
+    if modules_to_save:
+        # Trained in full next to the adapters, e.g. embed_tokens/lm_head when the chat tokens are new to the base.
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        unknown = [m for m in modules_to_save if m not in names]
+        if unknown:
+            raise ValueError(
+                f"modules_to_save {unknown} are not modules of {type(model).__name__}; top-level choices include "
+                f"{sorted(n for n, _ in model.named_children())} and {sorted(n for n, _ in model.base_model.named_children())}."
+            )
     return LoraConfig(
         task_type=task_type,
         r=r,

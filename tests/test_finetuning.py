@@ -275,3 +275,13 @@ def test_load_dataset_source_reads_local_files_and_dataset_folders(tmp_path):
     with pytest.raises(ValueError, match="suffix '.txt'"):
         (tmp_path / "notes.txt").write_text("hi")
         finetuning.load_dataset_source(train_file=str(tmp_path / "notes.txt"))
+
+
+def test_modules_to_save_train_in_full_next_to_the_adapters(tiny_model):
+    lora_config = finetuning.build_lora_config(tiny_model, r=4, modules_to_save=["embed_tokens", "lm_head"])
+    peft_model = get_peft_model(tiny_model, lora_config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    config = tiny_model.config
+    assert trainable == expected_lora_params(config, r=4) + 2 * config.vocab_size * config.hidden_size
+    with pytest.raises(ValueError, match=r"\['embeddings'\] are not modules"):
+        finetuning.build_lora_config(tiny_model, modules_to_save=["embeddings"])
