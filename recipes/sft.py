@@ -154,6 +154,12 @@ def main(argv: list[str] | None = None) -> dict:
         finetuning.check_chat_template(tokenizer, training_args.assistant_only_loss)
 
     model = load_model(model_args, training_args)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and training_args.max_length is not None and training_args.max_length > positions:
+        raise ValueError(
+            f"--max_length {training_args.max_length} is longer than the model's {positions} learned positions; "
+            f"pass --max_length {positions} (or less)."
+        )
     peft_config = finetuning.lora_config_from_model_args(model_args, model)
     trainer = SFTTrainer(
         model=model,

@@ -182,6 +182,9 @@ def test_bad_input_stops_before_training(tmp_path, base_dir):
     with pytest.raises(ValueError, match=r"Available linear layers: \['down_proj', 'k_proj', 'lm_head'"):
         run_sft(base_dir, rows, tmp_path / "b", "--use_peft", "--lora_target_modules", "query", "value")
 
+    with pytest.raises(ValueError, match="longer than the model's 64 learned positions"):
+        run_sft(base_dir, rows, tmp_path / "d", "--max_length", "128")
+
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs a CUDA GPU"):
             run_sft(base_dir, rows, tmp_path / "c", "--use_peft", "--load_in_4bit")
