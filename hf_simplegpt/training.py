@@ -78,10 +78,26 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
     """
     from trl import TrlParser
 
+    args = list(sys.argv[1:] if args is None else args)
     parser = TrlParser(list(dataclass_types))
     fields = {f for t in dataclass_types for f in t.__dataclass_fields__}
-    parser.set_defaults(**{k: v for k, v in hardware_defaults().items() if k in fields})
-    return parser.parse_args_and_config(args=None if args is None else list(args))
+    defaults = {k: v for k, v in hardware_defaults().items() if k in fields}
+    if _given_keys(args) & {"bf16", "fp16"}:
+        # The user chose a precision: a hardware bf16 default next to their --fp16 would be a conflict.
+        defaults = {k: v for k, v in defaults.items() if k not in ("bf16", "fp16")}
+    parser.set_defaults(**defaults)
+    return parser.parse_args_and_config(args=args)
+
+
+def _given_keys(args: Sequence[str]) -> set[str]:
+    """Field names set on the command line or in the `--config` YAML."""
+    import yaml
+
+    keys = {a[2:].split("=", 1)[0] for a in args if a.startswith("--")}
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        with open(args[args.index("--config") + 1]) as f:
+            keys |= set(yaml.safe_load(f) or {})
+    return keys
 
 
 @dataclass

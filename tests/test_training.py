@@ -203,3 +203,15 @@ def test_fsdp_or_deepspeed_launch_without_gpus_is_rejected(monkeypatch, tmp_path
     args.use_cpu = False
     with pytest.raises(ValueError, match="need --use_cpu true"):
         training.check_launch(args)
+
+
+def test_an_explicit_precision_replaces_the_hardware_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(training, "hardware_defaults", lambda: {"bf16": True, "use_cpu": True})
+    config = tmp_path / "c.yaml"
+    config.write_text("bf16: false\n")
+    (args,) = parse_args(PretrainingArguments, args=["--output_dir", str(tmp_path)])
+    assert args.bf16 is True  # the hardware default applies when nothing is said
+    for given in (["--bf16", "false"], ["--config", str(config)]):
+        (args,) = parse_args(PretrainingArguments, args=["--output_dir", str(tmp_path), *given])
+        assert args.bf16 is False and args.fp16 is False
+    assert training._given_keys(["--fp16", "--seed=3", "--config", str(config)]) == {"fp16", "seed", "config", "bf16"}
