@@ -59,6 +59,11 @@ def load_data(script_args: SFTScriptArguments, seed: int):
     train, fmt = finetuning.to_sft_dataset(raw)
     if script_args.eval_file is not None:
         eval_dataset, _ = finetuning.to_sft_dataset(finetuning.load_dataset_source(script_args.eval_file))
+        if eval_dataset.column_names != train.column_names:
+            raise ValueError(
+                f"--eval_file rows become {eval_dataset.column_names} but the training rows {train.column_names}; "
+                "give both files the same format."
+            )
     elif script_args.heldout_size > 0:
         if script_args.heldout_size >= len(train):
             raise ValueError(

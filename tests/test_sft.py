@@ -86,9 +86,10 @@ def run_sft(base, train_file, output_dir, *extra):
 
 
 def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
-    rows = [{"instruction": q, "response": a} for q, a in PAIRS] * 4
-    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
-    results = run_sft(base_dir, train_file, tmp_path / "out", "--learning_rate", "3e-3")
+    rows = [{"instruction": q, "response": a} for q, a in PAIRS]
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows * 4)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:4])
+    results = run_sft(base_dir, train_file, tmp_path / "out", "--learning_rate", "3e-3", "--eval_file", str(eval_file))
     assert results["format"] == "instruction"
     assert results["trainable_params"] == results["total_params"]
     assert results["eval_loss_after"] < results["eval_loss_before"] - 1.0
@@ -181,6 +182,10 @@ def test_bad_input_stops_before_training(tmp_path, base_dir):
     rows = write_jsonl(tmp_path / "train.jsonl", [{"instruction": q, "response": a} for q, a in PAIRS])
     with pytest.raises(ValueError, match=r"Available linear layers: \['down_proj', 'k_proj', 'lm_head'"):
         run_sft(base_dir, rows, tmp_path / "b", "--use_peft", "--lora_target_modules", "query", "value")
+
+    prompt_completion = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": q, "completion": a} for q, a in PAIRS])
+    with pytest.raises(ValueError, match="same format"):
+        run_sft(base_dir, rows, tmp_path / "e", "--eval_file", str(prompt_completion))
 
     with pytest.raises(ValueError, match="longer than the model's 64 learned positions"):
         run_sft(base_dir, rows, tmp_path / "d", "--max_length", "128")
