@@ -143,6 +143,7 @@ def write_card(
 def main(argv: list[str] | None = None) -> dict:
     """Run SFT; returns the measured numbers (eval loss before/after, trainable parameters, paths)."""
     script_args, training_args, model_args = training.parse_args(SFTScriptArguments, SFTConfig, ModelConfig, args=argv)
+    training.check_launch(training_args)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: a SimpleGPT directory or any causal LM.")
     if script_args.merge and not model_args.use_peft:
