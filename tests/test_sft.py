@@ -168,7 +168,10 @@ def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokeni
     from datasets import Dataset
 
     Dataset.from_list(rows).to_parquet(train_file)
-    results = run_sft(base, train_file, tmp_path / "out", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2")
+    # Packed (padding-free) batches here, so a packed run also trains end to end.
+    results = run_sft(
+        base, train_file, tmp_path / "out", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2", "--packing", "true"
+    )
     assert results["format"] == "prompt_completion"
     assert results["trainable_params"] == expected_lora_params(AutoModelForCausalLM.from_pretrained(base).config, 4)
     assert results["eval_loss_after"] < results["eval_loss_before"] - 0.3
