@@ -135,21 +135,22 @@ def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model
 
 
 def test_adapter_loads_where_hf_simplegpt_is_not_installed(tmp_path, base_dir):
-    """The base checkpoint carries its modeling code (auto_map), so PEFT can rebuild it with trust_remote_code."""
+    """The base checkpoint carries its modeling code (auto_map), so PEFT can rebuild it with trust_remote_code.
+    The adapter is a DoRA one, so the DoRA path also trains, saves and reloads."""
     rows = [{"prompt": q, "completion": " " + a} for q, a in PAIRS] * 2
     out = tmp_path / "lora"
-    run_sft(base_dir, write_jsonl(tmp_path / "train.jsonl", rows), out, "--use_peft", "--max_steps", "2")
+    run_sft(base_dir, write_jsonl(tmp_path / "train.jsonl", rows), out, "--use_peft", "--use_dora", "--max_steps", "2")
     code = (
         "import sys; from peft import AutoPeftModelForCausalLM\n"
         "assert 'hf_simplegpt' not in sys.modules\n"
         f"model = AutoPeftModelForCausalLM.from_pretrained({str(out)!r}, trust_remote_code=True)\n"
-        "print(type(model.get_base_model()).__name__)\n"
+        "print(type(model.get_base_model()).__name__, model.peft_config['default'].use_dora)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HOME"] = str(tmp_path / "hf_home")  # remote code is copied into HF_HOME's modules cache
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "SimpleGPTForCausalLM"
+    assert result.stdout.strip() == "SimpleGPTForCausalLM True"
 
 
 def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokenizer):
