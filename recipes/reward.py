@@ -15,6 +15,7 @@ import logging
 
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from trl import ModelConfig, RewardConfig, RewardTrainer
+from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import alignment, finetuning, training
@@ -36,7 +37,9 @@ def main(args=None):
 
     set_seed(train_args.seed)  # the score head is initialised randomly
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=model_args.dtype)
+    # TRL's scope for the expected load report of a causal LM read as a classifier (lm_head unused, score new).
+    with suppress_seqcls_warning():
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=model_args.dtype)
     if alignment.add_distinct_pad_token(model, tokenizer):
         logger.warning("The tokenizer had no pad token distinct from EOS; added %r for the reward model.",
                        tokenizer.pad_token)  # fmt: skip

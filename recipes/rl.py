@@ -11,7 +11,7 @@ reward signature, keyword arguments from `--reward_func_kwargs`); `reward_weight
 function without optimising it). A KL penalty of strength `beta` keeps the policy near its starting point: a frozen
 copy, or with `--use_peft` the base model with the adapter switched off. TRL logs the mean reward, the KL and the
 completion length every `logging_steps`; this recipe also measures the mean reward on held-out prompts before and
-after training and plots the reward over steps (reward_curve.png).
+after training, plots the reward and KL over steps (reward_curve.png) and keeps the log (trainer_state.json).
 
 The reward model is wrapped in `hf_simplegpt.alignment.RewardModelScorer`, which formats text exactly as the reward
 model was trained (plain text ends with EOS; chats use the chat template). Passing the folder to TRL directly would
@@ -132,6 +132,7 @@ def main(args=None):
     trainer.save_model(train_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(train_args.output_dir)
+        trainer.state.save_to_json(os.path.join(train_args.output_dir, "trainer_state.json"))  # the logged curve
         alignment.plot_reward_curve(trainer.state.log_history, os.path.join(train_args.output_dir, "reward_curve.png"),
                                     title=f"{algorithm.upper()}: reward during training")  # fmt: skip
         metrics = {"algorithm": algorithm, "heldout_prompts": len(heldout)}
