@@ -43,7 +43,7 @@ class KeywordTask:
     apart), sometimes a garbled sentence (so a reward model does not reward broken text a policy could drift to).
 
     Args:
-        keyword: the word that makes an answer preferred; must not be one of the other colours.
+        keyword: the word that makes an answer preferred (one of the colours by default, or any other word).
         conversational: produce chat messages (True) or plain strings (False).
         seed: everything drawn from this task is reproducible from it.
     """
