@@ -21,6 +21,7 @@ def main(args=None):
     data_args, train_args, model_args = training.parse_args(
         alignment.AlignmentDataArguments, DistillationConfig, ModelConfig, args=args
     )
+    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     student_path, teacher_path = model_args.model_name_or_path, train_args.teacher_model_name_or_path
     if student_path is None or teacher_path is None:
         raise ValueError("Pass --model_name_or_path STUDENT_DIR and --teacher_model_name_or_path TEACHER_DIR.")

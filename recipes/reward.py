@@ -27,6 +27,7 @@ def main(args=None):
     data_args, train_args, model_args = training.parse_args(
         alignment.AlignmentDataArguments, RewardConfig, ModelConfig, args=args
     )
+    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) the reward model starts from.")

@@ -99,6 +99,7 @@ def main(args=None):
         raise ValueError(f"--algorithm {algorithm!r} is unknown; use one of {sorted(ALGORITHMS)}.")
     config_class, trainer_class = ALGORITHMS[algorithm]
     rl_args, train_args, model_args = training.parse_args(RLArguments, config_class, ModelConfig, args=argv)
+    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the policy to optimise (e.g. the SFT output).")
