@@ -273,7 +273,8 @@ def markdown_table(result: dict) -> str:
         f"Shapes: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, seq {s['seq']}, batch {s['batch']}, "
         f"vocab {s['vocab']}; generate {s['new_tokens']} tokens after a {s['prompt_length']}-token prompt. "
         f"Device: {result['device']} ({result['machine']}), {result['dtype']}, torch {result['versions']['torch']}, "
-        f"transformers {result['versions']['transformers']}; median of {result['repeats']} interleaved runs.",
+        f"transformers {result['versions']['transformers']}; median of {result['repeats']} interleaved runs "
+        f"({result['repeats'] // 2 + 1} for generate).",
         "",
         "| measurement | SimpleGPT | GPT2LMHeadModel | SimpleGPT / GPT-2 |",
         "|---|---:|---:|---:|",
