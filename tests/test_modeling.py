@@ -270,6 +270,19 @@ def test_chunked_loss_accumulates_exactly_and_scales_with_the_outer_gradient():
         torch.testing.assert_close(p.grad, 3 * full_grads[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_chunked_loss_under_bfloat16_autocast_is_close_to_the_plain_loss():
+    model = make_model(tie_word_embeddings=True).train()
+    ids = random_ids(2, 12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        chunked, chunked_grads = training_loss_and_grads(model, ids, labels=ids)
+        plain, plain_grads = training_loss_and_grads(model, ids, labels=ids, skip_logits=False)
+    assert chunked.loss.dtype == torch.float32
+    torch.testing.assert_close(chunked.loss, plain.loss, atol=2e-2, rtol=0)
+    for name, grad in plain_grads.items():
+        assert chunked_grads[name].dtype == torch.float32
+        torch.testing.assert_close(chunked_grads[name], grad, atol=2e-3, rtol=5e-2, msg=name)
+
+
 def test_logits_are_skipped_only_in_training_with_labels():
     model = make_model()
     ids = random_ids()
