@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, load_dataset
+from trl.chat_template_utils import has_generation_markers
 
 # Dataset formats, as returned by `detect_sft_format`.
 CONVERSATIONAL = "conversational"  # `messages`: [{"role", "content"}, ...]
@@ -146,11 +147,6 @@ def is_conversational_dataset(dataset: Dataset) -> bool:
     return "messages" in first or isinstance(first.get("prompt"), list)
 
 
-def has_generation_markers(chat_template: str | None) -> bool:
-    """True when the template marks assistant text with `{% generation %}` (needed for assistant-only loss)."""
-    return chat_template is not None and re.search(r"\{%-?\s*generation\s*-?%\}", chat_template) is not None
-
-
 def check_chat_template(tokenizer, assistant_only_loss: bool) -> None:
     """Fail early, with the fix, when conversational data cannot be rendered or masked with `tokenizer`."""
     if not getattr(tokenizer, "chat_template", None):
@@ -158,6 +154,7 @@ def check_chat_template(tokenizer, assistant_only_loss: bool) -> None:
             "The tokenizer has no chat template, so conversational/instruction data cannot be rendered. Use a tokenizer "
             "from hf_simplegpt.tokenization.train_tokenizer (it ships one), or pass --chat_template_path FILE.jinja."
         )
+    # {% generation %} marks assistant text; TRL builds the assistant-only mask from it.
     if assistant_only_loss and not has_generation_markers(tokenizer.chat_template):
         raise ValueError(
             "The tokenizer's chat template has no {% generation %} ... {% endgeneration %} markers around assistant "
