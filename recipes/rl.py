@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass, field
 
 import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
@@ -108,8 +109,6 @@ def main(args=None):
     alignment.validate_prompt_dataset(train, "training data")
     alignment.validate_prompt_dataset(heldout, "held-out data")
     reward_funcs = build_reward_funcs(rl_args, train_args.device)
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=model_args.dtype)
