@@ -164,8 +164,9 @@ def generate_runner(model, prompt, args, static: bool):
     kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
                   pad_token_id=args.vocab - 1)
     if static:
-        kwargs.update(cache_implementation="static",
-                      compile_config=CompileConfig(fullgraph=True, _compile_all_devices=True))
+        compile_config = CompileConfig(fullgraph=True)
+        compile_config._compile_all_devices = True  # generate compiles only on GPUs unless told (a class attribute)
+        kwargs.update(cache_implementation="static", compile_config=compile_config)
     else:
         kwargs.update(disable_compile=True)
 
