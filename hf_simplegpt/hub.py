@@ -106,6 +106,19 @@ def _model_facts(folder: Path) -> dict:
     return {k: config[k] for k in keys if k in config}
 
 
+# The Hub's task for each head, read from config.json's `architectures`; text generation when absent.
+PIPELINE_TAGS = {"ForMaskedLM": "fill-mask", "ForSequenceClassification": "text-classification"}
+
+
+def _pipeline_tag(folder: Path) -> str:
+    config_path = folder / "config.json"
+    architectures = json.loads(config_path.read_text()).get("architectures") if config_path.is_file() else None
+    for suffix, tag in PIPELINE_TAGS.items():
+        if any(name.endswith(suffix) for name in architectures or []):
+            return tag
+    return "text-generation"
+
+
 def write_model_card(
     output_dir: str | Path,
     template: str = "model_card.md",
@@ -135,15 +148,16 @@ def write_model_card(
         raise ValueError(f"Model card template {template!r} not found; available in {MODEL_CARDS_DIR}: {available}.")
     results = results or {}
     model_name = model_name or output_dir.resolve().name
+    pipeline_tag = _pipeline_tag(Path(model_dir) if model_dir else output_dir)
     card_data = ModelCardData(
         model_name=model_name,
         license=license,
         language=language,
         library_name="transformers",
-        pipeline_tag="text-generation",
+        pipeline_tag=pipeline_tag,
         datasets=datasets,
         base_model=base_model,
-        tags=sorted({"simplegpt", "text-generation", "custom_code", *(tags or [])}),
+        tags=sorted({"simplegpt", pipeline_tag, "custom_code", *(tags or [])}),
         eval_results=eval_results_from(results) or None,
     )
     card = ModelCard.from_template(

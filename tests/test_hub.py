@@ -150,3 +150,19 @@ def test_uploaded_set_loads_in_a_fresh_process_without_hf_simplegpt(model_dir, t
     with torch.no_grad():
         expected = tiny_model(ids).logits[0, -1, :8].tolist()
     assert loaded["logits"] == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model_class, pipeline_tag",
+    [
+        ("SimpleGPTForMaskedLM", "fill-mask"),
+        ("SimpleGPTForSequenceClassification", "text-classification"),
+        ("SimpleGPTForCausalLM", "text-generation"),
+    ],
+)
+def test_card_pipeline_tag_follows_the_saved_head(tmp_path, tiny_config, model_class, pipeline_tag):
+    import hf_simplegpt
+
+    getattr(hf_simplegpt, model_class)(tiny_config).save_pretrained(tmp_path)
+    card = ModelCard.load(write_model_card(tmp_path))
+    assert card.data.pipeline_tag == pipeline_tag and pipeline_tag in card.data.tags
