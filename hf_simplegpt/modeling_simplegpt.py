@@ -192,12 +192,6 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.embed_tokens = value
-
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -376,12 +370,6 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear):
-        self.lm_head = value
-
     @can_return_tuple
     def forward(
         self,
@@ -469,12 +457,6 @@ class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
         self.model = SimpleGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear):
-        self.lm_head = value
 
     @can_return_tuple
     def forward(
