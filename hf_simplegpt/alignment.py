@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from .evaluation.loglikelihood import score_token_pairs
+
 Message = dict[str, str]
 Text = str | list[Message]  # one prompt or completion, plain or conversational
 
@@ -331,19 +333,16 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-@torch.no_grad()
 def completion_logprobs(model, tokenizer, prompts: Sequence[Text], completions: Sequence[Text]) -> torch.Tensor:
     """Summed log-probability of each completion given its prompt under a causal LM, shape (n,)."""
-    device = next(model.parameters()).device
-    out = []
+    pairs = []
     for prompt, completion in zip(prompts, completions, strict=True):
         prompt_ids, full_ids = _prompt_and_full_ids(tokenizer, prompt, completion)
-        start = _common_prefix(prompt_ids, full_ids)
-        ids = torch.tensor([full_ids], device=device)
-        logprobs = model(input_ids=ids).logits[0, :-1].float().log_softmax(-1)
-        token_logprobs = logprobs.gather(-1, ids[0, 1:, None])[:, 0]
-        out.append(token_logprobs[max(start, 1) - 1 :].sum().cpu())
-    return torch.stack(out)
+        start = max(_common_prefix(prompt_ids, full_ids), 1)  # the first token has nothing to be predicted from
+        pairs.append((full_ids[:start], full_ids[start:]))
+    # Right padding: a PEFT-wrapped policy takes no position_ids, and the model derives them from the mask.
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return torch.tensor(score_token_pairs(model, pairs, padding_side="right", pad_token_id=pad_token_id))
 
 
 def preference_logp_gaps(model, tokenizer, rows: Sequence[dict]) -> torch.Tensor:
