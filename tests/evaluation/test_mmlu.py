@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import MMLU_FIXTURE, TINY_CORPUS
+from tests.conftest import MMLU_FIXTURE, TINY_CORPUS
 
 from hf_simplegpt.evaluation.loglikelihood import count_rows, encode_pair, encode_pairs, score_token_pairs
 from hf_simplegpt.evaluation.mmlu import (
@@ -178,8 +178,8 @@ def test_bad_answer_names_file_and_line(mmlu_dir):
         load_mmlu(mmlu_dir, ["marketing"])
 
 
-def test_real_mmlu_layout(shared_data):
-    subjects = load_mmlu(shared_data / "mmlu", num_fewshot=5)
+def test_real_mmlu_layout(real_mmlu):
+    subjects = load_mmlu(real_mmlu, num_fewshot=5)
     assert len(subjects) == 57 and {s.name for s in subjects} == set(SUBJECT_CATEGORY)
     assert sum(len(s.test) for s in subjects) == 14042
     assert all(len(s.dev) == 5 for s in subjects)
