@@ -63,7 +63,7 @@ def eager_attention_forward(
 
 
 class SimpleGPTAttention(nn.Module):
-    """Multi-head self-attention: (batch, seq, hidden) -> (batch, seq, hidden)."""
+    """Multi-head self-attention: (batch, seq, hidden) -> (batch, seq, heads * head_dim) -> (batch, seq, hidden)."""
 
     def __init__(self, config: SimpleGPTConfig, layer_idx: int):
         super().__init__()
@@ -72,10 +72,12 @@ class SimpleGPTAttention(nn.Module):
         self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5  # seed bug 3: it used hidden_size**-0.5
         self.is_causal = config.is_causal  # read by the sdpa/flash/flex kernels
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        # heads x head_dim need not equal hidden_size (a pruned model keeps fewer heads of the same width).
+        attention_size = config.num_attention_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(attention_size, config.hidden_size, bias=config.attention_bias)
         self.o_proj.writes_residual = True  # gets the depth-scaled init
 
     def forward(

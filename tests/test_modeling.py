@@ -30,6 +30,9 @@ from hf_simplegpt import (
 from tests.conftest import tiny_config_kwargs
 
 ATOL = 1e-5
+# Attention shapes the contract must hold for: the square default (heads x head_dim == hidden_size) and a pruned-style
+# one whose 4 heads of 12 (48 wide) differ from the 32-wide residual stream.
+HEAD_SHAPES = pytest.mark.parametrize("head_shape", [{}, {"head_dim": 12}], ids=["square", "head_dim_x_heads_ne_hidden"])
 
 
 def make_model(**overrides) -> SimpleGPTForCausalLM:
@@ -54,6 +57,29 @@ def test_config_defaults_are_the_seeds_and_log_nothing(caplog):
     assert config.hidden_act == "gelu" and config.norm_position == "post" and config.head_dim == 64
 
 
+def test_head_dim_defaults_to_the_width_per_head_and_can_be_set_freely():
+    assert SimpleGPTConfig(hidden_size=64, num_attention_heads=4).head_dim == 16
+    pruned = SimpleGPTConfig(**tiny_config_kwargs(hidden_size=30, num_attention_heads=4, head_dim=6))
+    assert pruned.head_dim == 6  # 4 x 6 = 24 attention width in a 30-wide model: no divisibility needed
+    attention = SimpleGPTForCausalLM(pruned).model.layers[0].self_attn
+    assert attention.q_proj.weight.shape == (24, 30) and attention.o_proj.weight.shape == (30, 24)
+    assert attention.scaling == 6**-0.5
+
+
+def test_a_folder_saved_before_head_dim_existed_loads_with_identical_logits(tmp_path):
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["head_dim"] == 8
+    del config["head_dim"]  # what folders written before the field existed contain
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.config.head_dim == 8
+    ids = random_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
 def test_config_accepts_the_seeds_argument_names():
     config = SimpleGPTConfig(num_layers=3, num_heads=2, max_seq_len=128, dropout=0.2, hidden_size=64)
     assert (config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (3, 2, 128)
@@ -72,6 +98,7 @@ def test_config_round_trips_through_auto_config(tmp_path):
     "overrides, message",
     [
         (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
+        (dict(head_dim=0), "head_dim must be a positive integer"),
         (dict(norm_position="middle"), "norm_position must be one of ('post', 'pre')"),
         (dict(hidden_act="gelu_wrong"), "hidden_act 'gelu_wrong' is not a known activation"),
         (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
@@ -111,9 +138,10 @@ def reference_forward(model: SimpleGPTForCausalLM, ids: torch.Tensor) -> torch.T
     return model.lm_head(net.norm(x))
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_logits_equal_a_hand_written_reference_of_the_fixed_seed(attn_implementation):
-    model = make_model()
+def test_logits_equal_a_hand_written_reference_of_the_fixed_seed(attn_implementation, head_shape):
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     ids = random_ids()
     with torch.no_grad():
@@ -143,9 +171,10 @@ def test_pre_norm_blocks_differ_from_post_norm_and_stay_causal():
         torch.testing.assert_close(pre(ids).logits[:, :-1], pre(changed).logits[:, :-1], atol=0, rtol=0)
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implementation):
-    model = make_model()
+def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implementation, head_shape):
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     short, long_ = random_ids(1, 5, seed=2), random_ids(1, 9, seed=3)
     pad = torch.zeros(1, 4, dtype=torch.long)
@@ -162,10 +191,11 @@ def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implem
     torch.testing.assert_close(batch[1:], model(long_).logits, atol=ATOL, rtol=1e-4)
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_packed_documents_do_not_attend_to_each_other(attn_implementation):
+def test_packed_documents_do_not_attend_to_each_other(attn_implementation, head_shape):
     """Padding-free packing: one row, position_ids restarting per document, no attention_mask."""
-    model = make_model()
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     first, second = random_ids(1, 6, seed=4), random_ids(1, 5, seed=5)
     packed = torch.cat([first, second], 1)
@@ -299,9 +329,10 @@ def test_logits_are_skipped_only_in_training_with_labels():
 # ----------------------------------------------------------------------------------------------- caching & generation
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("cache_class", [DynamicCache, StaticCache])
-def test_incremental_decoding_with_a_cache_equals_the_full_forward(cache_class):
-    model = make_model()
+def test_incremental_decoding_with_a_cache_equals_the_full_forward(cache_class, head_shape):
+    model = make_model(**head_shape)
     ids = random_ids(2, 10)
     with torch.no_grad():
         full = model(ids).logits
@@ -324,9 +355,10 @@ def greedy_by_hand(model, ids, new_tokens):
     return ids
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
-def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation):
-    model = make_model()
+def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation, head_shape):
+    model = make_model(**head_shape)
     prompt = random_ids(2, 5)
     generated = model.generate(
         prompt, max_new_tokens=8, do_sample=False, cache_implementation=cache_implementation,
@@ -385,7 +417,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         model = make_model().train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model(ids, labels=ids).loss.backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
@@ -402,8 +434,9 @@ def test_dropout_is_active_in_training_only():
         assert not torch.equal(model(ids).logits, model(ids).logits)
 
 
-def test_torch_compile_fullgraph_forward_matches_eager():
-    model = make_model()
+@HEAD_SHAPES
+def test_torch_compile_fullgraph_forward_matches_eager(head_shape):
+    model = make_model(**head_shape)
     ids = random_ids()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
@@ -492,9 +525,10 @@ def test_sequence_classification_without_pad_token_or_mask_rejects_batches():
         (SimpleGPTForSequenceClassification, AutoModelForSequenceClassification),
     ],
 )
-def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_class):
+@HEAD_SHAPES
+def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_class, head_shape):
     torch.manual_seed(0)
-    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=3))).eval()
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=3, **head_shape))).eval()
     model.save_pretrained(tmp_path)
     loaded = auto_class.from_pretrained(tmp_path).eval()
     assert type(loaded) is model_class
@@ -520,8 +554,9 @@ print(type(model).__name__)
 """
 
 
-def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path):
-    model = make_model(tie_word_embeddings=True)
+@HEAD_SHAPES
+def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path, head_shape):
+    model = make_model(tie_word_embeddings=True, **head_shape)
     model.save_pretrained(tmp_path / "model")
     ids = random_ids()
     torch.save(ids, tmp_path / "ids.pt")
