@@ -32,6 +32,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -194,6 +195,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the pre-v5 name, still used by many callers
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -213,8 +215,9 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             position_ids: (batch, seq). Derived from `attention_mask` when absent, so left-padded rows start at 0.
                 Without `attention_mask`, positions that restart at 0 mark packed documents, which then do not
                 attend to each other (padding-free training).
-            cache: a `Cache` (`DynamicCache`, `StaticCache`) holding past keys and values; created when
-                `use_cache` and none is given.
+            cache: a `Cache` (`DynamicCache`, `StaticCache`, or continuous batching's `PagedAttentionCache`) holding
+                past keys and values; created when `use_cache` and none is given. `past_key_values=` is accepted
+                with a deprecation warning.
         Returns:
             `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, hidden) and `cache`.
         """
@@ -225,11 +228,11 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         mask_cache = cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
         batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
 
         if attention_mask is not None and attention_mask.ndim == 2:
             if attention_mask.shape[0] != batch_size or attention_mask.shape[1] < seq_length:
+                past_length = cache.get_seq_length() if cache is not None else 0
                 raise ValueError(
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch_size={batch_size}, "
                     f"past + current length={past_length + seq_length}): one row per sequence, one column per "
@@ -240,9 +243,12 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
                 # Count real tokens so a left-padded row starts at position 0, exactly like its unpadded self.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
             else:
-                position_ids = torch.arange(past_length, past_length + seq_length, device=self.device).unsqueeze(0)
+                # The cache length is read only here: continuous batching's paged cache has none (it always passes
+                # positions), and a static cache's is a tensor, so the shape must not depend on it (torch.export).
+                past_length = cache.get_seq_length() if cache is not None else 0
+                position_ids = (torch.arange(seq_length, device=self.device) + past_length).unsqueeze(0)
         if not torch.compiler.is_compiling():  # value checks need a device sync and break full-graph compilation
-            self._check_values(input_ids, position_ids, past_length)
+            self._check_values(input_ids, position_ids)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -259,7 +265,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             hidden_states = layer(hidden_states, mask, cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
-    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor, past_length: int):
+    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor):
         """Reject positions beyond the position table and ids outside the vocabulary, reading the device once.
 
         Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
@@ -271,7 +277,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
         if max_position >= self.config.max_position_embeddings:
             raise ValueError(
-                f"Sequence too long: position {max_position} (after {past_length} cached tokens) is beyond "
+                f"Sequence too long: position {max_position} is beyond "
                 f"max_position_embeddings={self.config.max_position_embeddings}. Truncate the input "
                 f"(tokenizer(..., truncation=True, max_length={self.config.max_position_embeddings})) or generate "
                 "fewer new tokens."
@@ -365,6 +371,9 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
     """SimpleGPT with the output projection: next-token logits (batch, seq, vocab) and the shifted LM loss."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # The head is sharded on the vocabulary like the embedding it may be tied to (which transformers shards
+    # `embedding_rowwise`), then gathered, so every rank gets the full logits.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
@@ -372,6 +381,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -451,6 +461,7 @@ class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SimpleGPTConfig):
         config.is_causal = False
@@ -501,6 +512,7 @@ class SimpleGPTForSequenceClassification(SimpleGPTPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,

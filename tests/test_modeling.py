@@ -5,6 +5,7 @@ import logging
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -15,7 +16,9 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    ContinuousBatchingConfig,
     DynamicCache,
+    GenerationConfig,
     StaticCache,
     pipeline,
 )
@@ -375,6 +378,72 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone():
     out = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert torch.equal(out[0, 4:], greedy_by_hand(model, short, 6)[0])
     assert torch.equal(out[1], greedy_by_hand(model, long_, 6)[0])
+
+
+@pytest.mark.filterwarnings("ignore:The `paged|` prefix is no longer needed")
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "paged|sdpa", "paged|eager"])
+def test_continuous_batching_generates_what_greedy_generate_generates(attn_implementation):
+    """`generate_batch` (paged cache, prompts of mixed lengths packed in one row) equals per-prompt greedy generate."""
+    model = make_model()
+    prompts = [random_ids(1, length, seed=length)[0].tolist() for length in (3, 9, 5)]
+    expected = [model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p) :].tolist() for p in prompts]
+    model.set_attn_implementation(attn_implementation)
+    outputs = model.generate_batch(
+        prompts,
+        generation_config=GenerationConfig(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0),
+        continuous_batching_config=ContinuousBatchingConfig(num_blocks=16, max_batch_tokens=64),
+        warmup=False,  # warm-up pre-captures CUDA graphs; nothing to capture on a CPU
+    )
+    generated = {tuple(out.prompt_ids): out.generated_tokens for out in outputs.values()}
+    assert [generated[tuple(p)] for p in prompts] == expected  # a failed batch yields [] for every prompt
+    assert all(len(tokens) == 6 for tokens in expected)
+
+
+@pytest.mark.parametrize("model_class", [SimpleGPTModel, SimpleGPTForCausalLM, SimpleGPTForSequenceClassification])
+def test_the_pre_v5_cache_name_past_key_values_still_works_with_a_warning(model_class):
+    """Like transformers' `test_bc_cache_name_forward`: `past_key_values=` must not vanish into **kwargs."""
+    torch.manual_seed(0)
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=2))).eval()
+    ids = random_ids(2, 10)
+    outputs = {}
+    with torch.no_grad():
+        full = model(ids)[0]
+        for name in ("cache", "past_key_values"):
+            cache = DynamicCache(config=model.config)
+            model(ids[:, :7], cache=cache, use_cache=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outputs[name] = model(ids[:, 7:], **{name: cache}, use_cache=True)[0]
+            deprecations = [w for w in caught if "past_key_values` is deprecated" in str(w.message)]
+            assert len(deprecations) == (name == "past_key_values") and cache.get_seq_length() == 10
+    torch.testing.assert_close(outputs["past_key_values"], outputs["cache"], atol=0, rtol=0)
+    # The continuation read the cached prefix: it equals the tail of one full forward.
+    if model_class is SimpleGPTForSequenceClassification:
+        torch.testing.assert_close(outputs["cache"], full, atol=ATOL, rtol=1e-4)
+    else:
+        torch.testing.assert_close(outputs["cache"], full[:, 7:], atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_class", [SimpleGPTForCausalLM, SimpleGPTForMaskedLM])
+def test_tied_weights_are_sharded_together(monkeypatch, model_class):
+    """Like transformers' common test: a tied head and embedding must be split on the same dimension."""
+    from transformers.distributed import tensor_parallel
+    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES, _get_parameter_plan
+
+    # Record the placement each style gives a parameter instead of building a device mesh.
+    placements = []
+    monkeypatch.setattr(
+        tensor_parallel, "distribute_tensor", lambda tensor, mesh, placement, **_: placements.append(placement) or tensor
+    )
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(tie_word_embeddings=True)))
+    assert model.all_tied_weights_keys == {"lm_head.weight": "model.embed_tokens.weight"}
+    for target, source in model.all_tied_weights_keys.items():
+        for name in (target, source):
+            style = _get_parameter_plan(name, model.tp_plan)
+            assert style is not None, f"{name} is missing from the tensor-parallel plan {model.tp_plan}"
+            module_name, _, param_name = name.rpartition(".")
+            ALL_PARALLEL_STYLES[style].shard_param(model.get_submodule(module_name), param_name, mesh=None)
+        assert placements[-1] == placements[-2] == [tensor_parallel.Shard(0)]  # both split along the vocabulary
 
 
 def test_text_generation_pipeline(tmp_path, tiny_tokenizer):
