@@ -67,6 +67,14 @@ class SimpleGPTConfig(PreTrainedConfig):
         "layers.*.mlp.up_proj": "colwise",
         "layers.*.mlp.down_proj": "rowwise",
     }
+    # Pipeline stages in order: what each takes and returns. The learned positions are not a stage of their own:
+    # every stage looks them up (a small table, like Llama's rotary embedding) and the first block adds them, so a
+    # stage that receives hidden states as `inputs_embeds` never adds them twice.
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = 10000
     hidden_size: int = 768

@@ -1,7 +1,7 @@
 """SimpleGPT: the seed document's GPT as a transformers model.
 
 token embedding + learned position embedding -> N x [self-attention, GELU feed-forward, LayerNorm, residuals]
--> final LayerNorm -> output projection.
+-> final LayerNorm -> output projection. (The first block adds the position embedding; see `SimpleGPTModel`.)
 
 The seed's reference code had four bugs, fixed here:
   1. no causal mask: every position could read the future, so training was trivial and generation useless.
@@ -131,10 +131,14 @@ class SimpleGPTMLP(nn.Module):
 
 
 class SimpleGPTBlock(GradientCheckpointingLayer):
-    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`."""
+    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`.
+
+    Block 0 starts the residual stream: it adds the learned position embedding to the token embeddings it receives.
+    """
 
     def __init__(self, config: SimpleGPTConfig, layer_idx: int):
         super().__init__()
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout) if layer_idx == 0 else None
         self.pre_norm = config.norm_position == "pre"
         self.self_attn = SimpleGPTAttention(config, layer_idx)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -147,9 +151,12 @@ class SimpleGPTBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_embeddings: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        """hidden_states: (batch, seq, hidden) -> (batch, seq, hidden)."""
+        """hidden_states: (batch, seq, hidden) -> (batch, seq, hidden); position_embeddings: (batch or 1, seq, hidden)."""
+        if self.embedding_dropout is not None:
+            hidden_states = self.embedding_dropout(hidden_states + position_embeddings)
         if self.pre_norm:
             attn_output, _ = self.self_attn(self.attention_norm(hidden_states), attention_mask, cache, **kwargs)
             hidden_states = hidden_states + self.dropout(attn_output)
@@ -183,13 +190,19 @@ class SimpleGPTPreTrainedModel(PreTrainedModel):
 
 
 class SimpleGPTModel(SimpleGPTPreTrainedModel):
-    """The bare SimpleGPT: token ids (batch, seq) -> final hidden states (batch, seq, hidden)."""
+    """The bare SimpleGPT: token ids (batch, seq) -> final hidden states (batch, seq, hidden).
+
+    The learned positions are looked up here and added by the first block, not added to `inputs_embeds` here: under
+    pipeline parallelism (vLLM, SGLang, transformers) every stage after the first receives hidden states as
+    `inputs_embeds` and runs only its own blocks, and the engines also keep the pre-block modules on the last stage
+    when the head is tied. Whichever stage owns block 0 adds the positions, exactly once. `inputs_embeds` keeps its
+    usual meaning (token embeddings; positions are added to them, as in GPT-2).
+    """
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(SimpleGPTBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
@@ -212,6 +225,8 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         Args:
             input_ids: (batch, seq) token ids, or give `inputs_embeds` (batch, seq, hidden) instead.
             attention_mask: (batch, past + seq) with 1 for real tokens and 0 for padding, or a prepared 4D mask.
+            inputs_embeds: token embeddings (batch, seq, hidden), e.g. `model.get_input_embeddings()(input_ids)`;
+                the first block adds the positions to them.
             position_ids: (batch, seq). Derived from `attention_mask` when absent, so left-padded rows start at 0.
                 Without `attention_mask`, positions that restart at 0 mark packed documents, which then do not
                 attend to each other (padding-free training).
@@ -252,7 +267,8 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
+        # Every pipeline stage computes this (a small table, like Llama's rotary embedding); block 0 adds it.
+        position_embeddings = self.embed_positions(position_ids)
 
         mask = create_causal_mask(
             config=self.config,
@@ -261,8 +277,11 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             cache=mask_cache,
             position_ids=position_ids,
         )
+        hidden_states = inputs_embeds
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, cache, position_ids=position_ids, **kwargs)
+            hidden_states = layer(
+                hidden_states, mask, cache, position_embeddings=position_embeddings, position_ids=position_ids, **kwargs
+            )
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
     def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor):
@@ -374,6 +393,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
     # The head is sharded on the vocabulary like the embedding it may be tied to (which transformers shards
     # `embedding_rowwise`), then gathered, so every rank gets the full logits.
     _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)

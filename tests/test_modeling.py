@@ -1,5 +1,6 @@
 """The transformers model contract, measured: causality, padding, caching, generation, kernels, save/load."""
 
+import copy
 import json
 import logging
 import math
@@ -11,6 +12,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 from transformers import (
+    AttentionInterface,
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
@@ -23,6 +25,10 @@ from transformers import (
     pipeline,
 )
 
+from transformers.distributed.pipeline_parallel import PipelineIdentityLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import create_causal_mask
+
 from hf_simplegpt import (
     SimpleGPTConfig,
     SimpleGPTForCausalLM,
@@ -30,6 +36,7 @@ from hf_simplegpt import (
     SimpleGPTForSequenceClassification,
     SimpleGPTModel,
 )
+from hf_simplegpt.modeling_simplegpt import SimpleGPTAttention
 from tests.conftest import tiny_config_kwargs
 
 ATOL = 1e-5
@@ -530,6 +537,91 @@ def test_hidden_states_and_attentions_are_returned_on_request():
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 12, 12)
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, 12))
     assert out.attentions[0][0, 0].triu(1).abs().max() == 0  # no weight on the future
+
+
+# ----------------------------------------------------------------------------------------------- serving engines
+
+
+def test_the_transformers_backend_contract_of_vllm_and_sglang(request):
+    """Used as vLLM's and SGLang's Transformers backend use it: built on the meta device from the config, weights
+    loaded afterwards, attention through a function registered under a new name that receives `layer_idx` (via the
+    module) and the engine's extra kwargs and no causal mask, one packed row, `use_cache=False`, explicit positions."""
+    config = SimpleGPTConfig(**tiny_config_kwargs())
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    assert type(model) is SimpleGPTModel and all(p.is_meta for p in model.parameters())
+    assert model._supports_attention_backend and list(model.pp_plan) == ["embed_tokens", "layers", "norm"]
+    assert model.tp_plan["layers.*.self_attn.q_proj"] == "colwise" and model.tp_plan["embed_tokens"] == "embedding_rowwise"
+    attention_modules = [m for m in model.modules() if isinstance(m, SimpleGPTAttention)]
+    assert [(m.layer_idx, m.is_causal) for m in attention_modules] == [(0, True), (1, True)]
+    torch.manual_seed(0)
+    reference = SimpleGPTModel(config).eval()
+    model = model.to_empty(device="cpu").eval()
+    model.load_state_dict(reference.state_dict())
+
+    calls, engine_state = [], object()  # vLLM passes its attention layers as `attention_instances`
+
+    def engine_attention(module, query, key, value, attention_mask, **kwargs):
+        calls.append((module.layer_idx, attention_mask, kwargs.get("attention_instances")))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # causal via module.is_causal
+
+    AttentionInterface.register("engine_attention", engine_attention)
+    request.addfinalizer(lambda: AttentionInterface._global_mapping.pop("engine_attention"))
+    model.set_attn_implementation("engine_attention")
+    ids, positions = random_ids(1, 9), torch.arange(9).unsqueeze(0)
+    with torch.no_grad():
+        out = model(input_ids=ids, position_ids=positions, use_cache=False, attention_instances=engine_state, return_dict=False)
+        embeds_out = model(inputs_embeds=model.get_input_embeddings()(ids), position_ids=positions, use_cache=False)
+        expected = reference(ids).last_hidden_state
+    assert calls[:2] == [(0, None, engine_state), (1, None, engine_state)]
+    torch.testing.assert_close(out[0], expected, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(embeds_out.last_hidden_state, expected, atol=ATOL, rtol=1e-4)
+
+
+def test_the_pipeline_plan_stages_compose_to_the_full_forward():
+    model = make_model(norm_position="pre").model
+    ids, positions = random_ids(), torch.arange(12).unsqueeze(0)
+    with torch.no_grad():
+        full = model(ids).last_hidden_state
+        # embed_tokens -> layers -> norm, as the plan names them; the positions are an input of every stage.
+        hidden = model.embed_tokens(ids)
+        position_embeddings = model.embed_positions(positions)
+        mask = create_causal_mask(model.config, hidden, None, None, positions)
+        for layer in model.layers:
+            hidden = layer(hidden, mask, None, position_embeddings=position_embeddings)
+        torch.testing.assert_close(model.norm(hidden), full, atol=0, rtol=0)
+
+
+def pipeline_stage(model: SimpleGPTModel, stage: int, num_stages: int) -> SimpleGPTModel:
+    """The modules of `model` that pipeline stage `stage` runs, the others replaced by identities, by the rule
+    vLLM's Transformers backend applies to `pp_plan` (transformers' own split of embed_tokens/layers/norm is the
+    same): modules before the layers stay on the first stage, and also on the last one when the head is tied."""
+    stage_model = copy.deepcopy(model)
+    names = list(stage_model.pp_plan)
+    layers_at = names.index("layers")
+    first, last = stage == 0, stage == num_stages - 1
+    for name in names[:layers_at]:
+        if not (first or (last and model.config.tie_word_embeddings)):
+            setattr(stage_model, name, PipelineIdentityLayer())
+    per_stage = len(stage_model.layers) // num_stages
+    for i in range(len(stage_model.layers)):
+        if not stage * per_stage <= i < (stage + 1) * per_stage:
+            stage_model.layers[i] = PipelineIdentityLayer()
+    for name in names[layers_at + 1 :]:
+        if not last:
+            setattr(stage_model, name, PipelineIdentityLayer())
+    return stage_model
+
+
+@pytest.mark.parametrize("tie_word_embeddings", [False, True])
+def test_pipeline_stages_add_the_positions_exactly_once(tie_word_embeddings):
+    """Each stage after the first receives hidden states as `inputs_embeds`: positions must not be added again."""
+    model = make_model(num_hidden_layers=4, tie_word_embeddings=tie_word_embeddings).model
+    ids, positions = random_ids(1, 10), torch.arange(10).unsqueeze(0)
+    with torch.no_grad():
+        hidden = pipeline_stage(model, 0, 2)(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
+        staged = pipeline_stage(model, 1, 2)(inputs_embeds=hidden, position_ids=positions, use_cache=False)
+        torch.testing.assert_close(staged.last_hidden_state, model(ids).last_hidden_state, atol=ATOL, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------- weights & heads
