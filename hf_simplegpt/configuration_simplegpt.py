@@ -25,7 +25,11 @@ class SimpleGPTConfig(PreTrainedConfig):
         vocab_size (`int`, defaults to 10000): number of token ids the embedding accepts.
         hidden_size (`int`, defaults to 768): width of the residual stream.
         num_hidden_layers (`int`, defaults to 12): number of transformer blocks.
-        num_attention_heads (`int`, defaults to 12): heads per attention layer; must divide `hidden_size`.
+        num_attention_heads (`int`, defaults to 12): heads per attention layer; must divide `hidden_size` unless
+            `head_dim` is given.
+        head_dim (`int`, *optional*): width of each attention head; `hidden_size // num_attention_heads` when unset.
+            Set explicitly, `num_attention_heads * head_dim` may differ from `hidden_size` (e.g. after pruning heads):
+            q/k/v project `hidden_size -> num_attention_heads * head_dim` and the output projection maps back.
         max_position_embeddings (`int`, defaults to 512): number of learned positions, i.e. the context length.
         intermediate_size (`int`, *optional*): width of the feed-forward layer; `4 * hidden_size` when unset.
         hidden_act (`str`, defaults to `"gelu"`): feed-forward activation, any key of `transformers.ACT2FN`
@@ -54,7 +58,7 @@ class SimpleGPTConfig(PreTrainedConfig):
         "num_heads": "num_attention_heads",
         "max_seq_len": "max_position_embeddings",
     }
-    # FSDP/tensor-parallel plans keyed by module names of SimpleGPTModel.
+    # Tensor-parallel plan keyed by module names of SimpleGPTModel (transformers adds vocab-parallel `embed_tokens`).
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",
         "layers.*.self_attn.k_proj": "colwise",
@@ -63,11 +67,20 @@ class SimpleGPTConfig(PreTrainedConfig):
         "layers.*.mlp.up_proj": "colwise",
         "layers.*.mlp.down_proj": "rowwise",
     }
+    # Pipeline stages in order: what each takes and returns. The learned positions are not a stage of their own:
+    # every stage looks them up (a small table, like Llama's rotary embedding) and the first block adds them, so a
+    # stage that receives hidden states as `inputs_embeds` never adds them twice.
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
 
     vocab_size: int = 10000
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
+    head_dim: int | None = None
     max_position_embeddings: int = 512
     intermediate_size: int | None = None
     hidden_act: str = "gelu"
@@ -97,23 +110,24 @@ class SimpleGPTConfig(PreTrainedConfig):
             # Every saved folder can then be loaded as remote code by each Auto class, whatever class saved it.
             self.auto_map = {"AutoConfig": "configuration_simplegpt.SimpleGPTConfig", **AUTO_MAP}
         self._check()
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        if self.head_dim is None:  # saved explicitly from now on; folders written before head_dim existed load as before
+            self.head_dim = self.hidden_size // self.num_attention_heads
 
     def _check(self):
         """Reject values the model cannot be built with, naming the field and what would be valid."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim",
                      "max_position_embeddings", "intermediate_size"):
             value = getattr(self, name)
+            if name == "head_dim" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SimpleGPTConfig.{name} must be a positive integer, got {value!r}.")
-        if self.hidden_size % self.num_attention_heads:
+        # Only a derived head_dim needs the heads to divide the width; an explicit one (a pruned model) need not.
+        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"SimpleGPTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads}); e.g. use num_attention_heads in "
-                f"{[h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]}."
+                f"{[h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]}, or set head_dim."
             )
         for name in ("embedding_dropout", "residual_dropout", "attention_dropout"):
             value = getattr(self, name)

@@ -1,7 +1,7 @@
 """SimpleGPT: the seed document's GPT as a transformers model.
 
 token embedding + learned position embedding -> N x [self-attention, GELU feed-forward, LayerNorm, residuals]
--> final LayerNorm -> output projection.
+-> final LayerNorm -> output projection. (The first block adds the position embedding; see `SimpleGPTModel`.)
 
 The seed's reference code had four bugs, fixed here:
   1. no causal mask: every position could read the future, so training was trivial and generation useless.
@@ -32,6 +32,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 from transformers.utils import can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
@@ -63,7 +64,7 @@ def eager_attention_forward(
 
 
 class SimpleGPTAttention(nn.Module):
-    """Multi-head self-attention: (batch, seq, hidden) -> (batch, seq, hidden)."""
+    """Multi-head self-attention: (batch, seq, hidden) -> (batch, seq, heads * head_dim) -> (batch, seq, hidden)."""
 
     def __init__(self, config: SimpleGPTConfig, layer_idx: int):
         super().__init__()
@@ -72,10 +73,12 @@ class SimpleGPTAttention(nn.Module):
         self.head_dim = config.head_dim
         self.scaling = self.head_dim**-0.5  # seed bug 3: it used hidden_size**-0.5
         self.is_causal = config.is_causal  # read by the sdpa/flash/flex kernels
-        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        # heads x head_dim need not equal hidden_size (a pruned model keeps fewer heads of the same width).
+        attention_size = config.num_attention_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, attention_size, bias=config.attention_bias)
+        self.o_proj = nn.Linear(attention_size, config.hidden_size, bias=config.attention_bias)
         self.o_proj.writes_residual = True  # gets the depth-scaled init
 
     def forward(
@@ -128,10 +131,14 @@ class SimpleGPTMLP(nn.Module):
 
 
 class SimpleGPTBlock(GradientCheckpointingLayer):
-    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`."""
+    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`.
+
+    Block 0 starts the residual stream: it adds the learned position embedding to the token embeddings it receives.
+    """
 
     def __init__(self, config: SimpleGPTConfig, layer_idx: int):
         super().__init__()
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout) if layer_idx == 0 else None
         self.pre_norm = config.norm_position == "pre"
         self.self_attn = SimpleGPTAttention(config, layer_idx)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -144,9 +151,12 @@ class SimpleGPTBlock(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
+        position_embeddings: torch.Tensor | None = None,
         **kwargs,
     ) -> torch.Tensor:
-        """hidden_states: (batch, seq, hidden) -> (batch, seq, hidden)."""
+        """hidden_states: (batch, seq, hidden) -> (batch, seq, hidden); position_embeddings: (batch or 1, seq, hidden)."""
+        if self.embedding_dropout is not None:
+            hidden_states = self.embedding_dropout(hidden_states + position_embeddings)
         if self.pre_norm:
             attn_output, _ = self.self_attn(self.attention_norm(hidden_states), attention_mask, cache, **kwargs)
             hidden_states = hidden_states + self.dropout(attn_output)
@@ -180,18 +190,25 @@ class SimpleGPTPreTrainedModel(PreTrainedModel):
 
 
 class SimpleGPTModel(SimpleGPTPreTrainedModel):
-    """The bare SimpleGPT: token ids (batch, seq) -> final hidden states (batch, seq, hidden)."""
+    """The bare SimpleGPT: token ids (batch, seq) -> final hidden states (batch, seq, hidden).
+
+    The learned positions are looked up here and added by the first block, not added to `inputs_embeds` here: under
+    pipeline parallelism (vLLM, SGLang, transformers) every stage after the first receives hidden states as
+    `inputs_embeds` and runs only its own blocks, and the engines also keep the pre-block modules on the last stage
+    when the head is tied. Whichever stage owns block 0 adds the positions, exactly once. `inputs_embeds` keeps its
+    usual meaning (token embeddings; positions are added to them, as in GPT-2).
+    """
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.dropout = nn.Dropout(config.embedding_dropout)
         self.layers = nn.ModuleList(SimpleGPTBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # the pre-v5 name, still used by many callers
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -208,11 +225,14 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         Args:
             input_ids: (batch, seq) token ids, or give `inputs_embeds` (batch, seq, hidden) instead.
             attention_mask: (batch, past + seq) with 1 for real tokens and 0 for padding, or a prepared 4D mask.
+            inputs_embeds: token embeddings (batch, seq, hidden), e.g. `model.get_input_embeddings()(input_ids)`;
+                the first block adds the positions to them.
             position_ids: (batch, seq). Derived from `attention_mask` when absent, so left-padded rows start at 0.
                 Without `attention_mask`, positions that restart at 0 mark packed documents, which then do not
                 attend to each other (padding-free training).
-            cache: a `Cache` (`DynamicCache`, `StaticCache`) holding past keys and values; created when
-                `use_cache` and none is given.
+            cache: a `Cache` (`DynamicCache`, `StaticCache`, or continuous batching's `PagedAttentionCache`) holding
+                past keys and values; created when `use_cache` and none is given. `past_key_values=` is accepted
+                with a deprecation warning.
         Returns:
             `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, hidden) and `cache`.
         """
@@ -223,11 +243,11 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         mask_cache = cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        past_length = cache.get_seq_length() if cache is not None else 0
         batch_size, seq_length = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
 
         if attention_mask is not None and attention_mask.ndim == 2:
             if attention_mask.shape[0] != batch_size or attention_mask.shape[1] < seq_length:
+                past_length = cache.get_seq_length() if cache is not None else 0
                 raise ValueError(
                     f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch_size={batch_size}, "
                     f"past + current length={past_length + seq_length}): one row per sequence, one column per "
@@ -238,13 +258,17 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
                 # Count real tokens so a left-padded row starts at position 0, exactly like its unpadded self.
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seq_length:]
             else:
-                position_ids = torch.arange(past_length, past_length + seq_length, device=self.device).unsqueeze(0)
+                # The cache length is read only here: continuous batching's paged cache has none (it always passes
+                # positions), and a static cache's is a tensor, so the shape must not depend on it (torch.export).
+                past_length = cache.get_seq_length() if cache is not None else 0
+                position_ids = (torch.arange(seq_length, device=self.device) + past_length).unsqueeze(0)
         if not torch.compiler.is_compiling():  # value checks need a device sync and break full-graph compilation
-            self._check_values(input_ids, position_ids, past_length)
+            self._check_values(input_ids, position_ids)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        hidden_states = self.dropout(inputs_embeds + self.embed_positions(position_ids))
+        # Every pipeline stage computes this (a small table, like Llama's rotary embedding); block 0 adds it.
+        position_embeddings = self.embed_positions(position_ids)
 
         mask = create_causal_mask(
             config=self.config,
@@ -253,11 +277,14 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             cache=mask_cache,
             position_ids=position_ids,
         )
+        hidden_states = inputs_embeds
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, cache, position_ids=position_ids, **kwargs)
+            hidden_states = layer(
+                hidden_states, mask, cache, position_embeddings=position_embeddings, position_ids=position_ids, **kwargs
+            )
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
-    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor, past_length: int):
+    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor):
         """Reject positions beyond the position table and ids outside the vocabulary, reading the device once.
 
         Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
@@ -269,7 +296,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
         if max_position >= self.config.max_position_embeddings:
             raise ValueError(
-                f"Sequence too long: position {max_position} (after {past_length} cached tokens) is beyond "
+                f"Sequence too long: position {max_position} is beyond "
                 f"max_position_embeddings={self.config.max_position_embeddings}. Truncate the input "
                 f"(tokenizer(..., truncation=True, max_length={self.config.max_position_embeddings})) or generate "
                 "fewer new tokens."
@@ -363,6 +390,10 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
     """SimpleGPT with the output projection: next-token logits (batch, seq, vocab) and the shifted LM loss."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    # The head is sharded on the vocabulary like the embedding it may be tied to (which transformers shards
+    # `embedding_rowwise`), then gathered, so every rank gets the full logits.
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
@@ -370,6 +401,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -449,6 +481,7 @@ class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SimpleGPTConfig):
         config.is_causal = False
@@ -499,6 +532,7 @@ class SimpleGPTForSequenceClassification(SimpleGPTPreTrainedModel):
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,

@@ -1,24 +1,33 @@
 """The transformers model contract, measured: causality, padding, caching, generation, kernels, save/load."""
 
+import copy
 import json
 import logging
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 from torch.nn import functional as F
 from transformers import (
+    AttentionInterface,
     AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    ContinuousBatchingConfig,
     DynamicCache,
+    GenerationConfig,
     StaticCache,
     pipeline,
 )
+
+from transformers.distributed.pipeline_parallel import PipelineIdentityLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import create_causal_mask
 
 from hf_simplegpt import (
     SimpleGPTConfig,
@@ -27,9 +36,13 @@ from hf_simplegpt import (
     SimpleGPTForSequenceClassification,
     SimpleGPTModel,
 )
+from hf_simplegpt.modeling_simplegpt import SimpleGPTAttention
 from tests.conftest import tiny_config_kwargs
 
 ATOL = 1e-5
+# Attention shapes the contract must hold for: the square default (heads x head_dim == hidden_size) and a pruned-style
+# one whose 4 heads of 12 (48 wide) differ from the 32-wide residual stream.
+HEAD_SHAPES = pytest.mark.parametrize("head_shape", [{}, {"head_dim": 12}], ids=["square", "head_dim_x_heads_ne_hidden"])
 
 
 def make_model(**overrides) -> SimpleGPTForCausalLM:
@@ -54,6 +67,29 @@ def test_config_defaults_are_the_seeds_and_log_nothing(caplog):
     assert config.hidden_act == "gelu" and config.norm_position == "post" and config.head_dim == 64
 
 
+def test_head_dim_defaults_to_the_width_per_head_and_can_be_set_freely():
+    assert SimpleGPTConfig(hidden_size=64, num_attention_heads=4).head_dim == 16
+    pruned = SimpleGPTConfig(**tiny_config_kwargs(hidden_size=30, num_attention_heads=4, head_dim=6))
+    assert pruned.head_dim == 6  # 4 x 6 = 24 attention width in a 30-wide model: no divisibility needed
+    attention = SimpleGPTForCausalLM(pruned).model.layers[0].self_attn
+    assert attention.q_proj.weight.shape == (24, 30) and attention.o_proj.weight.shape == (30, 24)
+    assert attention.scaling == 6**-0.5
+
+
+def test_a_folder_saved_before_head_dim_existed_loads_with_identical_logits(tmp_path):
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["head_dim"] == 8
+    del config["head_dim"]  # what folders written before the field existed contain
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert loaded.config.head_dim == 8
+    ids = random_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
+
+
 def test_config_accepts_the_seeds_argument_names():
     config = SimpleGPTConfig(num_layers=3, num_heads=2, max_seq_len=128, dropout=0.2, hidden_size=64)
     assert (config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (3, 2, 128)
@@ -72,6 +108,7 @@ def test_config_round_trips_through_auto_config(tmp_path):
     "overrides, message",
     [
         (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
+        (dict(head_dim=0), "head_dim must be a positive integer"),
         (dict(norm_position="middle"), "norm_position must be one of ('post', 'pre')"),
         (dict(hidden_act="gelu_wrong"), "hidden_act 'gelu_wrong' is not a known activation"),
         (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
@@ -111,9 +148,10 @@ def reference_forward(model: SimpleGPTForCausalLM, ids: torch.Tensor) -> torch.T
     return model.lm_head(net.norm(x))
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_logits_equal_a_hand_written_reference_of_the_fixed_seed(attn_implementation):
-    model = make_model()
+def test_logits_equal_a_hand_written_reference_of_the_fixed_seed(attn_implementation, head_shape):
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     ids = random_ids()
     with torch.no_grad():
@@ -143,9 +181,10 @@ def test_pre_norm_blocks_differ_from_post_norm_and_stay_causal():
         torch.testing.assert_close(pre(ids).logits[:, :-1], pre(changed).logits[:, :-1], atol=0, rtol=0)
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implementation):
-    model = make_model()
+def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implementation, head_shape):
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     short, long_ = random_ids(1, 5, seed=2), random_ids(1, 9, seed=3)
     pad = torch.zeros(1, 4, dtype=torch.long)
@@ -162,10 +201,11 @@ def test_left_and_right_padding_do_not_change_the_real_tokens_logits(attn_implem
     torch.testing.assert_close(batch[1:], model(long_).logits, atol=ATOL, rtol=1e-4)
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_packed_documents_do_not_attend_to_each_other(attn_implementation):
+def test_packed_documents_do_not_attend_to_each_other(attn_implementation, head_shape):
     """Padding-free packing: one row, position_ids restarting per document, no attention_mask."""
-    model = make_model()
+    model = make_model(**head_shape)
     model.set_attn_implementation(attn_implementation)
     first, second = random_ids(1, 6, seed=4), random_ids(1, 5, seed=5)
     packed = torch.cat([first, second], 1)
@@ -299,9 +339,10 @@ def test_logits_are_skipped_only_in_training_with_labels():
 # ----------------------------------------------------------------------------------------------- caching & generation
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("cache_class", [DynamicCache, StaticCache])
-def test_incremental_decoding_with_a_cache_equals_the_full_forward(cache_class):
-    model = make_model()
+def test_incremental_decoding_with_a_cache_equals_the_full_forward(cache_class, head_shape):
+    model = make_model(**head_shape)
     ids = random_ids(2, 10)
     with torch.no_grad():
         full = model(ids).logits
@@ -324,9 +365,10 @@ def greedy_by_hand(model, ids, new_tokens):
     return ids
 
 
+@HEAD_SHAPES
 @pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
-def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation):
-    model = make_model()
+def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation, head_shape):
+    model = make_model(**head_shape)
     prompt = random_ids(2, 5)
     generated = model.generate(
         prompt, max_new_tokens=8, do_sample=False, cache_implementation=cache_implementation,
@@ -343,6 +385,72 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone():
     out = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
     assert torch.equal(out[0, 4:], greedy_by_hand(model, short, 6)[0])
     assert torch.equal(out[1], greedy_by_hand(model, long_, 6)[0])
+
+
+@pytest.mark.filterwarnings("ignore:The `paged|` prefix is no longer needed")
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "paged|sdpa", "paged|eager"])
+def test_continuous_batching_generates_what_greedy_generate_generates(attn_implementation):
+    """`generate_batch` (paged cache, prompts of mixed lengths packed in one row) equals per-prompt greedy generate."""
+    model = make_model()
+    prompts = [random_ids(1, length, seed=length)[0].tolist() for length in (3, 9, 5)]
+    expected = [model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p) :].tolist() for p in prompts]
+    model.set_attn_implementation(attn_implementation)
+    outputs = model.generate_batch(
+        prompts,
+        generation_config=GenerationConfig(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0),
+        continuous_batching_config=ContinuousBatchingConfig(num_blocks=16, max_batch_tokens=64),
+        warmup=False,  # warm-up pre-captures CUDA graphs; nothing to capture on a CPU
+    )
+    generated = {tuple(out.prompt_ids): out.generated_tokens for out in outputs.values()}
+    assert [generated[tuple(p)] for p in prompts] == expected  # a failed batch yields [] for every prompt
+    assert all(len(tokens) == 6 for tokens in expected)
+
+
+@pytest.mark.parametrize("model_class", [SimpleGPTModel, SimpleGPTForCausalLM, SimpleGPTForSequenceClassification])
+def test_the_pre_v5_cache_name_past_key_values_still_works_with_a_warning(model_class):
+    """Like transformers' `test_bc_cache_name_forward`: `past_key_values=` must not vanish into **kwargs."""
+    torch.manual_seed(0)
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=2))).eval()
+    ids = random_ids(2, 10)
+    outputs = {}
+    with torch.no_grad():
+        full = model(ids)[0]
+        for name in ("cache", "past_key_values"):
+            cache = DynamicCache(config=model.config)
+            model(ids[:, :7], cache=cache, use_cache=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                outputs[name] = model(ids[:, 7:], **{name: cache}, use_cache=True)[0]
+            deprecations = [w for w in caught if "past_key_values` is deprecated" in str(w.message)]
+            assert len(deprecations) == (name == "past_key_values") and cache.get_seq_length() == 10
+    torch.testing.assert_close(outputs["past_key_values"], outputs["cache"], atol=0, rtol=0)
+    # The continuation read the cached prefix: it equals the tail of one full forward.
+    if model_class is SimpleGPTForSequenceClassification:
+        torch.testing.assert_close(outputs["cache"], full, atol=ATOL, rtol=1e-4)
+    else:
+        torch.testing.assert_close(outputs["cache"], full[:, 7:], atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_class", [SimpleGPTForCausalLM, SimpleGPTForMaskedLM])
+def test_tied_weights_are_sharded_together(monkeypatch, model_class):
+    """Like transformers' common test: a tied head and embedding must be split on the same dimension."""
+    from transformers.distributed import tensor_parallel
+    from transformers.distributed.parallel_utils import ALL_PARALLEL_STYLES, _get_parameter_plan
+
+    # Record the placement each style gives a parameter instead of building a device mesh.
+    placements = []
+    monkeypatch.setattr(
+        tensor_parallel, "distribute_tensor", lambda tensor, mesh, placement, **_: placements.append(placement) or tensor
+    )
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(tie_word_embeddings=True)))
+    assert model.all_tied_weights_keys == {"lm_head.weight": "model.embed_tokens.weight"}
+    for target, source in model.all_tied_weights_keys.items():
+        for name in (target, source):
+            style = _get_parameter_plan(name, model.tp_plan)
+            assert style is not None, f"{name} is missing from the tensor-parallel plan {model.tp_plan}"
+            module_name, _, param_name = name.rpartition(".")
+            ALL_PARALLEL_STYLES[style].shard_param(model.get_submodule(module_name), param_name, mesh=None)
+        assert placements[-1] == placements[-2] == [tensor_parallel.Shard(0)]  # both split along the vocabulary
 
 
 def test_text_generation_pipeline(tmp_path, tiny_tokenizer):
@@ -385,7 +493,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         model = make_model().train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model(ids, labels=ids).loss.backward()
         grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
@@ -402,8 +510,9 @@ def test_dropout_is_active_in_training_only():
         assert not torch.equal(model(ids).logits, model(ids).logits)
 
 
-def test_torch_compile_fullgraph_forward_matches_eager():
-    model = make_model()
+@HEAD_SHAPES
+def test_torch_compile_fullgraph_forward_matches_eager(head_shape):
+    model = make_model(**head_shape)
     ids = random_ids()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     with torch.no_grad():
@@ -428,6 +537,91 @@ def test_hidden_states_and_attentions_are_returned_on_request():
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 12, 12)
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, 4, 12))
     assert out.attentions[0][0, 0].triu(1).abs().max() == 0  # no weight on the future
+
+
+# ----------------------------------------------------------------------------------------------- serving engines
+
+
+def test_the_transformers_backend_contract_of_vllm_and_sglang(request):
+    """Used as vLLM's and SGLang's Transformers backend use it: built on the meta device from the config, weights
+    loaded afterwards, attention through a function registered under a new name that receives `layer_idx` (via the
+    module) and the engine's extra kwargs and no causal mask, one packed row, `use_cache=False`, explicit positions."""
+    config = SimpleGPTConfig(**tiny_config_kwargs())
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    assert type(model) is SimpleGPTModel and all(p.is_meta for p in model.parameters())
+    assert model._supports_attention_backend and list(model.pp_plan) == ["embed_tokens", "layers", "norm"]
+    assert model.tp_plan["layers.*.self_attn.q_proj"] == "colwise" and model.tp_plan["embed_tokens"] == "embedding_rowwise"
+    attention_modules = [m for m in model.modules() if isinstance(m, SimpleGPTAttention)]
+    assert [(m.layer_idx, m.is_causal) for m in attention_modules] == [(0, True), (1, True)]
+    torch.manual_seed(0)
+    reference = SimpleGPTModel(config).eval()
+    model = model.to_empty(device="cpu").eval()
+    model.load_state_dict(reference.state_dict())
+
+    calls, engine_state = [], object()  # vLLM passes its attention layers as `attention_instances`
+
+    def engine_attention(module, query, key, value, attention_mask, **kwargs):
+        calls.append((module.layer_idx, attention_mask, kwargs.get("attention_instances")))
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # causal via module.is_causal
+
+    AttentionInterface.register("engine_attention", engine_attention)
+    request.addfinalizer(lambda: AttentionInterface._global_mapping.pop("engine_attention"))
+    model.set_attn_implementation("engine_attention")
+    ids, positions = random_ids(1, 9), torch.arange(9).unsqueeze(0)
+    with torch.no_grad():
+        out = model(input_ids=ids, position_ids=positions, use_cache=False, attention_instances=engine_state, return_dict=False)
+        embeds_out = model(inputs_embeds=model.get_input_embeddings()(ids), position_ids=positions, use_cache=False)
+        expected = reference(ids).last_hidden_state
+    assert calls[:2] == [(0, None, engine_state), (1, None, engine_state)]
+    torch.testing.assert_close(out[0], expected, atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(embeds_out.last_hidden_state, expected, atol=ATOL, rtol=1e-4)
+
+
+def test_the_pipeline_plan_stages_compose_to_the_full_forward():
+    model = make_model(norm_position="pre").model
+    ids, positions = random_ids(), torch.arange(12).unsqueeze(0)
+    with torch.no_grad():
+        full = model(ids).last_hidden_state
+        # embed_tokens -> layers -> norm, as the plan names them; the positions are an input of every stage.
+        hidden = model.embed_tokens(ids)
+        position_embeddings = model.embed_positions(positions)
+        mask = create_causal_mask(model.config, hidden, None, None, positions)
+        for layer in model.layers:
+            hidden = layer(hidden, mask, None, position_embeddings=position_embeddings)
+        torch.testing.assert_close(model.norm(hidden), full, atol=0, rtol=0)
+
+
+def pipeline_stage(model: SimpleGPTModel, stage: int, num_stages: int) -> SimpleGPTModel:
+    """The modules of `model` that pipeline stage `stage` runs, the others replaced by identities, by the rule
+    vLLM's Transformers backend applies to `pp_plan` (transformers' own split of embed_tokens/layers/norm is the
+    same): modules before the layers stay on the first stage, and also on the last one when the head is tied."""
+    stage_model = copy.deepcopy(model)
+    names = list(stage_model.pp_plan)
+    layers_at = names.index("layers")
+    first, last = stage == 0, stage == num_stages - 1
+    for name in names[:layers_at]:
+        if not (first or (last and model.config.tie_word_embeddings)):
+            setattr(stage_model, name, PipelineIdentityLayer())
+    per_stage = len(stage_model.layers) // num_stages
+    for i in range(len(stage_model.layers)):
+        if not stage * per_stage <= i < (stage + 1) * per_stage:
+            stage_model.layers[i] = PipelineIdentityLayer()
+    for name in names[layers_at + 1 :]:
+        if not last:
+            setattr(stage_model, name, PipelineIdentityLayer())
+    return stage_model
+
+
+@pytest.mark.parametrize("tie_word_embeddings", [False, True])
+def test_pipeline_stages_add_the_positions_exactly_once(tie_word_embeddings):
+    """Each stage after the first receives hidden states as `inputs_embeds`: positions must not be added again."""
+    model = make_model(num_hidden_layers=4, tie_word_embeddings=tie_word_embeddings).model
+    ids, positions = random_ids(1, 10), torch.arange(10).unsqueeze(0)
+    with torch.no_grad():
+        hidden = pipeline_stage(model, 0, 2)(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
+        staged = pipeline_stage(model, 1, 2)(inputs_embeds=hidden, position_ids=positions, use_cache=False)
+        torch.testing.assert_close(staged.last_hidden_state, model(ids).last_hidden_state, atol=ATOL, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------- weights & heads
@@ -492,9 +686,10 @@ def test_sequence_classification_without_pad_token_or_mask_rejects_batches():
         (SimpleGPTForSequenceClassification, AutoModelForSequenceClassification),
     ],
 )
-def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_class):
+@HEAD_SHAPES
+def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_class, head_shape):
     torch.manual_seed(0)
-    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=3))).eval()
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs(num_labels=3, **head_shape))).eval()
     model.save_pretrained(tmp_path)
     loaded = auto_class.from_pretrained(tmp_path).eval()
     assert type(loaded) is model_class
@@ -520,8 +715,9 @@ print(type(model).__name__)
 """
 
 
-def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path):
-    model = make_model(tie_word_embeddings=True)
+@HEAD_SHAPES
+def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path, head_shape):
+    model = make_model(tie_word_embeddings=True, **head_shape)
     model.save_pretrained(tmp_path / "model")
     ids = random_ids()
     torch.save(ids, tmp_path / "ids.pt")
