@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
+from . import safeguards
 from .configuration_simplegpt import SimpleGPTConfig
+from .hub import check_model_source
 from .modeling_simplegpt import SimpleGPTForCausalLM
 
 # GPT-2's "gelu_new" is the tanh approximation written as several ops; "gelu_pytorch_tanh" is one fused kernel.
@@ -102,11 +104,15 @@ def convert_gpt2_to_simplegpt(gpt2: GPT2LMHeadModel | str | Path) -> SimpleGPTFo
     return model.to(gpt2.dtype).eval()
 
 
+@safeguards.guarded_main
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpt2", required=True, help="GPT2LMHeadModel folder or Hub id")
     parser.add_argument("--output_dir", required=True, help="where to save the SimpleGPT model (and tokenizer)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a model --output_dir holds")
     args = parser.parse_args(argv)
+    check_model_source(args.gpt2, "--gpt2")
+    safeguards.claim_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, inputs=[args.gpt2])
     model = convert_gpt2_to_simplegpt(args.gpt2)
     model.save_pretrained(args.output_dir)
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
+from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, safeguards
 from hf_simplegpt.rewards import Text
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 from hf_simplegpt.training import resolve_config
@@ -142,8 +142,9 @@ def write_task(out: Path, seed: int) -> dict[str, Path]:
 
 
 def run(job: str, *args) -> dict:
-    """Run `hf-simplegpt <job>` as a subprocess (printing the command) and return its alignment_metrics.json, if any."""
-    args = [*map(str, args), "--disable_tqdm", "true"]
+    """Run `hf-simplegpt <job>` as a subprocess (printing the command) and return its alignment_metrics.json, if any.
+    The demo owns its folder, so each stage may replace what an earlier demo left there."""
+    args = [*map(str, args), "--disable_tqdm", "true", "--overwrite_output_dir", "true"]
     print("\n$ hf-simplegpt " + " ".join([job, *args]), flush=True)
     start = time.time()
     subprocess.run([sys.executable, "-m", f"hf_simplegpt.recipes.{job}", *args], check=True)
@@ -153,12 +154,19 @@ def run(job: str, *args) -> dict:
     return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
 
 
+@safeguards.guarded_main
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="outputs/alignment_demo")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace an earlier demo's folder")
     args = parser.parse_args(argv)
     out = Path(args.output_dir).resolve()
+    safeguards.check_writable_dir(str(out))
+    if any(out.iterdir()) and not args.overwrite_output_dir:
+        raise ValueError(f"--output_dir {out} is not empty (an earlier demo?); pass --overwrite_output_dir to replace "
+                         "it, or another --output_dir.")  # fmt: skip
+    safeguards.lock_output_dir(str(out))
     files = write_task(out, args.seed)
 
     run("sft", "--config", resolve_config("sft_tiny.yaml"), "--model_name_or_path", files["base"],
