@@ -9,23 +9,19 @@ TRL's two shapes: *plain* (strings) or *conversational* (lists of `{"role", "con
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
 
 from transformers import AutoConfig, AutoTokenizer
 
-
-def _format_of(value: Any) -> str | None:
-    if isinstance(value, str):
-        return "plain"
-    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        return "conversational"
-    return None
+from .data import check_rows, text_field_problem, text_format
+from .generation import context_length, encode_prompt
+from .tokenization import differing_tokens
 
 
 def validate_preference_dataset(dataset, name: str = "preference data") -> str:
-    """Check `dataset` holds preference pairs; returns `"plain"` or `"conversational"`.
+    """Check every row of `dataset` holds a preference pair; returns `"plain"` or `"conversational"`.
 
-    Needs `chosen` and `rejected` (and optionally `prompt`), all strings or all message lists.
+    Needs `chosen` and `rejected` (and optionally `prompt`), all strings or all message lists, in every row alike;
+    raises ValueError naming the first row that breaks this.
     """
     columns = list(dataset.column_names)
     missing = [c for c in ("chosen", "rejected") if c not in columns]
@@ -37,17 +33,17 @@ def validate_preference_dataset(dataset, name: str = "preference data") -> str:
     if len(dataset) == 0:
         raise ValueError(f"The {name} is empty.")
     fields = [c for c in ("prompt", "chosen", "rejected") if c in columns]
-    formats = {c: _format_of(dataset[0][c]) for c in fields}
-    if None in formats.values() or len(set(formats.values())) != 1:
-        raise ValueError(
-            f"The {name} mixes or misshapes formats: {formats}. Use strings for every field (plain), or lists of "
-            "{'role', 'content'} messages for every field (conversational)."
-        )
-    return formats["chosen"]
+    fmt = text_format(dataset[0]["chosen"])
+    def problem(row):
+        return next(filter(None, (text_field_problem(row[f], f, fmt, allow_empty=f == "prompt") for f in fields)), None)
+
+    check_rows(dataset, fields, problem, name)
+    return fmt
 
 
 def validate_prompt_dataset(dataset, name: str = "prompt data") -> str:
-    """Check `dataset` has a `prompt` column of strings or message lists; returns `"plain"` or `"conversational"`."""
+    """Check every row has a `prompt` (a non-empty string or message list, one shape for all rows); returns
+    `"plain"` or `"conversational"`."""
     if "prompt" not in dataset.column_names:
         raise ValueError(
             f"The {name} lacks the field 'prompt'; it has {list(dataset.column_names)}. Online training (GRPO, RLOO, "
@@ -55,10 +51,25 @@ def validate_prompt_dataset(dataset, name: str = "prompt data") -> str:
         )
     if len(dataset) == 0:
         raise ValueError(f"The {name} is empty.")
-    fmt = _format_of(dataset[0]["prompt"])
-    if fmt is None:
-        raise ValueError(f"The {name} has a `prompt` that is neither a string nor a list of messages.")
+    fmt = text_format(dataset[0]["prompt"])
+    check_rows(dataset, ["prompt"], lambda row: text_field_problem(row["prompt"], "prompt", fmt), name)
     return fmt
+
+
+def check_prompts_fit(tokenizer, dataset, max_completion_length: int, config) -> None:
+    """Raise ValueError when a prompt plus `--max_completion_length` new tokens exceeds the model's context: TRL
+    generates from whole prompts, so training would fail at the first such prompt, possibly hours in."""
+    limit = context_length(config)
+    if limit is None:
+        return
+    lengths = [len(encode_prompt(tokenizer, prompt)) for prompt in dataset["prompt"]]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    if lengths[longest] + max_completion_length > limit:
+        raise ValueError(
+            f"Row {longest + 1} of the training data has a {lengths[longest]}-token prompt: with "
+            f"--max_completion_length {max_completion_length} that is more than the model's {limit} positions. Lower "
+            f"--max_completion_length to {max(limit - lengths[longest], 0)} or shorten the prompts."
+        )
 
 
 def check_full_model_folder(path: str, role: str = "model") -> None:
@@ -80,10 +91,8 @@ def check_same_vocabulary(student_path: str, teacher_path: str) -> None:
             f"{teacher.vocab_size}. Distillation matches the teacher's next-token distribution token by token, so "
             "both must use the same tokenizer: build the student with the teacher's tokenizer."
         )
-    student_vocab = AutoTokenizer.from_pretrained(student_path).get_vocab()
-    teacher_vocab = AutoTokenizer.from_pretrained(teacher_path).get_vocab()
-    if student_vocab != teacher_vocab:
-        differing = sorted(set(student_vocab.items()) ^ set(teacher_vocab.items()))[:5]
+    differing = differing_tokens(*(AutoTokenizer.from_pretrained(path) for path in (student_path, teacher_path)))
+    if differing:
         raise ValueError(
             f"The student ({student_path}) and teacher ({teacher_path}) tokenizers have the same size but map tokens "
             f"differently (e.g. {differing}). Build the student with the teacher's tokenizer."

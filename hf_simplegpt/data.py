@@ -16,8 +16,10 @@ The built-in corpus is the Python reference documentation shipped inside every C
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 # File extension -> `datasets` packaged builder.
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+FORMAT_NAMES = {"text": "plain text", "json": "JSON", "csv": "CSV", "parquet": "Parquet"}
 HELDOUT_SPLITS = ("validation", "valid", "dev", "test")  # a Hub dataset's held-out split, in order of preference
 _NORMALIZATION_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 _CACHE_VERSION = "1"  # bump when a cached transform changes meaning
@@ -105,11 +108,145 @@ def resolve_data_files(pattern: str, flag: str) -> tuple[str, list[str]]:
 
 
 def load_files(pattern: str, flag: str = "--train_file") -> Dataset:
-    """The rows of a local file, folder or glob; plain text gives one `text` row per blank-line separated paragraph."""
+    """The rows of a local file, folder or glob; plain text gives one `text` row per blank-line separated paragraph.
+
+    An empty or binary file is refused before loading; a file `datasets` cannot parse is then scanned to name the
+    problem and its line (not UTF-8, malformed JSON, a field whose type changes, a CSV row of the wrong width).
+    """
     builder, files = resolve_data_files(pattern, flag)
+    for path in files:
+        problem = quick_file_problem(path, builder)
+        if problem:
+            raise ValueError(f"{flag} {path} {problem}")
     # Plain text: one document per paragraph (a line is too short to be a document).
     extra = {"sample_by": "paragraph"} if builder == "text" else {}
-    return datasets.load_dataset(builder, data_files={"train": files}, split="train", **extra)
+    try:
+        rows = datasets.load_dataset(builder, data_files={"train": files}, split="train", **extra)
+    except Exception as err:  # datasets reports a parse error as DatasetGenerationError, far from its cause
+        for path in files:
+            problem = file_problem(path, builder)
+            if problem:
+                raise ValueError(f"{flag} {path}: {problem}") from err
+        cause = err.__cause__ or err
+        raise ValueError(f"{flag} {pattern}: datasets could not read it ({type(cause).__name__}: {cause}).") from err
+    if len(rows) == 0:
+        raise ValueError(f"{flag} {pattern} holds no rows (only blank lines?). Pass a file with data.")
+    return rows
+
+
+def quick_file_problem(path: str, builder: str) -> str | None:
+    """What makes `path` unusable at a glance (an empty file, a binary file for a text format), else None."""
+    if os.path.getsize(path) == 0:
+        return "is empty. Pass a file with data."
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if builder == "parquet":
+        return None if head[:4] == b"PAR1" else "is not a Parquet file (it does not start with PAR1)."
+    nul = head.find(b"\0")
+    if nul >= 0:
+        return f"looks binary (a NUL byte at offset {nul}). Pass a UTF-8 {FORMAT_NAMES[builder]} file."
+    return None
+
+
+def file_problem(path: str, builder: str) -> str | None:
+    """Scan a text-format data file for the first line that breaks its format; None if none does (or Parquet)."""
+    if builder == "parquet":
+        return None
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        return (f"line {line} is not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}). Save the file as UTF-8, "
+                "e.g. iconv -f latin1 -t utf-8.")  # fmt: skip
+    if builder == "json":
+        return _json_problem(text)
+    if builder == "csv":
+        widths = [(n, len(row)) for n, row in enumerate(csv.reader(io.StringIO(text)), start=1) if row]
+        bad = next(((n, w) for n, w in widths if w != widths[0][1]), None)
+        if bad:
+            line, width = bad
+            return f"line {line} has {width} fields where the header has {widths[0][1]}; quote fields holding commas."
+    return None
+
+
+def _json_problem(text: str) -> str | None:
+    """The first malformed line of a JSON-lines file (or the error of a JSON document), or a field whose type changes
+    between rows (Arrow needs one type per column)."""
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"line {err.lineno} is not valid JSON ({err.msg})."
+        numbered = list(enumerate(rows if isinstance(rows, list) else [rows], start=1))
+        where = "item"
+    else:
+        numbered = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    numbered.append((n, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    return f"line {n} is not valid JSON ({err.msg} at column {err.colno}); write one object a line."
+        where = "line"
+    types: dict[str, tuple[str, int]] = {}
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            return f"{where} {n} is a JSON {type(row).__name__}, not an object with named fields."
+        for key, value in row.items():
+            kind = type(value).__name__
+            if value is not None and types.setdefault(key, (kind, n))[0] != kind:
+                first_kind, first = types[key]
+                return f"{where} {n}: field {key!r} is {kind} where {where} {first} has {first_kind}; use one type."
+    return None
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def message_problem(messages: Any, field: str, need_assistant: bool = False) -> str | None:
+    """What is wrong with a chat conversation (a non-empty list of {"role", "content": str} messages), or None."""
+    if not isinstance(messages, list) or not messages:
+        return f"{field!r} is {messages!r:.60}, not a non-empty list of messages."
+    for message in messages:
+        if not (isinstance(message, dict) and all(isinstance(message.get(k), str) for k in ("role", "content"))):
+            return f"{field!r} holds {message!r:.80}: every message needs a 'role' and a string 'content'."
+        if message["role"] not in CHAT_ROLES:
+            return f"{field!r} has a message with role {message['role']!r}; use one of {CHAT_ROLES}."
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        return f"{field!r} has no assistant message, so there is nothing to learn from it."
+    return None
+
+
+def text_format(value: Any) -> str | None:
+    """TRL's two shapes of a text field: "plain" (a string) or "conversational" (a list of messages); else None."""
+    return "plain" if isinstance(value, str) else "conversational" if isinstance(value, list) else None
+
+
+def text_field_problem(value: Any, field: str, fmt: str | None = None, allow_empty: bool = False) -> str | None:
+    """What is wrong with one text field of a row (a non-empty string, or a conversation), or None. `fmt` requires
+    the shape of the first row, since a trainer renders every row one way."""
+    kind = text_format(value)
+    if kind is None:
+        return f"{field!r} is {value!r:.60} ({type(value).__name__}), not a string or a list of messages."
+    if fmt is not None and kind != fmt:
+        return f"{field!r} is {kind} where the first row's fields are {fmt}; use one format for every row and field."
+    if kind == "conversational":
+        return message_problem(value, field)
+    return None if allow_empty or value.strip() else f"{field!r} is an empty string."
+
+
+def check_rows(ds: Dataset, columns: list[str], check, name: str, batch_size: int = 1024) -> None:
+    """Raise ValueError naming the first row of `ds` (counting from 1, in file order) for which `check(row)` returns a
+    problem. Every row is checked, a batch of rows at a time (Arrow -> Python), so memory stays small."""
+    view = ds.select_columns(columns)
+    for start in range(0, len(view), batch_size):
+        batch = view[start : start + batch_size]
+        for i, values in enumerate(zip(*batch.values())):
+            problem = check(dict(zip(batch, values)))
+            if problem:
+                raise ValueError(f"Row {start + i + 1} of the {name}: {problem}")
 
 
 def load_hub_dataset(args: DataArguments, streaming: bool = False) -> tuple[Dataset | IterableDataset, Any]:
@@ -144,7 +281,7 @@ def load_sources(args: DataArguments, streaming: bool = False) -> tuple[Any, Any
         train, heldout = load_hub_dataset(args, streaming)
         source = f"Hub dataset {args.dataset_name}" + (f" ({args.dataset_config})" if args.dataset_config else "")
     elif args.train_file:
-        train, heldout, source = load_files(args.train_file), None, f"local files {args.train_file}"
+        train, heldout, source = load_files(args.train_file), None, f"--train_file {args.train_file}"
     else:
         raise ValueError("No data: pass --train_file PATH (a file, folder or glob) or --dataset_name NAME.")
     if args.eval_file:
@@ -164,11 +301,35 @@ def split_heldout(train: Dataset, heldout_size: float, seed: int) -> tuple[Datas
     return split["train"], split["test"]
 
 
-def load_data(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
-    """(train, held-out) rows for a fine-tuning or alignment job; see `load_sources` and `split_heldout`."""
+def _check_file_rows(rows: Dataset, name: str, check, pattern: str | None, flag: str) -> None:
+    """`check(rows, name)`; when it finds a bad row of a local file, first look for a cause in the file itself: a JSON
+    field whose type changes between lines is converted by the loader (" 4" may become 4), which misplaces the row."""
+    try:
+        check(rows, name)
+    except ValueError as err:
+        if pattern:
+            builder, files = resolve_data_files(pattern, flag)
+            for path in files:
+                problem = file_problem(path, builder)
+                if problem:
+                    raise ValueError(f"{flag} {path}: {problem}") from err
+        raise
+
+
+def load_data(args: DataArguments, seed: int, check=None) -> tuple[Dataset, Dataset]:
+    """(train, held-out) rows for a fine-tuning or alignment job; see `load_sources` and `split_heldout`.
+
+    `check(dataset, name)` validates every row (raising ValueError naming the first bad one) before the held-out rows
+    are split off, so that row numbers are those of the file.
+    """
     train, heldout, source = load_sources(args)
     if len(train) == 0:
         raise ValueError(f"The training data ({source}) has no rows.")
+    if check is not None:
+        _check_file_rows(train, f"training data ({source})", check, args.train_file, "--train_file")
+        if heldout is not None:
+            name = f"held-out data ({f'--eval_file {args.eval_file}' if args.eval_file else source})"
+            _check_file_rows(heldout, name, check, args.eval_file, "--eval_file")
     if heldout is None:
         return split_heldout(train, args.heldout_size, seed)
     return train, heldout
@@ -219,6 +380,12 @@ class CorpusArguments(DataArguments):
             )
         if self.streaming and not self.dataset_name:
             raise ValueError("--streaming applies to Hub datasets; add --dataset_name or drop --streaming.")
+        counts = {"max_train_samples": (self.max_train_samples, 1), "min_chars": (self.min_chars, 0),
+                  "max_chars": (self.max_chars, max(self.min_chars, 1)), "minhash_num_perm": (self.minhash_num_perm, 2),
+                  "preprocessing_num_workers": (self.preprocessing_num_workers, 1)}  # fmt: skip
+        for name, (value, least) in counts.items():
+            if value is not None and value < least:
+                raise ValueError(f"--{name} {value} must be at least {least} (or unset).")
 
 
 @dataclass
@@ -283,6 +450,17 @@ def _select_text_column(ds: Dataset | IterableDataset, column: str, source: str)
         columns = list(next(iter(ds)).keys())
     if column not in columns:
         raise ValueError(f"{source} has no column {column!r}; its columns are {columns}. Pass --text_column <one of them>.")
+    feature = (ds.features or {}).get(column)
+    if feature is not None and getattr(feature, "dtype", None) not in ("string", "large_string"):
+        def problem(row):
+            value = row[column]
+            if not isinstance(value, (str, type(None))):
+                return f"{column!r} holds {value!r:.60} ({type(value).__name__}), not text."
+            return None
+
+        check_rows(ds, [column], problem, source)
+        raise ValueError(f"{source}: column {column!r} holds {feature}, not text; pass --text_column naming a text "
+                         "column.")  # fmt: skip
     ds = ds.select_columns([column])
     return ds.rename_column(column, "text") if column != "text" else ds
 
@@ -486,6 +664,12 @@ def prepare_corpus(args: CorpusArguments, seed: int = 42) -> tuple[dict[str, Dat
         return {"train": train, "validation": validation}, stats
 
     train = clean_dataset(train, args, stats)
+    if len(train) == 0:
+        raise ValueError(
+            f"{source}: none of its {stats.documents_in} documents survived cleaning ({stats.too_short_removed} "
+            f"shorter than --min_chars {args.min_chars}, {stats.too_long_removed} longer than --max_chars, "
+            f"{stats.exact_duplicates_removed} duplicates). Check the data, or lower --min_chars."
+        )
     if validation is None:
         train, validation = split_heldout(train, args.heldout_size, seed)
     else:
@@ -497,8 +681,6 @@ def prepare_corpus(args: CorpusArguments, seed: int = 42) -> tuple[dict[str, Dat
         stats.validation_overlap_removed = len(validation) - len(keep)
         validation = validation.select(keep)
     stats.train_documents, stats.validation_documents = len(train), len(validation)
-    if len(train) == 0:
-        raise ValueError(f"{source}: no training document survived cleaning; lower --min_chars or check the data.")
     if len(validation) == 0:
         raise ValueError(f"{source}: the validation split is empty after cleaning; pass a larger --eval_file.")
     logger.info("Corpus %s", json.dumps(stats.to_dict()))

@@ -14,6 +14,8 @@ from typing import Any
 from datasets import Dataset
 from trl.chat_template_utils import has_generation_markers
 
+from .data import check_rows, message_problem, text_field_problem, text_format
+
 # Dataset formats, as returned by `detect_sft_format`.
 CONVERSATIONAL = "conversational"  # `messages`: [{"role", "content"}, ...]
 SHAREGPT = "sharegpt"  # `conversations`: [{"from", "value"}, ...]
@@ -48,12 +50,49 @@ def detect_sft_format(column_names: Sequence[str]) -> str:
     )
 
 
-def _check_messages(messages: Any, field: str) -> None:
-    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)):
-        raise ValueError(f"'{field}' must hold a non-empty list of message dicts, got {type(messages).__name__}.")
-    missing = [m for m in messages if not {"role", "content"} <= m.keys()]
-    if missing:
-        raise ValueError(f"Every message in '{field}' needs 'role' and 'content' keys; found {sorted(missing[0])}.")
+def _sharegpt_problem(turns: Any) -> str | None:
+    if not isinstance(turns, list) or not turns:
+        return f"'conversations' is {turns!r:.60}, not a non-empty list of turns."
+    for turn in turns:
+        if not (isinstance(turn, dict) and turn.get("from") in _SHAREGPT_ROLES and isinstance(turn.get("value"), str)):
+            roles = sorted(_SHAREGPT_ROLES)
+            return f"'conversations' holds {turn!r:.80}: a turn needs 'from' (one of {roles}) and a string 'value'."
+    return None
+
+
+def check_sft_dataset(dataset: Dataset, name: str = "dataset") -> str:
+    """Check every row of an SFT dataset in its format (see `detect_sft_format`); returns the format.
+
+    Raises ValueError naming the first bad row: a conversation that is empty, lacks a role or string content, or has
+    no assistant message; a prompt/completion that is not a string or conversation (or differs in shape from the
+    first row's); an instruction or response that is not a non-empty string.
+    """
+    fmt = detect_sft_format(dataset.column_names)
+    if len(dataset) == 0:
+        raise ValueError(f"The {name} is empty.")
+    if fmt == CONVERSATIONAL:
+        columns, problem = ["messages"], lambda row: message_problem(row["messages"], "messages", need_assistant=True)
+    elif fmt == SHAREGPT:
+        columns, problem = ["conversations"], lambda row: _sharegpt_problem(row["conversations"])
+    elif fmt == PROMPT_COMPLETION:
+        shape = text_format(dataset[0]["prompt"])
+        columns = ["prompt", "completion"]
+
+        def problem(row):
+            return text_field_problem(row["prompt"], "prompt", shape, allow_empty=True) or text_field_problem(
+                row["completion"], "completion", shape
+            )
+    else:
+        response = next(f for f in RESPONSE_FIELDS if f in dataset.column_names)
+        columns = ["instruction", response] + (["input"] if "input" in dataset.column_names else [])
+
+        def problem(row):
+            bad_input = not isinstance(row.get("input"), (str, type(None)))
+            return (text_field_problem(row["instruction"], "instruction", "plain")
+                    or text_field_problem(row[response], response, "plain")
+                    or ("'input' is not a string." if bad_input else None))  # fmt: skip
+    check_rows(dataset, columns, problem, name)
+    return fmt
 
 
 def _sharegpt_to_messages(example: dict) -> dict:
@@ -78,7 +117,8 @@ def to_sft_dataset(dataset: Dataset) -> tuple[Dataset, str]:
     """Bring `dataset` to a shape TRL's trainers read: a `messages` column, or `prompt` + `completion` columns.
 
     ShareGPT and instruction/response rows become `messages` (a user then an assistant turn), so they are rendered
-    by the chat template exactly as conversations are at inference. Other columns are dropped.
+    by the chat template exactly as conversations are at inference. Other columns are dropped. The rows must pass
+    `check_sft_dataset` (`data.load_data(..., check=check_sft_dataset)` runs it on the files, before the split).
 
     Returns:
         `(dataset, format)`: the converted dataset and the format detected in the input.
@@ -86,9 +126,7 @@ def to_sft_dataset(dataset: Dataset) -> tuple[Dataset, str]:
     fmt = detect_sft_format(dataset.column_names)
     if len(dataset) == 0:
         raise ValueError("The dataset is empty.")
-    first = dataset[0]
     if fmt == CONVERSATIONAL:
-        _check_messages(first["messages"], "messages")
         keep = ["messages"]
     elif fmt == SHAREGPT:
         dataset = dataset.map(_sharegpt_to_messages)
@@ -98,11 +136,6 @@ def to_sft_dataset(dataset: Dataset) -> tuple[Dataset, str]:
         dataset = dataset.map(_instruction_to_messages, fn_kwargs={"response_field": response_field})
         keep = ["messages"]
     else:
-        if isinstance(first["prompt"], list):
-            _check_messages(first["prompt"], "prompt")
-            _check_messages(first["completion"], "completion")
-        elif not (isinstance(first["prompt"], str) and isinstance(first["completion"], str)):
-            raise ValueError("'prompt' and 'completion' must both be strings or both be lists of message dicts.")
         keep = ["prompt", "completion"]
     return dataset.select_columns(keep), fmt
 

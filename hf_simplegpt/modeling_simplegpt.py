@@ -238,6 +238,8 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        if not torch.compiler.is_compiling():  # shapes and dtypes only: no device sync
+            check_input_shapes(self.config, input_ids, inputs_embeds, attention_mask, position_ids)
         # A cache made here starts empty: the mask is built as without one, which keeps packed-sequence detection
         # (it only runs without a cache) working when `config.use_cache` is on during training or evaluation.
         mask_cache = cache
@@ -285,15 +287,17 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
     def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor):
-        """Reject positions beyond the position table and ids outside the vocabulary, reading the device once.
+        """Reject positions outside the position table and ids outside the vocabulary, reading the device once.
 
         Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
-        assert on GPUs). The three reductions are tiny; the cost is the host-device sync, so there is only one.
+        assert on GPUs). The four reductions are tiny; the cost is the host-device sync, so there is only one.
         """
-        extremes = [position_ids.max()] if position_ids.numel() else [position_ids.new_zeros(())]
+        extremes = list(torch.aminmax(position_ids)) if position_ids.numel() else [position_ids.new_zeros(())] * 2
         if input_ids is not None and input_ids.numel():
             extremes += torch.aminmax(input_ids)
-        max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
+        min_position, max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
+        if min_position < 0:
+            raise ValueError(f"position_ids hold {min_position}; positions count from 0.")
         if max_position >= self.config.max_position_embeddings:
             raise ValueError(
                 f"Sequence too long: position {max_position} is beyond "
@@ -309,6 +313,33 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
                     f"Token id {bad} is outside the vocabulary [0, {self.config.vocab_size}). Use the tokenizer the "
                     "model was trained with, or call model.resize_token_embeddings(len(tokenizer)) after adding tokens."
                 )
+
+
+def check_input_shapes(config, input_ids, inputs_embeds, attention_mask=None, position_ids=None, labels=None) -> None:
+    """Raise ValueError for inputs of the wrong shape or dtype, which would otherwise fail deep inside the model or,
+    worse, broadcast into a wrong result (3-D ids, a 1-D mask). Shapes and dtypes only: no device sync."""
+    if input_ids is not None:
+        if input_ids.ndim != 2 or input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+            raise ValueError(
+                f"input_ids must be a (batch, seq) tensor of integer token ids; got shape {tuple(input_ids.shape)}, "
+                f"dtype {input_ids.dtype}. One sequence needs a batch dimension: input_ids[None]."
+            )
+        shape = tuple(input_ids.shape)
+    else:
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(f"inputs_embeds must have shape (batch, seq, hidden_size={config.hidden_size}); got "
+                             f"{tuple(inputs_embeds.shape)}.")  # fmt: skip
+        shape = tuple(inputs_embeds.shape[:2])
+    if 0 in shape:
+        raise ValueError(f"The input is empty (shape {shape}): pass at least one token per sequence.")
+    if attention_mask is not None and attention_mask.ndim not in (2, 4):
+        raise ValueError(f"attention_mask must be (batch, seq) (or a prepared 4-D mask); got shape "
+                         f"{tuple(attention_mask.shape)}.")  # fmt: skip
+    if position_ids is not None and (position_ids.ndim != 2 or position_ids.shape[-1] != shape[1]):
+        raise ValueError(f"position_ids must have shape (batch or 1, seq={shape[1]}); got {tuple(position_ids.shape)}.")
+    if labels is not None and (tuple(labels.shape) != shape or labels.dtype.is_floating_point):
+        raise ValueError(f"labels must be integer token ids of the input's shape {shape} (-100 where no loss is "
+                         f"wanted); got shape {tuple(labels.shape)}, dtype {labels.dtype}.")  # fmt: skip
 
 
 # Elements of the (tokens, vocab) float32 logits that the chunked loss holds at once: 2**25 floats = 128 MiB.
@@ -430,6 +461,8 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         Returns:
             `CausalLMOutputWithPast` with `loss`, `logits` (batch, kept positions, vocab) and `cache`.
         """
+        if labels is not None and not torch.compiler.is_compiling():
+            check_input_shapes(self.config, input_ids, inputs_embeds, labels=labels)
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -502,6 +535,8 @@ class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
         **kwargs,
     ) -> MaskedLMOutput:
         """Arguments as in [`SimpleGPTModel.forward`]; `labels` (batch, seq) hold the original ids of masked tokens."""
+        if labels is not None and not torch.compiler.is_compiling():
+            check_input_shapes(self.config, input_ids, inputs_embeds, labels=labels)
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

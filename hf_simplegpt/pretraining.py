@@ -84,12 +84,44 @@ class ModelArguments:
             raise ValueError(f"--objective {self.objective!r} is unknown; use clm (causal LM) or mlm (masked LM).")
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if self.max_position_embeddings < 2:
+            raise ValueError(f"--max_position_embeddings {self.max_position_embeddings} must be at least 2: it is the "
+                             "context length and the block size (a token and the one it predicts).")  # fmt: skip
+        if self.num_sample_generations < 0:
+            raise ValueError(f"--num_sample_generations must be >= 0 (0: none), got {self.num_sample_generations}.")
 
     @property
     def auto_class(self):
         from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
         return AutoModelForMaskedLM if self.objective == "mlm" else AutoModelForCausalLM
+
+
+def check_continued_model(model_args: ModelArguments) -> None:
+    """Before any work, for `--model_name_or_path`: the block size must fit the model's position table, and a
+    `--tokenizer_name` must map tokens to the ids the model learned (a tokenizer of the same size from another run
+    does not: the model would train on scrambled text)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .tokenization import differing_tokens
+
+    path = model_args.model_name_or_path
+    positions = getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    if positions is not None and model_args.max_position_embeddings > positions:
+        raise ValueError(
+            f"--max_position_embeddings {model_args.max_position_embeddings} (the block size) is larger than the "
+            f"{positions} positions of {path}, whose position table cannot grow. Pass --max_position_embeddings "
+            f"{positions} or less."
+        )
+    if model_args.tokenizer_name and os.path.isfile(os.path.join(path, "tokenizer_config.json")):
+        own, given = AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(model_args.tokenizer_name)
+        differing = differing_tokens(own, given)
+        if differing:
+            raise ValueError(
+                f"--tokenizer_name {model_args.tokenizer_name} maps tokens to other ids than the tokenizer {path} was "
+                f"trained with (e.g. {differing}), so the model would read scrambled text. Drop --tokenizer_name to "
+                "keep the model's own tokenizer."
+            )
 
 
 def build_model(model_args: ModelArguments, tokenizer):

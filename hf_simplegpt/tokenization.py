@@ -98,3 +98,9 @@ def special_token_ids(tokenizer) -> dict[str, int | None]:
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
     }
+
+
+def differing_tokens(tokenizer, other, limit: int = 5) -> list[tuple[str, int]]:
+    """Up to `limit` (token, id) pairs that one tokenizer has and the other has not: empty when they map every token
+    to the same id. Two tokenizers of the same size trained on different text differ almost everywhere."""
+    return sorted(set(tokenizer.get_vocab().items()) ^ set(other.get_vocab().items()))[:limit]

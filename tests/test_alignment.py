@@ -15,8 +15,13 @@ def test_preference_data_validation_names_the_fields_found():
     with pytest.raises(ValueError, match=r"\['chosen', 'rejected'\].*\['prompt', 'good', 'bad'\]"):
         alignment.validate_preference_dataset(bad)
     mixed = Dataset.from_list([{"prompt": "Q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"}])
-    with pytest.raises(ValueError, match="mixes or misshapes"):
+    with pytest.raises(ValueError, match="Row 1 of the preference data: 'prompt' is plain where the first row's fields "
+                       "are conversational"):  # fmt: skip
         alignment.validate_preference_dataset(mixed)
+    rows = KeywordTask(conversational=False).preference_pairs(5)
+    rows[3]["rejected"] = None  # every row is checked, not only the first
+    with pytest.raises(ValueError, match="Row 4 of the preference data: 'rejected' is None"):
+        alignment.validate_preference_dataset(Dataset.from_list(rows))
     with pytest.raises(ValueError, match="lacks the field 'prompt'.*'text'"):
         alignment.validate_prompt_dataset(Dataset.from_list([{"text": "hello"}]))
 

@@ -83,9 +83,20 @@ def test_to_sft_dataset_turns_instruction_and_sharegpt_rows_into_messages():
     assert converted[0]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
 
 
-def test_malformed_messages_are_rejected():
-    with pytest.raises(ValueError, match="'role' and 'content'"):
-        finetuning.to_sft_dataset(Dataset.from_list([{"messages": [{"speaker": "user", "text": "hi"}]}]))
+def test_every_row_is_checked_and_the_first_bad_one_named():
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    assert finetuning.check_sft_dataset(Dataset.from_list([good] * 3)) == finetuning.CONVERSATIONAL
+    bad_rows = [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant message"),
+        ({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}, "string 'content'"),
+        ({"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}, "role 'robot'"),
+    ]
+    for bad, problem in bad_rows:
+        with pytest.raises(ValueError, match=f"Row 3 of the dataset: .*{problem}"):
+            finetuning.check_sft_dataset(Dataset.from_list([good, good, bad, good]))
+    pairs = [{"prompt": "a", "completion": " b"}, {"prompt": "c", "completion": ""}]
+    with pytest.raises(ValueError, match="Row 2 of the dataset: 'completion' is an empty string"):
+        finetuning.check_sft_dataset(Dataset.from_list(pairs))
 
 
 def test_missing_chat_template_and_missing_generation_markers(tiny_tokenizer):

@@ -17,6 +17,7 @@ questions of the category's subjects, like the harness's size-weighted groups) a
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Iterable
@@ -88,16 +89,19 @@ def _parse_answer(value: str, where: str) -> int:
 
 def read_csv(path: Path) -> tuple[Question, ...]:
     """Rows of an MMLU csv (question, 4 choices, answer as A-D or 0-3), with or without a header row."""
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte {raw[err.start]:#04x}); save the file as UTF-8.") from None
     questions = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            if line_no == 1 and [c.strip().lower() for c in row[:1] + row[-1:]] == ["question", "answer"]:
-                continue
-            if len(row) != 6:
-                raise ValueError(
-                    f"{path}:{line_no}: expected 6 columns (question, 4 choices, answer), got {len(row)}."
-                )
-            questions.append(Question(row[0], tuple(row[1:5]), _parse_answer(row[5], f"{path}:{line_no}")))
+    for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if line_no == 1 and [c.strip().lower() for c in row[:1] + row[-1:]] == ["question", "answer"]:
+            continue
+        if len(row) != 6:
+            raise ValueError(f"{path}:{line_no}: expected 6 columns (question, 4 choices, answer), got {len(row)}.")
+        questions.append(Question(row[0], tuple(row[1:5]), _parse_answer(row[5], f"{path}:{line_no}")))
     return tuple(questions)
 
 
@@ -143,7 +147,10 @@ def load_local(data_dir: str | Path, subjects: Iterable[str] | None = None, need
                 "Use num_fewshot=0 or add the dev files."
             )
         dev = read_csv(dev_path) if dev_path.is_file() else ()
-        loaded.append(Subject(name, dev, read_csv(tests[name])))
+        test = read_csv(tests[name])
+        if not test:
+            raise ValueError(f"{tests[name]} holds no questions. Restore the file, or leave {name} out of --subjects.")
+        loaded.append(Subject(name, dev, test))
     return loaded
 
 
