@@ -20,9 +20,30 @@ Prompt = str | list[dict[str, str]]
 
 
 def context_length(model) -> int | None:
-    """The number of positions the model can attend over (`max_position_embeddings`), or None when unbounded."""
-    config = model.config
+    """The number of positions a model (or its config) can attend over (`max_position_embeddings`), or None when
+    unbounded."""
+    config = getattr(model, "config", model)
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def check_fits_context(model, length: int | None, flag: str) -> None:
+    """Raise ValueError before any work when a length flag (`--max_length`) exceeds the model's context: the
+    trainer would otherwise fail at the first sequence that long, deep into training."""
+    limit = context_length(model)
+    if length is not None and limit is not None and length > limit:
+        raise ValueError(f"{flag} {length} is longer than the model's {limit} learned positions; pass {flag} {limit} "
+                         "(or less).")  # fmt: skip
+
+
+def keep_last_tokens(sequences: list[list[int]], limit: int | None, what: str) -> list[list[int]]:
+    """`sequences` cut to their last `limit` tokens, with one warning counting the ones cut (no-op for None)."""
+    if limit is None:
+        return sequences
+    too_long = sum(len(ids) > limit for ids in sequences)
+    if too_long:
+        logger.warning("%d of %d %s have more than the %d tokens the model's context allows: they keep only their "
+                       "last %d tokens.", too_long, len(sequences), what, limit, limit)  # fmt: skip
+    return [ids[-limit:] for ids in sequences]
 
 
 def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
@@ -38,11 +59,7 @@ def fit_to_context(prompts: list[list[int]], max_new_tokens: int, limit: int | N
     tokens are capped at what the longest prompt leaves. Each change is logged once."""
     if limit is None:
         return prompts, max_new_tokens
-    too_long = sum(len(ids) >= limit for ids in prompts)
-    if too_long:
-        logger.warning("%d prompt(s) longer than the model's %d-position context keep only their last %d tokens.",
-                       too_long, limit, limit - 1)  # fmt: skip
-        prompts = [ids[-(limit - 1) :] for ids in prompts]
+    prompts = keep_last_tokens(prompts, limit - 1, "prompts")
     room = limit - max(len(ids) for ids in prompts)
     if max_new_tokens > room:
         logger.warning("max_new_tokens=%d is more than the model's %d-position context leaves after the longest "

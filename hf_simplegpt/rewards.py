@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from .generation import context_length, keep_last_tokens
+
 Message = dict[str, str]
 Text = str | list[Message]  # one prompt or completion, plain or conversational
 
@@ -156,7 +158,9 @@ class RewardModelScorer:
     @torch.no_grad()
     def score(self, prompts: Sequence[Text | None], completions: Sequence[Text]) -> torch.Tensor:
         """Rewards, shape (n,), for n (prompt, completion) pairs; a prompt may be None when the completion is whole."""
-        ids = [self.encode(p, c) for p, c in zip(prompts, completions, strict=True)]
+        # The score is read at the last token, so an overlong sequence loses the start of its prompt.
+        ids = keep_last_tokens([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)],
+                               context_length(self.model), "sequences scored by the reward model")  # fmt: skip
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()

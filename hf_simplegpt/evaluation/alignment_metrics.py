@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..generation import generate
+from ..generation import context_length, generate, keep_last_tokens
 from ..rewards import RewardModelScorer, Text
 from .loglikelihood import score_token_pairs
 
@@ -68,11 +68,14 @@ def completion_kl(teacher, student, tokenizer, prompts: Sequence[Text], completi
     The two models must share the vocabulary. Distillation should lower it on held-out prompts.
     """
     device = next(student.parameters()).device
+    pairs = [_prompt_and_full_ids(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    limit = min(filter(None, (context_length(teacher), context_length(student))), default=None)
+    kept = keep_last_tokens([full for _, full in pairs], limit, "prompt + completion sequences")
     total, count = 0.0, 0
-    for prompt, completion in zip(prompts, completions, strict=True):
-        prompt_ids, full_ids = _prompt_and_full_ids(tokenizer, prompt, completion)
-        start = _common_prefix(prompt_ids, full_ids)
-        ids = torch.tensor([full_ids], device=device)
+    for (prompt_ids, full_ids), kept_ids in zip(pairs, kept):
+        # A sequence cut to the context loses the start of its prompt; the completion keeps its tokens.
+        start = max(_common_prefix(prompt_ids, full_ids) - (len(full_ids) - len(kept_ids)), 1)
+        ids = torch.tensor([kept_ids], device=device)
         # Position t predicts token t + 1, so the completion's tokens are predicted from positions start - 1 on.
         teacher_logprobs = teacher(input_ids=ids).logits[0, start - 1 : -1].float().log_softmax(-1)
         student_logprobs = student(input_ids=ids).logits[0, start - 1 : -1].float().log_softmax(-1)

@@ -16,10 +16,13 @@ question) share one forward pass: each forward row carries every continuation sc
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def encode_pairs(tokenizer, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
@@ -141,6 +144,11 @@ def score_token_pairs(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     max_length = max_length or model_max_length(model)
+    cut = sum(len(context) + len(continuation) > max_length + 1 for context, continuation in pairs)
+    if cut:
+        logger.warning("%d of %d scored requests are longer than the model's %d-token context: their contexts are cut "
+                       "from the left (as lm-evaluation-harness does), so they are scored on part of their prompt.",
+                       cut, len(pairs), max_length)  # fmt: skip
     rows = _build_rows(pairs, max_length, share_inputs)
     rows.sort(key=lambda r: -len(r.input_ids))
     device = next(model.parameters()).device
