@@ -145,6 +145,37 @@ def mmlu_dir(tmp_path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ recipes
 
+PRETRAIN_TINY = str(REPO_ROOT / "recipes" / "configs" / "pretrain_tiny.yaml")
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
+         "and every river runs to the sea under grey clouds").split()  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> str:
+    """300 pseudo-random paragraphs (~12k words): enough blocks of 32 tokens for a few steps on two processes."""
+    import random
+
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    paragraphs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) for _ in range(300)]
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    return str(path)
+
+
+def run_pretrain(tmp_path, corpus, *extra, out="out"):
+    """Run the pretraining recipe in-process with the tiny config; returns (metrics, output dir)."""
+    from hf_simplegpt.recipes import pretrain
+
+    output_dir = str(tmp_path / out)
+    argv = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", output_dir,
+            "--data_cache_dir", str(Path(corpus).parent / "cache"), "--disable_tqdm", "true", *extra]  # fmt: skip
+    return pretrain.main(argv), output_dir
+
+
+def log_history(output_dir) -> list[dict]:
+    """The Trainer's log history saved in `output_dir`/trainer_state.json."""
+    return json.loads((Path(output_dir) / "trainer_state.json").read_text())["log_history"]
+
 
 def run_recipe(name: str, *args):
     """Run hf_simplegpt.recipes.<name>.main() in-process (a subprocess would pay the torch/TRL import again)."""

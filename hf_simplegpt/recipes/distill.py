@@ -10,18 +10,19 @@ The divergence KL(teacher || student) per completion token is measured on held-o
 sampled once from the teacher, before and after training; distillation should lower it.
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DistillationConfig, DistillationTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 
 
+@safeguards.guarded_main
 def main(args=None):
-    data_args, train_args, model_args = training.parse_args(
-        DataArguments, DistillationConfig, ModelConfig, args=args
+    data_args, run_args, train_args, model_args = training.parse_args(
+        DataArguments, safeguards.RunArguments, DistillationConfig, ModelConfig, args=args
     )
     training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     student_path, teacher_path = model_args.model_name_or_path, train_args.teacher_model_name_or_path
@@ -32,11 +33,13 @@ def main(args=None):
     alignment.check_full_model_folder(student_path, "student")
     alignment.check_full_model_folder(teacher_path, "teacher")
     alignment.check_same_vocabulary(student_path, teacher_path)
-    train, heldout = data.load_data(data_args, train_args.seed)
-    alignment.validate_prompt_dataset(train, "training data")
-    alignment.validate_prompt_dataset(heldout, "held-out data")
+    run = safeguards.start_run(train_args, run_args, inputs=[student_path, teacher_path])
+    train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
 
     tokenizer = AutoTokenizer.from_pretrained(student_path, padding_side="left")
+    for model_path in (student_path, teacher_path):
+        config = AutoConfig.from_pretrained(model_path)
+        alignment.check_prompts_fit(tokenizer, train, train_args.max_completion_length, config)
     student = AutoModelForCausalLM.from_pretrained(student_path, dtype=model_args.dtype).to(train_args.device)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=model_args.dtype).to(train_args.device).eval()
     peft_config = adapters.lora_config_from_model_args(model_args, student)
@@ -47,9 +50,9 @@ def main(args=None):
     before = alignment_metrics.completion_kl(teacher, student, tokenizer, prompts, completions)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=train_args, train_dataset=train,
                                   processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
-    trainer.train()
+    run.train(trainer)
+    trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
-    trainer.save_model(train_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(train_args.output_dir)
         n_student = sum(p.numel() for p in student.parameters())

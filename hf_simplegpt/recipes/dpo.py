@@ -14,18 +14,20 @@ where the chosen answer is the more likely one are measured on held-out pairs be
 should raise both.
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
+from hf_simplegpt.generation import check_fits_context
 
 
+@safeguards.guarded_main
 def main(args=None):
-    data_args, train_args, model_args = training.parse_args(
-        DataArguments, DPOConfig, ModelConfig, args=args
+    data_args, run_args, train_args, model_args = training.parse_args(
+        DataArguments, safeguards.RunArguments, DPOConfig, ModelConfig, args=args
     )
     training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
@@ -33,9 +35,10 @@ def main(args=None):
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) to align.")
     hub.check_model_source(path)
     alignment.check_full_model_folder(path, "policy")
-    train, heldout = data.load_data(data_args, train_args.seed)
-    fmt = alignment.validate_preference_dataset(train, "training data")
-    alignment.validate_preference_dataset(heldout, "held-out data")
+    check_fits_context(AutoConfig.from_pretrained(path), train_args.max_length, "--max_length")
+    run = safeguards.start_run(train_args, run_args, inputs=[path])
+    train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_preference_dataset)
+    fmt = alignment.text_format(train[0]["chosen"])
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=model_args.dtype)
@@ -49,9 +52,9 @@ def main(args=None):
     # ref_model=None: TRL loads the frozen copy from the model's path, or under LoRA disables the adapter.
     trainer = DPOTrainer(model=model, ref_model=None, args=train_args, train_dataset=train, eval_dataset=heldout,
                          processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
-    trainer.train()
+    run.train(trainer)
+    trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
-    trainer.save_model(train_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(train_args.output_dir)
         reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"

@@ -17,7 +17,7 @@ import sys
 
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
-from hf_simplegpt.checkpoints import resolve_resume_checkpoint
+from hf_simplegpt import safeguards
 from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
@@ -27,6 +27,7 @@ from hf_simplegpt.pretraining import (
     PretrainingArguments,
     build_model,
     card_context,
+    check_continued_model,
     install_throughput_callback,
     plot_loss_curve,
 )
@@ -41,19 +42,24 @@ PUBLISHED_EXTRAS = ("loss_curve.png", "trainer_state.json", "all_results.json")
 SAMPLE_PROMPTS = ["The ", "A function", "In Python, "]
 
 
+@safeguards.guarded_main
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--config" not in argv:
         argv = ["--config", resolve_config(DEFAULT_CONFIG), *argv]
-    data_args, model_args, training_args = parse_args(CorpusArguments, ModelArguments, PretrainingArguments, args=argv)
+    data_args, model_args, run_args, training_args = parse_args(
+        CorpusArguments, ModelArguments, safeguards.RunArguments, PretrainingArguments, args=argv
+    )
     setup_logging(training_args, logger.name)
     check_launch(training_args)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming.")
     if model_args.model_name_or_path:
         check_model_source(model_args.model_name_or_path)
-    # Fail before any work when the checkpoint to resume from is unusable.
-    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+        check_continued_model(model_args)
+    # Fail before any work: bad flags, a folder holding another run's work or in use, an unusable checkpoint.
+    run = safeguards.start_run(training_args, run_args)
+    resume = run.resume_from_checkpoint
     # One upload at the end, of exactly the published files (hub.hub_files): the Trainer's own pushes would send
     # checkpoints mid-run and replace our model card with its own.
     push, training_args.push_to_hub = training_args.push_to_hub, False
@@ -99,7 +105,7 @@ def main(argv=None) -> dict:
     if training_args.record_batch_fingerprints:
         trainer.add_callback(BatchFingerprintCallback())
 
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_result = run.train(trainer)
     trainer.save_model()  # model (safetensors) + custom code + tokenizer + generation config
     trainer.save_state()  # trainer_state.json with the full log history
     # Reuse the evaluation of the last step when the schedule already ran it.

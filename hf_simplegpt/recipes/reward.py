@@ -13,21 +13,23 @@ run is merged into the model before saving so that this stays true.
 
 import logging
 
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from trl import ModelConfig, RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import suppress_seqcls_warning
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, rewards, training
+from hf_simplegpt import adapters, alignment, data, hub, rewards, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
+from hf_simplegpt.generation import check_fits_context
 
 logger = logging.getLogger(__name__)
 
 
+@safeguards.guarded_main
 def main(args=None):
-    data_args, train_args, model_args = training.parse_args(
-        DataArguments, RewardConfig, ModelConfig, args=args
+    data_args, run_args, train_args, model_args = training.parse_args(
+        DataArguments, safeguards.RunArguments, RewardConfig, ModelConfig, args=args
     )
     training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
@@ -35,9 +37,10 @@ def main(args=None):
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) the reward model starts from.")
     hub.check_model_source(path)
     alignment.check_full_model_folder(path)
-    train, heldout = data.load_data(data_args, train_args.seed)
-    fmt = alignment.validate_preference_dataset(train, "training data")
-    alignment.validate_preference_dataset(heldout, "held-out data")
+    check_fits_context(AutoConfig.from_pretrained(path), train_args.max_length, "--max_length")
+    run = safeguards.start_run(train_args, run_args, inputs=[path])
+    train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_preference_dataset)
+    fmt = alignment.text_format(train[0]["chosen"])
 
     set_seed(train_args.seed)  # the score head is initialised randomly
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -56,7 +59,7 @@ def main(args=None):
     before = alignment_metrics.preference_accuracy(rewards.RewardModelScorer(model, tokenizer), heldout.to_list())
     trainer = RewardTrainer(model=model, args=train_args, train_dataset=train, eval_dataset=heldout,
                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
-    trainer.train()
+    run.train(trainer)
 
     model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
     if trainer.accelerator.is_main_process:

@@ -29,11 +29,11 @@ import sys
 from dataclasses import dataclass, field
 
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, RLOOConfig, RLOOTrainer
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, rewards, training
+from hf_simplegpt import adapters, alignment, data, hub, rewards, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 
@@ -62,6 +62,10 @@ class RLArguments:
         metadata={"help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job)."},
     )
     eval_max_new_tokens: int = field(default=24, metadata={"help": "Completion length when measuring held-out reward."})
+
+    def __post_init__(self):
+        if self.eval_max_new_tokens < 1:
+            raise ValueError(f"--eval_max_new_tokens {self.eval_max_new_tokens} must be at least 1.")
 
 
 def selected_algorithm(argv: list[str]) -> str:
@@ -102,14 +106,15 @@ def build_reward_funcs(rl_args: RLArguments, device) -> list:
     return funcs
 
 
+@safeguards.guarded_main
 def main(args=None):
     argv = list(sys.argv[1:] if args is None else args)
     algorithm = selected_algorithm(argv)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"--algorithm {algorithm!r} is unknown; use one of {sorted(ALGORITHMS)}.")
     config_class, trainer_class = ALGORITHMS[algorithm]
-    data_args, rl_args, train_args, model_args = training.parse_args(
-        DataArguments, RLArguments, config_class, ModelConfig, args=argv
+    data_args, rl_args, run_args, train_args, model_args = training.parse_args(
+        DataArguments, RLArguments, safeguards.RunArguments, config_class, ModelConfig, args=argv
     )
     training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
@@ -119,12 +124,12 @@ def main(args=None):
     if rl_args.reward_model_name_or_path:
         hub.check_model_source(rl_args.reward_model_name_or_path, "--reward_model_name_or_path")
     alignment.check_full_model_folder(path, "policy")
-    train, heldout = data.load_data(data_args, train_args.seed)
-    alignment.validate_prompt_dataset(train, "training data")
-    alignment.validate_prompt_dataset(heldout, "held-out data")
+    run = safeguards.start_run(train_args, run_args, inputs=[path, rl_args.reward_model_name_or_path])
+    train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
     reward_funcs = build_reward_funcs(rl_args, train_args.device)
 
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    alignment.check_prompts_fit(tokenizer, train, train_args.max_completion_length, AutoConfig.from_pretrained(path))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=model_args.dtype)
     peft_config = adapters.lora_config_from_model_args(model_args, model)
     model.to(train_args.device)
@@ -141,9 +146,9 @@ def main(args=None):
     before = heldout_rewards(model)
     trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=train_args, train_dataset=train,
                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
-    trainer.train()
+    run.train(trainer)
+    trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = heldout_rewards(trainer.model)
-    trainer.save_model(train_args.output_dir)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(train_args.output_dir)
         trainer.state.save_to_json(os.path.join(train_args.output_dir, "trainer_state.json"))  # the logged curve

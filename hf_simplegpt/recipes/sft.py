@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, data, finetuning, hub, training
+from hf_simplegpt import adapters, data, finetuning, hub, safeguards, training
 from hf_simplegpt.data import DataArguments
-from hf_simplegpt.generation import generate
+from hf_simplegpt.generation import check_fits_context, generate
 
 
 @dataclass
@@ -43,10 +43,16 @@ class SFTScriptArguments:
     num_sample_generations: int = field(default=3, metadata={"help": "Held-out prompts answered after training."})
     max_new_tokens: int = field(default=48, metadata={"help": "Length of each sample generation."})
 
+    def __post_init__(self):
+        if self.num_sample_generations < 0:
+            raise ValueError(f"--num_sample_generations {self.num_sample_generations} must be >= 0 (0: no samples).")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max_new_tokens {self.max_new_tokens} must be at least 1.")
+
 
 def load_data(data_args: DataArguments, seed: int):
     """(train, held-out, format): rows converted to a shape SFTTrainer reads, both in the same format."""
-    train, heldout = data.load_data(data_args, seed)
+    train, heldout = data.load_data(data_args, seed, check=finetuning.check_sft_dataset)
     train, fmt = finetuning.to_sft_dataset(train)
     heldout, _ = finetuning.to_sft_dataset(heldout)
     if heldout.column_names != train.column_names:
@@ -121,10 +127,11 @@ def write_card(
     )
 
 
+@safeguards.guarded_main
 def main(argv: list[str] | None = None) -> dict:
     """Run SFT; returns the measured numbers (eval loss before/after, trainable parameters, paths)."""
-    data_args, script_args, training_args, model_args = training.parse_args(
-        DataArguments, SFTScriptArguments, SFTConfig, ModelConfig, args=argv
+    data_args, script_args, run_args, training_args, model_args = training.parse_args(
+        DataArguments, SFTScriptArguments, safeguards.RunArguments, SFTConfig, ModelConfig, args=argv
     )
     training.check_launch(training_args)
     if model_args.model_name_or_path is None:
@@ -132,6 +139,14 @@ def main(argv: list[str] | None = None) -> dict:
     hub.check_model_source(model_args.model_name_or_path)
     if script_args.merge and not model_args.use_peft:
         raise ValueError("--merge folds a LoRA adapter into its base model; it needs --use_peft.")
+    if training_args.max_length is not None and training_args.max_length < 1:
+        raise ValueError(f"--max_length {training_args.max_length} must be at least 1 (or unset: no truncation).")
+    model_config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    check_fits_context(model_config, training_args.max_length, "--max_length")
+    run = safeguards.start_run(training_args, run_args, inputs=[model_args.model_name_or_path])
+    if script_args.merge and script_args.merged_output_dir:
+        safeguards.claim_output_dir(script_args.merged_output_dir, overwrite=run_args.overwrite_output_dir,
+                                    writer=training_args.should_save, flag="--merged_output_dir")  # fmt: skip
     if os.path.isdir(model_args.model_name_or_path):
         # The adapter config records this path as its base model; absolute, it loads from any working directory.
         model_args.model_name_or_path = os.path.abspath(model_args.model_name_or_path)
@@ -144,12 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
         finetuning.check_chat_template(tokenizer, training_args.assistant_only_loss)
 
     model = load_model(model_args, training_args)
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if positions is not None and training_args.max_length is not None and training_args.max_length > positions:
-        raise ValueError(
-            f"--max_length {training_args.max_length} is longer than the model's {positions} learned positions; "
-            f"pass --max_length {positions} (or less)."
-        )
     peft_config = adapters.lora_config_from_model_args(model_args, model)
     trainer = SFTTrainer(
         model=model,
@@ -165,11 +174,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {"format": fmt, "trainable_params": trainable, "total_params": total}
     results["eval_loss_before"] = trainer.evaluate()["eval_loss"]
-    train_output = trainer.train()
+    train_output = run.train(trainer)
     results["train_loss"] = train_output.training_loss
-    results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
-    # A PeftModel saves only its adapter here; the tokenizer is saved beside it.
+    # Saved before anything else can fail. A PeftModel saves only its adapter here; the tokenizer is saved beside it.
     trainer.save_model(training_args.output_dir)
+    results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process reports and merges
         return results

@@ -1,12 +1,10 @@
-"""recipes/pretrain.py (hf-simplegpt pretrain) end to end with tiny configs: outputs, objectives, resume, bad input, accelerate launch, DDP."""
+"""recipes/pretrain.py (hf-simplegpt pretrain) end to end with tiny configs: outputs, objectives, accelerate launch, DDP.
+Interruptions, resume and corrupted checkpoints are in tests/test_faults.py; bad input in tests/test_bad_inputs.py."""
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,39 +12,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 import hf_simplegpt  # noqa: F401  (registers the Auto classes)
-from hf_simplegpt.checkpoints import checkpoint_problems
 from hf_simplegpt.recipes import pretrain
+from tests.conftest import PRETRAIN_TINY, log_history, run_pretrain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE = REPO_ROOT / "recipes" / "pretrain.py"
-TINY = str(REPO_ROOT / "recipes" / "configs" / "pretrain_tiny.yaml")
-WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
-         "and every river runs to the sea under grey clouds").split()  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> str:
-    """300 pseudo-random paragraphs (~12k words): enough blocks of 32 tokens for a few steps on two processes."""
-    import random
-
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    paragraphs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) for _ in range(300)]
-    path.write_text("\n\n".join(paragraphs) + "\n")
-    return str(path)
-
-
-def _run(tmp_path, corpus, *extra, out="out"):
-    """Run the recipe in-process with the tiny config; returns (metrics, output dir)."""
-    output_dir = str(tmp_path / out)
-    argv = ["--config", TINY, "--train_file", corpus, "--output_dir", output_dir,
-            "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true", *extra]  # fmt: skip
-    return pretrain.main(argv), output_dir
-
-
-def _history(output_dir):
-    with open(os.path.join(output_dir, "trainer_state.json")) as f:
-        return json.load(f)["log_history"]
+TINY = PRETRAIN_TINY
+_run, _history = run_pretrain, log_history
 
 
 def test_tiny_run_writes_a_complete_model_folder(tmp_path, corpus, capsys):
@@ -93,12 +64,14 @@ def test_push_to_hub_uploads_model_code_card_and_training_record(tmp_path, corpu
 
     calls = {}
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("repo", repo_id))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "commit-url")
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, **kw: calls.setdefault("commit", kw) and "commit-url")
     with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
         _run(tmp_path, corpus, "--push_to_hub", "true")
     _, out = _run(tmp_path, corpus, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "me/tiny-pretrain")
-    assert calls["repo"] == "me/tiny-pretrain" and calls["upload"]["folder_path"] == out
-    sent = set(calls["upload"]["allow_patterns"])
+    operations = calls["commit"]["operations"]
+    assert calls["repo"] == calls["commit"]["repo_id"] == "me/tiny-pretrain"
+    assert all(op.path_or_fileobj == os.path.join(out, op.path_in_repo) for op in operations)
+    sent = {op.path_in_repo for op in operations}
     assert {"model.safetensors", "config.json", "configuration_simplegpt.py", "modeling_simplegpt.py",
             "tokenizer.json", "generation_config.json", "README.md", "loss_curve.png", "trainer_state.json"} <= sent
     assert not any(n.startswith("checkpoint") or n.endswith((".pt", ".bin")) for n in sent)
@@ -153,52 +126,6 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
     assert accum == pytest.approx(big, rel=1e-4)
 
 
-def test_resume_continues_the_same_loss_curve(tmp_path, corpus):
-    common = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1")
-    _, full = _run(tmp_path, corpus, *common, out="full")
-    # A second run that had only got to checkpoint-4 when it was stopped:
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    shutil.copytree(os.path.join(full, "checkpoint-4"), resumed / "checkpoint-4")
-    _run(tmp_path, corpus, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-4"), out="resumed")
-
-    def curve(out):
-        return {(h["step"], k): h[k] for h in _history(out) for k in ("loss", "eval_loss") if k in h and h["step"] > 4}
-
-    expected, got = curve(full), curve(str(resumed))
-    assert len(expected) >= 5 and set(got) == set(expected)
-    for key in expected:
-        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
-
-
-def test_bad_resume_checkpoint_is_an_error_not_a_restart(tmp_path, corpus):
-    out = tmp_path / "out"
-    with pytest.raises(ValueError, match="no such checkpoint"):
-        _run(tmp_path, corpus, "--resume_from_checkpoint", str(out / "checkpoint-99"))
-    _run(tmp_path, corpus, "--max_steps", "5")
-    ckpt = out / "checkpoint-5"
-    os.truncate(ckpt / "model.safetensors", 100)
-    before = {p: os.path.getsize(ckpt / p) for p in os.listdir(ckpt)}
-    with pytest.raises(ValueError, match="checkpoint-5 is corrupted or incomplete: model.safetensors is unreadable"):
-        _run(tmp_path, corpus, "--max_steps", "10", "--resume_from_checkpoint", str(ckpt))
-    assert {p: os.path.getsize(ckpt / p) for p in os.listdir(ckpt)} == before  # nothing touched
-    assert not (out / "checkpoint-10").exists()
-
-
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (("--train_file", "/nonexistent/corpus.txt"), "--train_file '/nonexistent/corpus.txt': no such file"),
-        (("--vocab_size", "100"), "vocab_size=100 is too small"),
-        (("--max_position_embeddings", "100000"), "fewer tokens than one block of 100000"),
-        (("--objective", "rlhf"), "use clm .* or mlm"),
-    ],
-)
-def test_bad_input_is_a_value_error_naming_the_fix(tmp_path, corpus, extra, message):
-    with pytest.raises(ValueError, match=message):
-        _run(tmp_path, corpus, *extra)
-
-
 def test_no_config_uses_the_default_offline_run(tmp_path):
     """With no --config the recipe trains the default model on the built-in corpus (here for 2 steps only)."""
     out = str(tmp_path / "default")
@@ -251,24 +178,3 @@ def test_two_process_ddp_on_cpu_trains_on_different_shards(tmp_path, corpus):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.max_position_embeddings == 32
     assert "--- sample ---" in proc.stdout
-
-
-def test_interrupted_run_keeps_its_checkpoints(tmp_path, corpus):
-    out = tmp_path / "out"
-    cmd = [sys.executable, str(RECIPE), "--config", TINY, "--train_file", corpus, "--output_dir", str(out),
-           "--max_steps", "100000", "--save_steps", "1", "--eval_steps", "100000", "--eval_on_start", "false",
-           "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 180
-        while not (out / "checkpoint-4" / "trainer_state.json").exists():
-            assert proc.poll() is None and time.time() < deadline, "the run ended before writing 4 checkpoints"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    steps = sorted(int(d.split("-")[1]) for d in os.listdir(out) if d.startswith("checkpoint-"))
-    assert steps[:4] == [1, 2, 3, 4]
-    for step in (1, 2, 3):
-        assert checkpoint_problems(str(out / f"checkpoint-{step}")) == []
