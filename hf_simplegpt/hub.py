@@ -41,15 +41,22 @@ def is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(name.split("/")[0])
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")  # fmt: skip
+
+
 def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
     """Raise ValueError, at once, when `name` is meant as a local model folder that is missing or holds no model:
     otherwise `from_pretrained` would spend a minute trying the Hub and end in a connection error."""
     name = str(name)
     if os.path.isdir(name):
-        if not os.path.isfile(os.path.join(name, "config.json")) and not os.path.isfile(
-            os.path.join(name, "adapter_config.json")
-        ):
+        if os.path.isfile(os.path.join(name, "adapter_config.json")):
+            return
+        if not os.path.isfile(os.path.join(name, "config.json")):
             raise ValueError(f"{flag} {name}: the folder holds no model (no config.json). Pass a saved model folder.")
+        if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
+            raise ValueError(f"{flag} {name} holds a config.json but no weights (model.safetensors): the save did not "
+                             "finish, or this is not a model folder. Pass a complete saved model folder.")  # fmt: skip
     elif is_local_path(name) or os.path.exists(name):
         raise ValueError(f"{flag} {name}: no such folder. Pass a saved model folder or a Hub id such as owner/name.")
 
@@ -201,6 +208,29 @@ def write_model_card(
     return path
 
 
+EVALUATION_START, EVALUATION_END = "<!-- hf-simplegpt evaluate -->", "<!-- /hf-simplegpt evaluate -->"
+
+
+def merge_evaluation(card_path: str | Path, results: dict, model_name: str, notes: str = "") -> ModelCard:
+    """The model card at `card_path` with `results` (a results.json of hf-simplegpt evaluate) merged in, the rest of
+    the card untouched: `model-index` entries of the evaluated tasks replace earlier entries of the same task,
+    dataset and metric (others are kept), and the body gains, or has replaced, one marked evaluation section."""
+    card = ModelCard.load(card_path)
+    new = eval_results_from(results)
+    key = lambda r: (r.task_type, r.dataset_type, r.dataset_name, r.metric_type, r.metric_name)  # noqa: E731
+    card.data.eval_results = [r for r in card.data.eval_results or [] if key(r) not in set(map(key, new))] + new
+    card.data.model_name = card.data.model_name or model_name
+    body = f"## Evaluation (hf-simplegpt evaluate)\n\n{results_table(results)}\n\n{notes}".rstrip()
+    section = f"{EVALUATION_START}\n{body}\n{EVALUATION_END}"
+    text = card.text
+    if EVALUATION_START in text and EVALUATION_END in text:
+        before, rest = text.split(EVALUATION_START, 1)
+        card.text = before + section + rest.split(EVALUATION_END, 1)[1]
+    else:
+        card.text = text.rstrip("\n") + "\n\n" + section + "\n"
+    return card
+
+
 # -------------------------------------------------------------------------------------- publish
 
 
@@ -214,15 +244,16 @@ def _code_files(auto_map: dict) -> list[str]:
     return sorted(names)
 
 
-def hub_files(folder: str | Path, extra_files: tuple[str, ...] = ()) -> list[str]:
+def hub_files(folder: str | Path, extra_files: tuple[str, ...] = (), present: set[str] = frozenset()) -> list[str]:
     """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`, plus those of
-    `extra_files` that are present (e.g. a recipe's loss_curve.png and trainer_state.json).
+    `extra_files` that are present (e.g. a recipe's loss_curve.png and trainer_state.json); `present` names files
+    that count as present although they come from elsewhere.
 
     Raises ValueError naming what is missing: safetensors weights, config.json with auto_map, the code
     files auto_map names, tokenizer files, generation_config.json, README.md.
     """
     folder = Path(folder)
-    present = {p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
+    present = set(present) | ({p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set())
     missing = []
     shards = sorted(n for n in present if n.startswith("model-") and n.endswith(".safetensors"))
     if "model.safetensors" in present:
@@ -262,13 +293,20 @@ def push_to_hub(
     token: str | None = None,
     commit_message: str = "Upload SimpleGPT model",
     extra_files: tuple[str, ...] = (),
+    replacements: dict[str, str | Path] | None = None,
 ) -> str:
-    """Create `repo_id` if needed and upload exactly `hub_files(folder, extra_files)`; returns the commit URL."""
-    files = hub_files(folder, extra_files)
+    """Create `repo_id` if needed and upload exactly `hub_files(folder, extra_files)` in one commit; returns its URL.
+
+    `replacements` maps file names to local files sent in their place (and checked as if they were in `folder`), so
+    that a job can publish a new card and results without writing into the model folder.
+    """
+    from huggingface_hub import CommitOperationAdd
+
+    replacements = {name: Path(path) for name, path in (replacements or {}).items()}
+    files = hub_files(folder, extra_files, present=set(replacements))
+    sources = {name: replacements.get(name, Path(folder) / name) for name in files}
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    # Plain file names are exact fnmatch patterns (no wildcards), so only these top-level files are sent.
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), allow_patterns=files, commit_message=commit_message, repo_type="model"
-    )
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sources.items()]
+    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model")
     return str(getattr(info, "commit_url", info))

@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
-from huggingface_hub.utils import filter_repo_objects
 
 from hf_simplegpt.hub import TEMPLATES_DIR, hub_files, push_to_hub, write_model_card
 
@@ -92,16 +91,15 @@ def test_unknown_template_lists_available(tmp_path):
 def test_upload_sends_exactly_the_hub_files(model_dir, monkeypatch):
     calls = {}
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("repo", (repo_id, kw)))
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "commit-url")
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, **kw: calls.setdefault("commit", kw) and "commit-url")
     assert hub_files(model_dir) == EXPECTED_UPLOAD
     push_to_hub(model_dir, "me/tiny-simplegpt", private=True)
     assert calls["repo"] == ("me/tiny-simplegpt", {"private": True, "exist_ok": True, "repo_type": "model"})
-    upload = calls["upload"]
-    assert upload["repo_id"] == "me/tiny-simplegpt" and upload["folder_path"] == str(model_dir)
-    # what upload_folder would send: every file under the folder that passes the allow patterns
-    every_file = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file())
-    sent = list(filter_repo_objects(every_file, allow_patterns=upload["allow_patterns"]))
-    assert sent == EXPECTED_UPLOAD
+    commit = calls["commit"]
+    assert commit["repo_id"] == "me/tiny-simplegpt"
+    # one commit of exactly these files, each read from the model folder
+    assert [op.path_in_repo for op in commit["operations"]] == EXPECTED_UPLOAD
+    assert [op.path_or_fileobj for op in commit["operations"]] == [str(model_dir / n) for n in EXPECTED_UPLOAD]
 
 
 def test_missing_pieces_are_named(model_dir):

@@ -4,12 +4,13 @@
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
     python recipes/eval.py ...                            # the same job, the same flags
 
-Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir;
---push_to_hub also copies the card and results into the model folder and uploads it.
+Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
+the model folder. The card is the model folder's own card with the results merged in (its `model-index` updated, an
+evaluation section added or replaced), or a new card when the folder has none; --push_to_hub uploads the model
+folder with that card and results.json in place of its own.
 """
 
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,11 +18,12 @@ from pathlib import Path
 import torch
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt.data import load_files
+from hf_simplegpt import safeguards
+from hf_simplegpt.data import check_rows, load_files, text_field_problem
 from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perplexity
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.generation import generate
-from hf_simplegpt.hub import check_model_source, push_to_hub, results_table, write_model_card
+from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
 from hf_simplegpt.training import parse_args
 
 TASKS = ("perplexity", "mmlu", "bleu")
@@ -46,7 +48,46 @@ class EvalArguments:
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
+    def __post_init__(self):
+        counts = {"batch_size": (self.batch_size, 1), "num_fewshot": (self.num_fewshot, 0), "limit": (self.limit, 1),
+                  "stride": (self.stride, 1), "max_new_tokens": (self.max_new_tokens, 1)}  # fmt: skip
+        for name, (value, least) in counts.items():
+            if value is not None and value < least:
+                unset = " (or unset)" if name in ("limit", "stride") else ""
+                raise ValueError(f"--{name} {value} must be at least {least}{unset}.")
+        if self.subjects is not None and not [s for s in self.subjects.split(",") if s.strip()]:
+            raise ValueError(f"--subjects {self.subjects!r} selects no subject; name some (anatomy,marketing) or "
+                             "leave it out.")  # fmt: skip
+        if self.device != "auto":
+            try:
+                device = torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"--device {self.device!r} is not a device ({err}); use auto, cpu or "
+                                 "cuda:N.") from None  # fmt: skip
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--device {self.device}: this machine has no CUDA GPU; use --device cpu (or auto).")
 
+
+def bleu_pairs(path: str) -> list[dict]:
+    """Rows of a --bleu_file: a non-empty `prompt` string and a `reference` string (or a list of them) each."""
+    rows = load_files(path, "--bleu_file")
+    missing = {"prompt", "reference"} - set(rows.column_names)
+    if missing:
+        raise ValueError(f"--bleu_file {path} lacks the field(s) {sorted(missing)}; it has {rows.column_names}.")
+
+    def problem(row):
+        reference = row["reference"]
+        references_ok = isinstance(reference, str) or (isinstance(reference, list) and reference
+                                                       and all(isinstance(r, str) for r in reference))  # fmt: skip
+        return text_field_problem(row["prompt"], "prompt", "plain") or (
+            None if references_ok else f"'reference' is {reference!r:.60}, not a string or a list of strings."
+        )
+
+    check_rows(rows, ["prompt", "reference"], problem, f"--bleu_file {path}")
+    return rows.to_list()
+
+
+@safeguards.guarded_main
 def main(argv=None) -> dict:
     (args,) = parse_args(EvalArguments, args=argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -61,13 +102,17 @@ def main(argv=None) -> dict:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
 
     check_model_source(args.model_name_or_path)
+    held = safeguards.saved_work(args.output_dir)
+    if held:
+        raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
+                         "evaluation never writes into a model folder. Pass another --output_dir.")
+    safeguards.claim_output_dir(args.output_dir, inputs=[args.model_name_or_path])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results: dict = {"model": args.model_name_or_path, "args": asdict(args)}
 
     if "perplexity" in tasks:
@@ -81,7 +126,7 @@ def main(argv=None) -> dict:
         }  # fmt: skip
 
     if "mmlu" in tasks:
-        subjects = args.subjects.split(",") if args.subjects else None
+        subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
         data = load_mmlu(args.mmlu_data_dir, subjects, args.num_fewshot)
         start = time.perf_counter()
         mmlu, samples = evaluate_mmlu(
@@ -96,7 +141,7 @@ def main(argv=None) -> dict:
     if "bleu" in tasks:
         import evaluate
 
-        pairs = [json.loads(line) for line in open(args.bleu_file, encoding="utf-8") if line.strip()]
+        pairs = bleu_pairs(args.bleu_file)
         completions = generate(model, tokenizer, [p["prompt"] for p in pairs], max_new_tokens=args.max_new_tokens,
                                batch_size=args.batch_size)  # fmt: skip
         predictions = [text.strip().split("\n")[0].strip() for text in completions]  # the answer is the first line
@@ -106,15 +151,15 @@ def main(argv=None) -> dict:
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))
-    write_model_card(
-        out, results=results, model_name=Path(args.model_name_or_path).name, repo_id=args.hub_model_id,
-        model_dir=args.model_name_or_path if Path(args.model_name_or_path).is_dir() else None,
-    )
+    model_dir = Path(args.model_name_or_path)
+    if (model_dir / "README.md").is_file():  # the model's own card, results merged in (the model folder is untouched)
+        merge_evaluation(model_dir / "README.md", results, model_dir.name).save(out / "README.md")
+    else:
+        write_model_card(out, results=results, model_name=model_dir.name, repo_id=args.hub_model_id,
+                         model_dir=model_dir if model_dir.is_dir() else None)  # fmt: skip
     if args.push_to_hub:
-        model_dir = Path(args.model_name_or_path)
-        for name in ("README.md", "results.json"):
-            shutil.copy2(out / name, model_dir / name)
-        print("Pushed:", push_to_hub(model_dir, args.hub_model_id))
+        upload = {name: out / name for name in ("README.md", "results.json")}
+        print("Pushed:", push_to_hub(model_dir, args.hub_model_id, replacements=upload))
     return results
 
 

@@ -56,19 +56,37 @@ def test_all_tasks_write_results_samples_chart_and_card(recipe, model_dir, mmlu_
     assert "| MMLU 1-shot (" in printed and "| perplexity |" in printed and "| BLEU (sacrebleu) |" in printed
 
 
-def test_config_file_and_push(recipe, model_dir, mmlu_dir, tmp_path, monkeypatch):
-    uploads = []
+def test_config_file_and_push_merge_results_into_the_card_without_touching_the_model_folder(
+    recipe, model_dir, mmlu_dir, tmp_path, monkeypatch
+):
+    from hf_simplegpt.hub import write_model_card
+
+    commits = []
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
-    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: uploads.append(kw) or "url")
+    monkeypatch.setattr(HfApi, "create_commit", lambda self, **kw: commits.append(kw) or "url")
+    # The model folder's own card, as pretraining writes it: a section of its own and a perplexity result.
+    write_model_card(model_dir, results={"perplexity": {"dataset": "held-out", "perplexity": 12.5, "num_tokens": 9}},
+                     training_procedure="Pretrained on 1,234 deduplicated documents.")  # fmt: skip
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     config = tmp_path / "eval.yaml"
     config.write_text(yaml.safe_dump({
         "model_name_or_path": str(model_dir), "tasks": "mmlu", "mmlu_data_dir": str(mmlu_dir),
         "subjects": "marketing", "output_dir": str(tmp_path / "out"), "push_to_hub": True, "hub_model_id": "me/tiny",
     }))  # fmt: skip
-    results = recipe.main(["--config", str(config), "--limit", "1"])  # the flag overrides the file
-    assert results["mmlu"]["n"] == 1
-    assert json.loads((model_dir / "results.json").read_text())["mmlu"]["n"] == 1
-    assert "README.md" in uploads[0]["allow_patterns"] and "results.json" in uploads[0]["allow_patterns"]
+    for limit in ("1", "2"):  # a second evaluation replaces the first one's entries and section
+        results = recipe.main(["--config", str(config), "--limit", limit])  # the flag overrides the file
+    assert results["mmlu"]["n"] == 2
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before  # the model folder is untouched
+
+    sent = {op.path_in_repo: op.path_or_fileobj for op in commits[-1]["operations"]}
+    assert sent["README.md"] == str(tmp_path / "out" / "README.md") and sent["results.json"].startswith(str(tmp_path))
+    assert sent["model.safetensors"] == str(model_dir / "model.safetensors")
+    card = ModelCard.load(sent["README.md"])
+    assert "Pretrained on 1,234 deduplicated documents." in card.text  # the original card is kept
+    assert card.text.count("## Evaluation (hf-simplegpt evaluate)") == 1 and "MMLU 0-shot (2 questions)" in card.text
+    entries = {(r.metric_type, r.metric_value) for r in card.data.eval_results}
+    assert ("perplexity", 12.5) in entries and ("acc", results["mmlu"]["acc"]) in entries
+    assert sum(r.metric_name == "accuracy" for r in card.data.eval_results) == 1
 
 
 @pytest.mark.parametrize(
