@@ -94,12 +94,15 @@ def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
         launch_args[at : at + 2] = ["--config_file", accelerate_config_file(launch_args[at + 1])]
     launch_args = [a.replace("--accelerate_config=", "--config_file=") for a in launch_args]
     parsed = launch_command_parser().parse_args([*launch_args, "--module", job.module, *job_args])
-    # The job checks its parent is this process and asks to be stopped when it dies (safeguards.die_with_parent).
+    # For the launched processes only: they check their parent is this process and ask to be stopped when it dies
+    # (safeguards.die_with_parent).
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     try:
         launch_command(parsed)
     except subprocess.CalledProcessError as error:  # the job printed its own error; no launcher traceback on top
         return error.returncode or 1
+    finally:
+        del os.environ[LAUNCHER_PID_ENV]
     return 0
 
 
