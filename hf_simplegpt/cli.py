@@ -37,6 +37,8 @@ JOBS = {
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU and BLEU of a model folder", False),
+    "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
+                    False),  # fmt: skip
     "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
