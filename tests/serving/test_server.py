@@ -21,6 +21,7 @@ from hf_simplegpt.generation import encode_prompt, generate
 from hf_simplegpt.serving import server as server_job
 from hf_simplegpt.serving.app import decode_as_streamed
 from tests.conftest import REPO_ROOT
+from tests.test_readme import code_blocks
 from tests.serving.conftest import CONTEXT, start_server
 
 CONVERSATIONS = [
@@ -228,6 +229,25 @@ def test_an_adapter_folder_is_served_merged_and_sigint_stops_the_server(served_d
     assert reply == greedy(merged, tokenizer, CONVERSATIONS[0], 20)[0]
     assert reply != greedy(model, tokenizer, CONVERSATIONS[0], 20)[0]  # the adapter is applied
     assert returncode == 0 and "Application shutdown complete." in server.output()
+
+
+def test_the_client_code_of_the_readme_and_the_guide_runs_as_written(client, server):
+    """README.md's openai block and docs/serving.md's streaming block, run as written but for the test server's
+    address and model name, print what the server answers."""
+    readme = next(code for lang, code, reason in code_blocks(REPO_ROOT / "README.md")
+                  if lang == "python" and reason and "tests/serving/test_server.py" in reason)  # fmt: skip
+    guide = next(code for lang, code, _ in code_blocks(REPO_ROOT / "docs" / "serving.md") if "stream=True" in code)
+    messages = [{"role": "user", "content": "What does the for statement do?"}]
+    reply = chat(client, server, messages, max_tokens=32).choices[0].message.content
+    streamed = chat(client, server, messages, max_tokens=64, temperature=0.8, top_p=0.95, seed=1, stop=["."])
+    expected = [f"{reply}\n", f"{streamed.choices[0].message.content}\n[{streamed.choices[0].finish_reason}] "
+                               f"{streamed.usage.completion_tokens} tokens\n"]  # fmt: skip
+    for code, output in zip((readme, guide), expected):
+        assert "http://127.0.0.1:8000/v1" in code and '"outputs/pretrain-default"' in code
+        code = code.replace("http://127.0.0.1:8000/v1", server.base_url)
+        code = code.replace('"outputs/pretrain-default"', repr(server.model))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout) == (0, output), result.stderr[-2000:]
 
 
 @pytest.mark.parametrize(
