@@ -75,11 +75,14 @@ def mount_chat_page(app, base_url: str, model: str, path: str = "/chat"):
     return gr.mount_gradio_app(app, build_chat_page(base_url, model), path=path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base_url", default="http://127.0.0.1:8000/v1", help="the server's OpenAI base URL")
     parser.add_argument("--model", default=None, help="model name to request; default: the first the server lists")
     parser.add_argument("--host", default="127.0.0.1", help="address the page listens on")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
-    build_chat_page(args.base_url, args.model).launch(server_name=args.host, server_port=args.port)
+    page = build_chat_page(args.base_url, args.model)
+    page.launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True)
+    page.block_thread()  # until Ctrl+C
+    return page

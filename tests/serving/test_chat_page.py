@@ -10,6 +10,7 @@ import pytest
 
 from hf_simplegpt.serving.chat_page import stream_reply
 from tests.conftest import REPO_ROOT
+from tests.serving.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Playwright cannot download its own browser here: it drives the system one, headless, with no network of its own.
@@ -40,6 +41,27 @@ def test_the_page_streams_the_reply_to_the_whole_conversation(client, server):
     messages = [history[0], {"role": "assistant", "content": "jumps."}, {"role": "user", "content": "And then?"}]
     assert growing[-1] == client.chat.completions.create(model=server.model, messages=messages, max_tokens=32,
                                                          temperature=0.0).choices[0].message.content  # fmt: skip
+
+
+def test_chat_ui_puts_the_page_before_a_running_server(client, server, monkeypatch):
+    """`hf-simplegpt chat-ui --base_url ...` (its main, in this process, returning where it would wait for Ctrl+C),
+    asked through gradio's own client as the page asks it."""
+    import gradio
+    from gradio_client import Client
+
+    from hf_simplegpt.serving import chat_page
+
+    monkeypatch.setattr(gradio.Blocks, "block_thread", lambda self: None)
+    port = free_port()
+    page = chat_page.main(["--base_url", server.base_url, "--port", str(port)])
+    try:
+        asked = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
+        answer = asked.predict("The quick brown fox", 24, 0.0, api_name="/respond")
+    finally:
+        page.close()
+    expected = client.chat.completions.create(model=server.model, max_tokens=24, temperature=0.0,
+                                              messages=[{"role": "user", "content": "The quick brown fox"}])  # fmt: skip
+    assert answer == expected.choices[0].message.content
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no {CHROMIUM}: apt-get install -y chromium")
