@@ -15,6 +15,7 @@ import argparse
 import logging
 import signal
 from contextlib import asynccontextmanager
+from dataclasses import fields
 
 from hf_simplegpt.serving.app import ServeOptions, build_app, check_model_dir
 
@@ -44,15 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    return ServeOptions(
-        device=args.device,
-        dtype=args.dtype,
-        attn_implementation=args.attn_implementation,
-        continuous_batching=args.continuous_batching,
-        cb_num_blocks=args.cb_num_blocks,
-        cb_max_batch_tokens=args.cb_max_batch_tokens,
-        log_level=args.log_level,
-    )
+    """The ServeOptions of the flags of the same names."""
+    return ServeOptions(**{field.name: getattr(args, field.name) for field in fields(ServeOptions)})
 
 
 def stop_generation_on_shutdown(app) -> None:
