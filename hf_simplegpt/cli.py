@@ -44,6 +44,9 @@ JOBS = {
     "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
+    "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",
+                 False),  # fmt: skip
+    "chat-ui": Job("hf_simplegpt.serving.chat_page", "a chat page for any OpenAI-compatible server (gradio)", False),
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 
