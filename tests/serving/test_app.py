@@ -77,4 +77,6 @@ def test_a_torchao_quantized_folder_is_served(served_dir, tmp_path):
         app.state.generation_state.shutdown()
     reference = AutoModelForCausalLM.from_pretrained(tmp_path / "int8", device_map="cpu").eval()
     assert type(reference.model.layers[0].self_attn.q_proj.weight).__name__ == "Int8Tensor"  # still quantized
-    assert reply["choices"][0]["message"]["content"] == generate(reference, tokenizer, [messages], max_new_tokens=20)[0]
+    expected = generate(reference, tokenizer, [messages], max_new_tokens=20)[0]
+    # The server never sends the U+FFFD of a last character cut in the middle of its bytes (see decode_as_streamed).
+    assert reply["choices"][0]["message"]["content"] == expected.rstrip("\ufffd") and len(expected.rstrip("\ufffd")) > 5
