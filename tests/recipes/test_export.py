@@ -5,6 +5,7 @@ The export uses ExecuTorch's portable kernels: lowering to XNNPACK (the default)
 on the default pretrained model is the documented run in benchmarks/README.md."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -65,6 +66,7 @@ def test_bad_input_is_refused_and_the_source_folder_is_never_touched(exported, t
         folders[name] = tmp_path / name
         folders[name].mkdir()
         (folders[name] / "config.json").write_text(json.dumps({**config, **extra}))
+        shutil.copy(trained_tiny_dir / "model.safetensors", folders[name])  # a model folder: config and weights
     source = str(trained_tiny_dir)
     cases = [
         (["--model_name_or_path", source, "--format", "onnx"], "--format 'onnx' is not an export format"),

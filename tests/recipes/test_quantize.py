@@ -3,6 +3,7 @@ plain from_pretrained and generates, the table is measured, bad input is refused
 touched."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,7 @@ def test_bad_input_is_refused_and_the_source_folder_is_never_touched(quantized, 
     gpt2 = tmp_path / "gpt2"
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 32}))
+    shutil.copy(trained_tiny_dir / "model.safetensors", gpt2)  # a model folder: config and weights
     cases = [
         (["--model_name_or_path", source, "--method", "int3"], "--method 'int3' is not a quantization method"),
         (["--model_name_or_path", str(gpt2), "--method", "int8_dynamic"], "model_type 'gpt2'"),
