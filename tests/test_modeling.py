@@ -798,6 +798,36 @@ def test_sequence_longer_than_the_context_is_rejected():
         model.generate(random_ids(1, 60), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
+def test_generate_reads_values_back_for_the_prompt_only_but_direct_calls_are_always_checked(monkeypatch):
+    model = make_model()
+    checked = []
+    check_values = SimpleGPTModel._check_values
+    monkeypatch.setattr(SimpleGPTModel, "_check_values", lambda self, *args: checked.append(args) or check_values(self, *args))
+    prompt = random_ids(2, 5)
+    for cache_implementation in ("dynamic", "static"):
+        checked.clear()
+        generated = model.generate(
+            prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
+            cache_implementation=cache_implementation,
+        )
+        assert [ids.shape for ids, _ in checked] == [(2, 5)]  # no device read per new token
+        assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
+    cache = DynamicCache(config=model.config)
+    model(prompt, cache=cache, use_cache=True)
+    with pytest.raises(ValueError, match="Token id 300 is outside the vocabulary"):
+        model(torch.tensor([[300], [5]]), cache=cache, use_cache=True)  # one new token continuing a cache
+
+
+def test_left_padding_may_outgrow_the_context_while_the_positions_stay_inside_it():
+    model = make_model()  # 64 positions
+    real = random_ids(1, 50)
+    padded = torch.cat([torch.zeros(1, 12, dtype=torch.long), real], 1)  # 62 columns, then 68 after 6 new tokens
+    mask = torch.cat([torch.zeros(1, 12, dtype=torch.long), torch.ones(1, 50, dtype=torch.long)], 1)
+    kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    generated = model.generate(padded, attention_mask=mask, **kwargs)  # the last position is 55
+    assert torch.equal(generated[:, 12:], model.generate(real, **kwargs))
+
+
 def test_token_ids_outside_the_vocabulary_are_rejected():
     model = make_model()
     with pytest.raises(ValueError, match=r"Token id 300 is outside the vocabulary \[0, 300\).*resize_token_embeddings"):
