@@ -32,7 +32,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation import CompileConfig
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
-from hf_simplegpt.training import flops_per_token
+from hf_simplegpt.pretraining import flops_per_token
 
 PRESETS = {
     "default": dict(layers=6, hidden=384, heads=6, seq=256, batch=8, vocab=10000),

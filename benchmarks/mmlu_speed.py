@@ -1,9 +1,9 @@
 """MMLU scoring speed: one forward pass per question vs one per answer choice, on a small SimpleGPT.
 
-    PYTHONPATH=. python benchmarks/mmlu_speed.py --mmlu_data_dir ../shared/data/mmlu --output_dir outputs/mmlu_speed
+    python benchmarks/mmlu_speed.py --mmlu_data_dir MMLU_DIR --output_dir outputs/mmlu_speed
 
 Builds (once) a randomly initialised SimpleGPT (4 layers, hidden 128, context 512) with a 4096-token BPE
-trained on the built-in corpus, saves it to <output_dir>/model (evaluate it in full with recipes/evaluate.py),
+trained on the built-in corpus, saves it to <output_dir>/model (evaluate it in full with hf-simplegpt evaluate),
 then times `evaluate_mmlu` on the first --limit questions of every subject both ways and checks that the
 scores agree. Speed does not depend on the weights; the accuracy of random weights is chance by design.
 """

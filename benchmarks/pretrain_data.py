@@ -8,17 +8,14 @@ hf_simplegpt caches. Warm: the same call again, which must reuse every cached st
 
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def run(cache: str) -> dict:
-    from hf_simplegpt.data import DataArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
+    from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
 
-    args = DataArguments(data_cache_dir=cache)
+    args = CorpusArguments(data_cache_dir=cache)
     start = time.perf_counter()
     splits, stats = prepare_corpus(args, seed=42)
     tokenizer = load_or_train_tokenizer(None, splits["train"], 2048, 128, args)

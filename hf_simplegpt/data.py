@@ -1,8 +1,14 @@
-"""Pretraining data: load (Hub name | local files | built-in corpus) -> clean -> dedup -> split -> tokenize -> pack.
+"""Where every job's data comes from, and the pretraining corpus pipeline.
 
-Every step on a map-style dataset goes through `datasets.map` / `select` with deterministic fingerprints, so a
-second run with the same inputs reuses the Arrow cache files instead of recomputing (the de-duplication decision is
-cached as a small JSON file next to them). Streaming (`--streaming`) corpora are cleaned lazily, document by document.
+Every recipe takes the same data flags (`DataArguments`): `--train_file` (a file, folder or glob of .txt, .json,
+.jsonl, .csv or .parquet) or `--dataset_name` (a Hub dataset, or a local folder laid out like one), and the rows
+held out to measure on: `--eval_file`, the Hub dataset's validation split, or `--heldout_size` rows split off.
+
+Pretraining (`CorpusArguments`) then cleans, de-duplicates, tokenizes and packs: load (Hub | local files |
+built-in corpus) -> clean -> dedup -> split -> tokenize -> pack. Every step on a map-style dataset goes through
+`datasets.map` / `select` with deterministic fingerprints, so a second run with the same inputs reuses the Arrow
+cache files instead of recomputing (the de-duplication decision is cached as a small JSON file next to them).
+Streaming (`--streaming`) corpora are cleaned lazily, document by document.
 
 The built-in corpus is the Python reference documentation shipped inside every CPython installation
 (`pydoc_data.topics`): about 460k characters of English prose and code in ~200 sections, available with no network.
@@ -17,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -24,12 +31,15 @@ from typing import Any, Iterable, Iterator
 
 import datasets
 import numpy as np
-from datasets import Dataset, DatasetDict, IterableDataset
+from datasets import Dataset, IterableDataset
+
+from .hub import is_local_path
 
 logger = logging.getLogger(__name__)
 
 # File extension -> `datasets` packaged builder.
-_BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+HELDOUT_SPLITS = ("validation", "valid", "dev", "test")  # a Hub dataset's held-out split, in order of preference
 _NORMALIZATION_FORMS = ("NFC", "NFKC", "NFD", "NFKD", "none")
 _CACHE_VERSION = "1"  # bump when a cached transform changes meaning
 # datasketch >= 2 needs the permutation scheme to rebuild a MinHash from stored hash values.
@@ -38,25 +48,146 @@ _MINHASH_SCHEME = "affine32"
 
 @dataclass
 class DataArguments:
-    """Where the pretraining text comes from and how it is cleaned (all flags are CLI/YAML overridable)."""
+    """Where a job's data comes from and which rows it holds out to measure on: the same flags for every recipe."""
 
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset name (e.g. 'wikitext'). None + no --train_file: built-in corpus."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
     train_file: str | None = field(
         default=None,
-        metadata={"help": "Local training data: a .txt/.json/.jsonl/.csv/.parquet file, a folder of them, or a glob."},
+        metadata={"help": "Local training data: a .txt (documents separated by blank lines), .json/.jsonl, .csv or "
+                  ".parquet file, a folder of them, or a glob."},  # fmt: skip
     )
-    validation_file: str | None = field(default=None, metadata={"help": "Local validation data (same formats)."})
+    eval_file: str | None = field(
+        default=None, metadata={"help": "Local held-out data in the same formats; default: --heldout_size rows."}
+    )
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset id (or a local folder laid out like one), instead of --train_file."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    dataset_test_split: str | None = field(
+        default=None,
+        metadata={"help": f"Held-out split of --dataset_name; default: the first of {HELDOUT_SPLITS} it has."},
+    )
+    heldout_size: float = field(
+        default=64,
+        metadata={"help": "Rows held out when there is no --eval_file or held-out split: a count (>= 1) or a "
+                  "fraction of the training rows (< 1)."},  # fmt: skip
+    )
+
+    def __post_init__(self):
+        if self.dataset_name and self.train_file:
+            raise ValueError("Pass either --dataset_name or --train_file, not both.")
+        if not self.heldout_size > 0 or (self.heldout_size >= 1 and self.heldout_size != int(self.heldout_size)):
+            raise ValueError(
+                f"--heldout_size {self.heldout_size} must be a number of rows (1, 2, ...) or a fraction in (0, 1)."
+            )
+
+
+def resolve_data_files(pattern: str, flag: str) -> tuple[str, list[str]]:
+    """Expand a file, folder or glob into (builder name, sorted files); raise ValueError when nothing usable matches."""
+    if os.path.isdir(pattern):
+        files = [os.path.join(root, f) for root, _, names in os.walk(pattern) for f in names]
+        files = [f for f in files if os.path.splitext(f)[1].lower() in BUILDERS]
+    else:
+        files = [f for f in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(f)]
+    if not files:
+        raise ValueError(
+            f"{flag} {pattern!r}: no such file, or no {'/'.join(BUILDERS)} file in that folder/glob. "
+            f"Pass an existing file, folder or glob pattern."
+        )
+    extensions = {os.path.splitext(f)[1].lower() for f in files}
+    unknown = extensions - set(BUILDERS)
+    if unknown:
+        raise ValueError(f"{flag} {pattern!r}: unsupported extension(s) {sorted(unknown)}; use one of {list(BUILDERS)}.")
+    builders = {BUILDERS[e] for e in extensions}
+    if len(builders) > 1:
+        raise ValueError(f"{flag} {pattern!r} mixes formats {sorted(extensions)}; point it at files of one format.")
+    return builders.pop(), sorted(files)
+
+
+def load_files(pattern: str, flag: str = "--train_file") -> Dataset:
+    """The rows of a local file, folder or glob; plain text gives one `text` row per blank-line separated paragraph."""
+    builder, files = resolve_data_files(pattern, flag)
+    # Plain text: one document per paragraph (a line is too short to be a document).
+    extra = {"sample_by": "paragraph"} if builder == "text" else {}
+    return datasets.load_dataset(builder, data_files={"train": files}, split="train", **extra)
+
+
+def load_hub_dataset(args: DataArguments, streaming: bool = False) -> tuple[Dataset | IterableDataset, Any]:
+    """(train split, held-out split or None) of `--dataset_name`."""
+    name = args.dataset_name
+    if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise ValueError(f"--dataset_name {name}: no such folder (and not a Hub id). Pass an existing folder or a Hub id.")
+    try:
+        loaded = datasets.load_dataset(name, args.dataset_config, streaming=streaming)
+    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ConnectionError) as err:
+        raise ValueError(
+            f"Could not load --dataset_name {name!r}: {err}. Check the name/config (and network), "
+            f"or pass local files with --train_file."
+        ) from err
+    if args.dataset_train_split not in loaded:
+        raise ValueError(
+            f"--dataset_name {name} has no split {args.dataset_train_split!r} (splits: {list(loaded)}); "
+            "pass --dataset_train_split <one of them>."
+        )
+    if args.dataset_test_split is not None and args.dataset_test_split not in loaded:
+        raise ValueError(
+            f"--dataset_name {name} has no split {args.dataset_test_split!r} (splits: {list(loaded)}); "
+            "pass --dataset_test_split <one of them>, or drop it to hold out --heldout_size rows."
+        )
+    test_split = args.dataset_test_split or next((s for s in HELDOUT_SPLITS if s in loaded), None)
+    return loaded[args.dataset_train_split], loaded[test_split] if test_split else None
+
+
+def load_sources(args: DataArguments, streaming: bool = False) -> tuple[Any, Any, str]:
+    """(train, held-out or None, a description of the source) from `--dataset_name` or `--train_file`/`--eval_file`."""
+    if args.dataset_name:
+        train, heldout = load_hub_dataset(args, streaming)
+        source = f"Hub dataset {args.dataset_name}" + (f" ({args.dataset_config})" if args.dataset_config else "")
+    elif args.train_file:
+        train, heldout, source = load_files(args.train_file), None, f"local files {args.train_file}"
+    else:
+        raise ValueError("No data: pass --train_file PATH (a file, folder or glob) or --dataset_name NAME.")
+    if args.eval_file:
+        heldout = load_files(args.eval_file, "--eval_file")
+    return train, heldout, source
+
+
+def split_heldout(train: Dataset, heldout_size: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, held-out): `heldout_size` rows (a count, or a fraction < 1) split off at random, seeded."""
+    count = max(1, round(len(train) * heldout_size)) if heldout_size < 1 else int(heldout_size)
+    if not 0 < count < len(train):
+        raise ValueError(
+            f"--heldout_size {heldout_size} would hold out {count} of {len(train)} rows, leaving "
+            f"{len(train) - count} to train on. Lower it, add data, or pass --eval_file."
+        )
+    split = train.train_test_split(test_size=count, seed=seed)
+    return split["train"], split["test"]
+
+
+def load_data(args: DataArguments, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, held-out) rows for a fine-tuning or alignment job; see `load_sources` and `split_heldout`."""
+    train, heldout, source = load_sources(args)
+    if len(train) == 0:
+        raise ValueError(f"The training data ({source}) has no rows.")
+    if heldout is None:
+        return split_heldout(train, args.heldout_size, seed)
+    return train, heldout
+
+
+# --------------------------------------------------------------------------------------------------- pretraining corpus
+
+
+@dataclass
+class CorpusArguments(DataArguments):
+    """Pretraining data: the common data flags (no source: the built-in corpus) plus cleaning and de-duplication."""
+
+    heldout_size: float = field(
+        default=0.05,
+        metadata={"help": "Documents held out for validation when there is no --eval_file or validation split: a "
+                  "fraction (< 1) or a count (>= 1; with --streaming, a count of the first documents)."},  # fmt: skip
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
     streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it."})
-    validation_split_percentage: float = field(
-        default=5.0, metadata={"help": "Percent of documents held out for validation when no validation split exists."}
-    )
-    streaming_validation_documents: int = field(
-        default=1000, metadata={"help": "With --streaming and no validation split: the first N documents are held out."}
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many documents."})
     normalization: str = field(
         default="NFKC", metadata={"help": f"Unicode normalization form, one of {_NORMALIZATION_FORMS}."}
@@ -77,20 +208,15 @@ class DataArguments:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.normalization not in _NORMALIZATION_FORMS:
             raise ValueError(
                 f"--normalization {self.normalization!r} is not a Unicode form; use one of {_NORMALIZATION_FORMS}."
-            )
-        if not 0 < self.validation_split_percentage < 100:
-            raise ValueError(
-                f"--validation_split_percentage must be in (0, 100), got {self.validation_split_percentage}."
             )
         if self.near_dedup_threshold is not None and not 0 < self.near_dedup_threshold <= 1:
             raise ValueError(
                 f"--near_dedup_threshold must be in (0, 1] (or None to disable), got {self.near_dedup_threshold}."
             )
-        if self.dataset_name and self.train_file:
-            raise ValueError("Pass either --dataset_name or --train_file, not both.")
         if self.streaming and not self.dataset_name:
             raise ValueError("--streaming applies to Hub datasets; add --dataset_name or drop --streaming.")
 
@@ -120,9 +246,6 @@ class CorpusStats:
         return {**asdict(self), "train_tokens": self.train_tokens}
 
 
-# --------------------------------------------------------------------------------------------------------------- load
-
-
 # A blank line followed by an underlined heading starts a new section of a pydoc topic.
 _SECTION_BREAK = re.compile(r"\n\n(?=[^\n]+\n[=\-*~^]{3,}\n)")
 
@@ -135,46 +258,16 @@ def builtin_corpus_documents() -> list[str]:
     return [section for name in sorted(topics) for section in _SECTION_BREAK.split(topics[name])]
 
 
-def cache_dir(args: DataArguments) -> str:
+def cache_dir(args: CorpusArguments) -> str:
     path = args.data_cache_dir or os.path.join(datasets.config.HF_DATASETS_CACHE, "hf_simplegpt")
     os.makedirs(path, exist_ok=True)
     return path
 
 
-def resolve_data_files(pattern: str, flag: str) -> tuple[str, list[str]]:
-    """Expand a file, folder or glob into (builder name, sorted files); raise ValueError when nothing usable matches."""
-    if os.path.isdir(pattern):
-        files = [os.path.join(root, f) for root, _, names in os.walk(pattern) for f in names]
-        files = [f for f in files if os.path.splitext(f)[1].lower() in _BUILDERS]
-    else:
-        files = [f for f in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(f)]
-    if not files:
-        raise ValueError(
-            f"{flag} {pattern!r}: no such file, or no {'/'.join(_BUILDERS)} file in that folder/glob. "
-            f"Pass an existing file, folder or glob pattern."
-        )
-    extensions = {os.path.splitext(f)[1].lower() for f in files}
-    unknown = extensions - set(_BUILDERS)
-    if unknown:
-        raise ValueError(f"{flag} {pattern!r}: unsupported extension(s) {sorted(unknown)}; use one of {list(_BUILDERS)}.")
-    builders = {_BUILDERS[e] for e in extensions}
-    if len(builders) > 1:
-        raise ValueError(f"{flag} {pattern!r} mixes formats {sorted(extensions)}; point it at files of one format.")
-    return builders.pop(), sorted(files)
-
-
-def _load_files(pattern: str, flag: str, args: DataArguments) -> Dataset:
-    builder, files = resolve_data_files(pattern, flag)
-    # Plain text: one document per blank-line separated paragraph (a line is too short to be a document).
-    extra = {"sample_by": "paragraph"} if builder == "text" else {}
-    return datasets.load_dataset(builder, data_files={"train": files}, split="train", **extra)
-
-
-def _load_builtin(args: DataArguments) -> Dataset:
+def _load_builtin(args: CorpusArguments) -> Dataset:
     """Write the built-in corpus once as JSON lines so that every later step is file-backed and cached."""
-    import sys
-
-    path = os.path.join(cache_dir(args), f"builtin_pydoc_sections-{_CACHE_VERSION}-py{sys.version_info.major}{sys.version_info.minor}.jsonl")
+    version = f"py{sys.version_info.major}{sys.version_info.minor}"
+    path = os.path.join(cache_dir(args), f"builtin_pydoc_sections-{_CACHE_VERSION}-{version}.jsonl")
     if not os.path.exists(path):
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
@@ -194,33 +287,18 @@ def _select_text_column(ds: Dataset | IterableDataset, column: str, source: str)
     return ds.rename_column(column, "text") if column != "text" else ds
 
 
-def load_raw_datasets(args: DataArguments) -> tuple[dict[str, Dataset | IterableDataset | None], str]:
+def load_raw_datasets(args: CorpusArguments) -> tuple[dict[str, Dataset | IterableDataset | None], str]:
     """Load the train (and validation, if one exists) documents as datasets with a single `text` column.
 
     Returns ({"train": ds, "validation": ds_or_None}, human readable source).
     """
-    if args.dataset_name:
-        source = f"Hub dataset {args.dataset_name}" + (f" ({args.dataset_config_name})" if args.dataset_config_name else "")
-        try:
-            loaded = datasets.load_dataset(args.dataset_name, args.dataset_config_name, streaming=args.streaming)
-        except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ConnectionError) as err:
-            raise ValueError(
-                f"Could not load --dataset_name {args.dataset_name!r}: {err}. Check the name/config (and network), "
-                f"or pass local files with --train_file."
-            ) from err
-        if "train" not in loaded:
-            raise ValueError(f"{source} has no 'train' split (splits: {list(loaded)}).")
-        validation = next((loaded[s] for s in ("validation", "valid", "dev") if s in loaded), None)
-        raw = {"train": loaded["train"], "validation": validation}
-    elif args.train_file:
-        source = f"local files {args.train_file}"
-        raw = {"train": _load_files(args.train_file, "--train_file", args), "validation": None}
+    if args.dataset_name or args.train_file:
+        train, validation, source = load_sources(args, streaming=args.streaming)
     else:
         source = "built-in corpus: Python reference documentation (pydoc_data.topics)"
-        raw = {"train": _load_builtin(args), "validation": None}
+        train, validation = _load_builtin(args), load_files(args.eval_file, "--eval_file") if args.eval_file else None
         args.text_column = "text"
-    if args.validation_file:
-        raw["validation"] = _load_files(args.validation_file, "--validation_file", args)
+    raw = {"train": train, "validation": validation}
     raw = {k: None if v is None else _select_text_column(v, args.text_column, f"{source} [{k}]") for k, v in raw.items()}
     if args.max_train_samples is not None:
         train = raw["train"]
@@ -296,7 +374,7 @@ def near_duplicate_flags(signatures: Iterable[np.ndarray], threshold: float, num
     return flags
 
 
-def _num_proc(args: DataArguments, n_rows: int) -> int | None:
+def _num_proc(args: CorpusArguments, n_rows: int) -> int | None:
     """Processes for datasets.map: --preprocessing_num_workers when given, else min(4, CPUs) for large corpora only
     (process start-up costs more than it saves on small ones)."""
     if args.preprocessing_num_workers is not None:
@@ -305,7 +383,7 @@ def _num_proc(args: DataArguments, n_rows: int) -> int | None:
     return n if n > 1 and n_rows >= 20_000 else None
 
 
-def clean_dataset(ds: Dataset, args: DataArguments, stats: CorpusStats | None = None) -> Dataset:
+def clean_dataset(ds: Dataset, args: CorpusArguments, stats: CorpusStats | None = None) -> Dataset:
     """Normalize, length-filter, exact- and near-dedup a map-style `text` dataset; counts go into `stats`."""
     stats = stats if stats is not None else CorpusStats()
     stats.documents_in = len(ds)
@@ -358,7 +436,7 @@ def clean_dataset(ds: Dataset, args: DataArguments, stats: CorpusStats | None = 
     return ds.select(decision["keep"])
 
 
-def clean_stream(ds: IterableDataset, args: DataArguments) -> IterableDataset:
+def clean_stream(ds: IterableDataset, args: CorpusArguments) -> IterableDataset:
     """Lazy version of `clean_dataset` for streaming corpora (stateful filters; counts are not known upfront)."""
 
     def generate(source: IterableDataset) -> Iterator[dict[str, str]]:
@@ -387,7 +465,7 @@ def clean_stream(ds: IterableDataset, args: DataArguments) -> IterableDataset:
     return IterableDataset.from_generator(generate, gen_kwargs={"source": ds})
 
 
-def prepare_corpus(args: DataArguments, seed: int = 42) -> tuple[dict[str, Dataset | IterableDataset], CorpusStats]:
+def prepare_corpus(args: CorpusArguments, seed: int = 42) -> tuple[dict[str, Dataset | IterableDataset], CorpusStats]:
     """Load, clean and split: returns ({"train", "validation"} text datasets, stats)."""
     raw, source = load_raw_datasets(args)
     stats = CorpusStats(source=source)
@@ -395,8 +473,13 @@ def prepare_corpus(args: DataArguments, seed: int = 42) -> tuple[dict[str, Datas
     if isinstance(train, IterableDataset):
         train = clean_stream(train, args)
         if validation is None:
-            validation = train.take(args.streaming_validation_documents)
-            train = train.skip(args.streaming_validation_documents)
+            if args.heldout_size < 1:
+                raise ValueError(
+                    "A streamed corpus has no length to take a fraction of: pass --heldout_size N (the first N "
+                    "documents are held out), or a dataset with a validation split, or --eval_file."
+                )
+            validation = train.take(int(args.heldout_size))
+            train = train.skip(int(args.heldout_size))
         else:
             validation = clean_stream(validation, args)
         logger.info("Streaming %s: cleaning and de-duplication run lazily; counts are not reported.", source)
@@ -404,14 +487,7 @@ def prepare_corpus(args: DataArguments, seed: int = 42) -> tuple[dict[str, Datas
 
     train = clean_dataset(train, args, stats)
     if validation is None:
-        if len(train) < 2:
-            raise ValueError(
-                f"{source}: only {len(train)} document(s) left after cleaning; need at least 2 to hold out a "
-                f"validation split. Add text, lower --min_chars, or pass --validation_file."
-            )
-        n_val = max(1, round(len(train) * args.validation_split_percentage / 100))
-        split = train.train_test_split(test_size=n_val, seed=seed)
-        train, validation = split["train"], split["test"]
+        train, validation = split_heldout(train, args.heldout_size, seed)
     else:
         val_stats = CorpusStats()
         validation = clean_dataset(validation, args, val_stats)
@@ -424,7 +500,7 @@ def prepare_corpus(args: DataArguments, seed: int = 42) -> tuple[dict[str, Datas
     if len(train) == 0:
         raise ValueError(f"{source}: no training document survived cleaning; lower --min_chars or check the data.")
     if len(validation) == 0:
-        raise ValueError(f"{source}: the validation split is empty after cleaning; pass a larger --validation_file.")
+        raise ValueError(f"{source}: the validation split is empty after cleaning; pass a larger --eval_file.")
     logger.info("Corpus %s", json.dumps(stats.to_dict()))
     return {"train": train.select_columns(["text"]), "validation": validation.select_columns(["text"])}, stats
 
@@ -449,7 +525,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def tokenize_and_pack(
-    ds: Dataset | IterableDataset, tokenizer, block_size: int, args: DataArguments, split: str = "train"
+    ds: Dataset | IterableDataset, tokenizer, block_size: int, args: CorpusArguments, split: str = "train"
 ) -> Dataset | IterableDataset:
     """Documents -> token ids with EOS after each document -> blocks of `block_size` tokens.
 
@@ -499,7 +575,7 @@ def load_or_train_tokenizer(
     train: Dataset | IterableDataset,
     vocab_size: int,
     model_max_length: int,
-    args: DataArguments,
+    args: CorpusArguments,
     max_documents: int = 200_000,
 ):
     """Load `name_or_path`, or train a byte-level BPE of `vocab_size` on (at most `max_documents` of) `train`.
@@ -512,7 +588,7 @@ def load_or_train_tokenizer(
     from .tokenization import train_tokenizer
 
     if name_or_path:
-        if not os.path.exists(name_or_path) and not _looks_like_hub_id(name_or_path):
+        if is_local_path(name_or_path) and not os.path.exists(name_or_path):
             raise ValueError(f"--tokenizer_name {name_or_path!r}: no such folder. Pass a saved tokenizer folder or a Hub id.")
         return AutoTokenizer.from_pretrained(name_or_path, model_max_length=model_max_length)
     if isinstance(train, IterableDataset):
@@ -533,7 +609,3 @@ def load_or_train_tokenizer(
         except OSError:  # another process saved it first
             shutil.rmtree(tmp, ignore_errors=True)
     return tokenizer
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    return name.count("/") <= 1 and not name.startswith((".", "/", "~"))

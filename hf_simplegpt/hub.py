@@ -12,11 +12,14 @@ checkpoints, training_args.bin or pickled weights) leaves the machine.
 from __future__ import annotations
 
 import json
+import os
+from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-MODEL_CARDS_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+# The card templates: the repository's model_cards/, carried inside the package (hf_simplegpt/templates links there).
+TEMPLATES_DIR = resources.files("hf_simplegpt") / "templates"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -28,11 +31,34 @@ TOKENIZER_FILES = (
 )
 
 
+# ------------------------------------------------------------------------------------ local folder or Hub id
+
+
+def is_local_path(name: str) -> bool:
+    """A path rather than a Hub id: Hub ids are `name` or `owner/name`, never ./x, /x, ~/x or a/b/c, and `owner` is
+    not a folder here."""
+    name = str(name)
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(name.split("/")[0])
+
+
+def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
+    """Raise ValueError, at once, when `name` is meant as a local model folder that is missing or holds no model:
+    otherwise `from_pretrained` would spend a minute trying the Hub and end in a connection error."""
+    name = str(name)
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")) and not os.path.isfile(
+            os.path.join(name, "adapter_config.json")
+        ):
+            raise ValueError(f"{flag} {name}: the folder holds no model (no config.json). Pass a saved model folder.")
+    elif is_local_path(name) or os.path.exists(name):
+        raise ValueError(f"{flag} {name}: no such folder. Pass a saved model folder or a Hub id such as owner/name.")
+
+
 # ------------------------------------------------------------------------------------ model card
 
 
 def eval_results_from(results: dict) -> list[EvalResult]:
-    """`model-index` entries for the tasks of a results.json written by recipes/evaluate.py.
+    """`model-index` entries for the tasks of a results.json written by hf-simplegpt evaluate.
 
     results["mmlu"] gives overall and per-category accuracy; results["perplexity"] and results["bleu"]
     give one entry each, on the dataset named by their "dataset" field.
@@ -142,10 +168,10 @@ def write_model_card(
     Templates show their own defaults for context keys that are not given.
     """
     output_dir = Path(output_dir)
-    template_path = Path(template) if Path(template).is_file() else MODEL_CARDS_DIR / template
+    template_path = Path(template) if Path(template).is_file() else TEMPLATES_DIR / template
     if not template_path.is_file():
-        available = sorted(p.name for p in MODEL_CARDS_DIR.glob("*.md"))
-        raise ValueError(f"Model card template {template!r} not found; available in {MODEL_CARDS_DIR}: {available}.")
+        available = sorted(p.name for p in TEMPLATES_DIR.glob("*.md"))
+        raise ValueError(f"Model card template {template!r} not found; available in {TEMPLATES_DIR}: {available}.")
     results = results or {}
     model_name = model_name or output_dir.resolve().name
     pipeline_tag = _pipeline_tag(Path(model_dir) if model_dir else output_dir)

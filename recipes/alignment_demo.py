@@ -1,116 +1,11 @@
 """Offline demonstration that alignment works, on a CPU in a few minutes: SFT -> reward model -> GRPO/RLOO, DPO,
-distillation, on a synthetic task whose goal can be measured.
 
-    python recipes/alignment_demo.py --output_dir outputs/alignment_demo
+    python recipes/alignment_demo.py [flags]      # == hf-simplegpt alignment-demo ...
 
-The task (`hf_simplegpt.alignment.KeywordTask`): prompts ask about an animal, answers are one sentence naming a
-colour, and the preference data prefers answers whose colour is the keyword "blue". The demo
-
-1. writes the data (SFT examples, preference pairs, prompts) and a fresh tokenizer + 64-wide SimpleGPT;
-2. runs the project's recipes as a user would, printing each command: `sft.py` (about 1 answer in 5 says "blue"),
-   `reward.py`, `rl.py` (GRPO, then RLOO) against the reward model, `dpo.py`, and `distill.py` (the GRPO policy
-   as teacher of a smaller student);
-3. collects each recipe's held-out before/after measurements into `summary.json`, prints them as a table, and
-   leaves the GRPO reward curve at OUTPUT_DIR/grpo/reward_curve.png.
-
-The keyword rate is measured directly (`keyword_reward`, logged by GRPO with weight 0 so that only the learned
-reward model drives training): the reward model, not the rule, is what the policy is optimised against.
+The code is hf_simplegpt/recipes/alignment_demo.py.
 """
 
-import argparse
-import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-import torch
-
-import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, alignment
-from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_task(out: Path, seed: int) -> dict[str, Path]:
-    """Data files from independent draws of the task, plus a tokenizer and an untrained model to start from."""
-    data = out / "data"
-    files = {
-        "sft": alignment.write_jsonl(alignment.KeywordTask(seed=seed).sft_examples(3200), data / "sft.jsonl"),
-        "pairs": alignment.write_jsonl(alignment.KeywordTask(seed=seed + 1).preference_pairs(1024), data / "pairs.jsonl"),
-        "prompts": alignment.write_jsonl(alignment.KeywordTask(seed=seed + 2).prompts(2048), data / "prompts.jsonl"),
-    }
-    tokenizer = train_tokenizer(alignment.KeywordTask(seed=seed + 3).texts(2000), vocab_size=420, model_max_length=128)
-    for name, width in (("base", 64), ("student", 32)):
-        torch.manual_seed(seed)
-        config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
-                                 max_position_embeddings=128, **special_token_ids(tokenizer))  # fmt: skip
-        SimpleGPTForCausalLM(config).save_pretrained(out / name)
-        tokenizer.save_pretrained(out / name)
-        files[name] = out / name
-    return {k: Path(v) for k, v in files.items()}
-
-
-def run(recipe: str, *args) -> dict:
-    """Run recipes/<recipe> as a subprocess (printing the command) and return its alignment_metrics.json, if any."""
-    cmd = [sys.executable, f"recipes/{recipe}", *map(str, args), "--disable_tqdm", "true"]
-    print("\n$ " + " ".join(cmd[1:]), flush=True)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    start = time.time()
-    subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
-    print(f"  ({time.time() - start:.0f} s)")
-    output_dir = Path(args[list(args).index("--output_dir") + 1])
-    metrics_file = output_dir / "alignment_metrics.json"
-    return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", default="outputs/alignment_demo")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out = Path(args.output_dir).resolve()
-    files = write_task(out, args.seed)
-    configs = REPO_ROOT / "recipes" / "configs"
-
-    run("sft.py", "--config", configs / "sft_tiny.yaml", "--model_name_or_path", files["base"],
-        "--train_file", files["sft"], "--output_dir", out / "sft", "--max_steps", 200,
-        "--per_device_train_batch_size", 16, "--num_sample_generations", 0)  # fmt: skip
-    summary = {
-        "reward": run("reward.py", "--config", configs / "reward_tiny.yaml", "--model_name_or_path", out / "sft",
-                      "--train_file", files["pairs"], "--output_dir", out / "reward"),
-    }  # fmt: skip
-    for algorithm in ("grpo", "rloo"):
-        summary[algorithm] = run(
-            "rl.py", "--config", configs / "rl_tiny.yaml", "--model_name_or_path", out / "sft",
-            "--reward_model_name_or_path", out / "reward", "--train_file", files["prompts"],
-            "--output_dir", out / algorithm, "--algorithm", algorithm,
-            "--reward_funcs", "hf_simplegpt.alignment.keyword_reward", "--reward_weights", 1.0, 0.0,
-        )  # fmt: skip
-    summary["dpo"] = run("dpo.py", "--config", configs / "dpo_tiny.yaml", "--model_name_or_path", out / "sft",
-                         "--train_file", files["pairs"], "--output_dir", out / "dpo")  # fmt: skip
-    summary["distill"] = run(
-        "distill.py", "--config", configs / "distill_tiny.yaml", "--model_name_or_path", files["student"],
-        "--teacher_model_name_or_path", out / "grpo", "--train_file", files["prompts"],
-        "--output_dir", out / "distill",
-    )  # fmt: skip
-
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    rows = [
-        ("Reward model: held-out preference accuracy", summary["reward"], "preference_accuracy"),
-        *[(f"{a.upper()}: held-out mean reward-model score", summary[a], "heldout_reward_model") for a in ("grpo", "rloo")],
-        *[(f"{a.upper()}: held-out keyword rate", summary[a], "heldout_keyword_reward") for a in ("grpo", "rloo")],
-        ("DPO: held-out mean log p(chosen) - log p(rejected)", summary["dpo"], "logp_margin"),
-        ("DPO: pairs where chosen is the more likely", summary["dpo"], "chosen_more_likely_fraction"),
-        ("Distillation: held-out KL(teacher || student) per token", summary["distill"], "kl_teacher_student"),
-    ]  # fmt: skip
-    print("\n| Measurement | Before | After |\n|---|---|---|")
-    for label, metrics, key in rows:
-        print(f"| {label} | {metrics[key + '_before']:.3f} | {metrics[key + '_after']:.3f} |")
-    print(f"\nReward curve: {out / 'grpo' / 'reward_curve.png'}; all numbers: {out / 'summary.json'}")
-
+from hf_simplegpt.recipes.alignment_demo import main
 
 if __name__ == "__main__":
     main()

@@ -1,43 +1,11 @@
 """Write a small instruction dataset (two-number arithmetic as chat turns) for trying the SFT recipe offline.
 
-    python recipes/make_sft_toy_data.py --output data/arith_sft.jsonl --rows 2000
+    python recipes/make_sft_toy_data.py [flags]      # == hf-simplegpt make-sft-data ...
 
-Each row is {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}; the same seed gives the same file.
+The code is hf_simplegpt/recipes/make_sft_toy_data.py.
 """
 
-import argparse
-import json
-import random
-from pathlib import Path
-
-QUESTIONS = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?", "Please work out {a} {op} {b}.")
-OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-
-
-def make_rows(rows: int, seed: int) -> list[dict]:
-    """`rows` conversations, each a question about two numbers below 100 and its worked answer."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(rows):
-        a, b, op = rng.randrange(100), rng.randrange(100), rng.choice(sorted(OPERATIONS))
-        question = rng.choice(QUESTIONS).format(a=a, op=op, b=b)
-        answer = f"{a} {op} {b} = {OPERATIONS[op](a, b)}."
-        out.append({"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]})
-    return out
-
-
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", required=True, help="the .jsonl file to write")
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in make_rows(args.rows, args.seed)))
-    print(f"wrote {args.rows} conversations to {path}")
-    return path
-
+from hf_simplegpt.recipes.make_sft_toy_data import main
 
 if __name__ == "__main__":
     main()

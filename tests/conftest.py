@@ -1,16 +1,25 @@
 """Shared tiny fixtures: every test builds its model and data here, offline, in milliseconds."""
 
 import csv
+import importlib
+import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
+from hf_simplegpt.recipes.alignment_demo import KeywordTask, write_jsonl
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # present in CI and the team's checkout, absent in a user's clone
+# Real data for the tests that use it (they skip where it is absent, as in a fresh clone): the project's CI and team
+# checkouts have ../shared/data beside the repository; elsewhere point the variables at your own copies.
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MMLU_DIR = Path(os.environ.get("HF_SIMPLEGPT_MMLU_DIR", SHARED_DATA / "mmlu"))  # dev/ and test/ CSVs, 57 subjects
+SHAKESPEARE = Path(os.environ.get("HF_SIMPLEGPT_SHAKESPEARE", SHARED_DATA / "tinyshakespeare.txt"))
+QUIET = ["--disable_tqdm", "true", "--report_to", "none"]
 
 TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -41,6 +50,13 @@ def tiny_config_kwargs(**overrides) -> dict:
     return kwargs
 
 
+def expected_lora_params(config, r: int) -> int:
+    """r * (in + out) for q/k/v/o (hidden -> hidden) and up/down (hidden <-> intermediate), per layer."""
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    per_layer = 4 * r * (hidden + hidden) + 2 * r * (hidden + intermediate)
+    return config.num_hidden_layers * per_layer
+
+
 @pytest.fixture
 def tiny_config() -> SimpleGPTConfig:
     return SimpleGPTConfig(**tiny_config_kwargs())
@@ -66,11 +82,19 @@ def tiny_tokenizer(tiny_corpus):
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """The team's shared data folder (MMLU, tinyshakespeare); tests using it skip where it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent (only the project's CI and team checkouts have it)")
-    return SHARED_DATA
+def real_mmlu() -> Path:
+    """The real MMLU folder (HF_SIMPLEGPT_MMLU_DIR, default ../shared/data/mmlu); skips where it is absent."""
+    if not (MMLU_DIR / "test").is_dir():
+        pytest.skip(f"no MMLU at {MMLU_DIR}: set HF_SIMPLEGPT_MMLU_DIR to a folder with dev/ and test/ CSVs")
+    return MMLU_DIR
+
+
+@pytest.fixture
+def shakespeare() -> Path:
+    """Tiny Shakespeare, a real 1.1 MB text (HF_SIMPLEGPT_SHAKESPEARE, default ../shared/data); skips where absent."""
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"no {SHAKESPEARE}: set HF_SIMPLEGPT_SHAKESPEARE to a copy of tinyshakespeare.txt")
+    return SHAKESPEARE
 
 
 # A miniature MMLU folder in the original layout: abstract_algebra without a header and with letter answers
@@ -117,3 +141,63 @@ def write_mmlu_fixture(root: Path) -> Path:
 @pytest.fixture
 def mmlu_dir(tmp_path) -> Path:
     return write_mmlu_fixture(tmp_path / "mmlu")
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+
+def run_recipe(name: str, *args):
+    """Run hf_simplegpt.recipes.<name>.main() in-process (a subprocess would pay the torch/TRL import again)."""
+    return importlib.import_module(f"hf_simplegpt.recipes.{name}").main([*map(str, args), *QUIET])
+
+
+def metrics_of(output_dir: Path) -> dict:
+    return json.loads((output_dir / "alignment_metrics.json").read_text())
+
+
+def make_model(tokenizer, **shape) -> SimpleGPTForCausalLM:
+    torch.manual_seed(0)
+    kwargs = tiny_config_kwargs(vocab_size=len(tokenizer), **special_token_ids(tokenizer), **shape)
+    return SimpleGPTForCausalLM(SimpleGPTConfig(**kwargs))
+
+
+def warm_start(model, tokenizer, rows, steps: int = 150, lr: float = 5e-3):
+    """A few seconds of plain causal-LM training on prompt + completion (the role of SFT in the real pipeline)."""
+    ids = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]
+           for r in rows]  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        batch = tokenizer.pad({"input_ids": ids[step * 16 : (step + 1) * 16]}, return_tensors="pt")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> dict[str, Path]:
+    """Task data files, a warmed-up policy (also the distillation teacher) and a smaller, less trained student."""
+    root = tmp_path_factory.mktemp("alignment")
+    task = KeywordTask(seed=0)
+    tokenizer = train_tokenizer(task.texts(500), vocab_size=420, model_max_length=64)
+    policy = warm_start(make_model(tokenizer), tokenizer, task.sft_examples(2400))
+    paths = {name: root / name for name in ("policy", "student")}
+    policy.save_pretrained(paths["policy"])
+    tokenizer.save_pretrained(paths["policy"])
+    student = make_model(tokenizer, hidden_size=16, num_attention_heads=2, num_hidden_layers=1)
+    warm_start(student, tokenizer, task.sft_examples(640), steps=40).save_pretrained(paths["student"])
+    tokenizer.save_pretrained(paths["student"])
+    paths["pairs"] = Path(write_jsonl(task.preference_pairs(400), root / "pairs.jsonl"))
+    paths["prompts"] = Path(write_jsonl(task.prompts(400), root / "prompts.jsonl"))
+    paths["root"] = root
+    return paths
+
+
+@pytest.fixture(scope="session")
+def reward_dir(workspace) -> Path:
+    out = workspace["root"] / "reward"
+    run_recipe("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", str(workspace["policy"]),
+               "--train_file", str(workspace["pairs"]), "--output_dir", str(out))  # fmt: skip
+    return out

@@ -1,4 +1,5 @@
-"""hf_simplegpt.data: loading, cleaning, de-duplication, splitting, tokenizer, packing, cache reuse, errors."""
+"""hf_simplegpt.data: the data flags and loader every recipe shares; the pretraining corpus pipeline (cleaning,
+de-duplication, splitting, tokenizer, packing, cache reuse); errors."""
 
 import json
 
@@ -8,14 +9,15 @@ from datasets import Dataset
 
 from hf_simplegpt import data
 from hf_simplegpt.data import (
+    CorpusArguments,
     CorpusStats,
     DataArguments,
     builtin_corpus_documents,
     clean_dataset,
     load_or_train_tokenizer,
     load_raw_datasets,
-    near_duplicate_flags,
     minhash_signature,
+    near_duplicate_flags,
     normalize_text,
     prepare_corpus,
     resolve_data_files,
@@ -29,7 +31,7 @@ DOCS = [
 
 
 def _args(tmp_path, **kw):
-    return DataArguments(data_cache_dir=str(tmp_path / "cache"), **kw)
+    return CorpusArguments(data_cache_dir=str(tmp_path / "cache"), **kw)
 
 
 # -------------------------------------------------------------------------------------------------------- loading
@@ -70,9 +72,9 @@ def test_folder_and_glob_collect_files_of_one_format(tmp_path):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"--train_file .*nope\.txt.*no such file.*Pass an existing"):
         load_raw_datasets(_args(tmp_path, train_file=str(tmp_path / "nope.txt")))
-    with pytest.raises(ValueError, match="--validation_file"):
+    with pytest.raises(ValueError, match="--eval_file"):
         (tmp_path / "t.txt").write_text("some text\n")
-        load_raw_datasets(_args(tmp_path, train_file=str(tmp_path / "t.txt"), validation_file=str(tmp_path / "v*.txt")))
+        load_raw_datasets(_args(tmp_path, train_file=str(tmp_path / "t.txt"), eval_file=str(tmp_path / "v*.txt")))
 
 
 def test_mixed_formats_and_unknown_extensions_are_rejected(corpus_files):
@@ -96,9 +98,41 @@ def test_conflicting_or_invalid_options_are_rejected():
     with pytest.raises(ValueError, match="either --dataset_name or --train_file"):
         DataArguments(dataset_name="x", train_file="y.txt")
     with pytest.raises(ValueError, match="Unicode form"):
-        DataArguments(normalization="NFX")
+        CorpusArguments(normalization="NFX")
     with pytest.raises(ValueError, match="--streaming applies to Hub datasets"):
-        DataArguments(streaming=True)
+        CorpusArguments(streaming=True)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=f"--heldout_size {bad} must be a number of rows"):
+            DataArguments(heldout_size=bad)
+
+
+def test_every_recipe_loads_files_and_dataset_folders_the_same_way(tmp_path):
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(10)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    Dataset.from_list(rows[:3]).to_parquet(tmp_path / "held.parquet")
+    train, heldout = data.load_data(DataArguments(train_file=str(tmp_path / "data" / "train.jsonl"), heldout_size=2), 0)
+    assert (len(train), len(heldout)) == (8, 2) and sorted(list(train["prompt"]) + list(heldout["prompt"])) == sorted(r["prompt"] for r in rows)
+    again = data.load_data(DataArguments(train_file=str(tmp_path / "data" / "train.jsonl"), heldout_size=0.2), 0)[1]
+    assert list(again["prompt"]) == list(heldout["prompt"])  # a count or a fraction, the same seeded split
+    train, heldout = data.load_data(DataArguments(train_file=str(tmp_path / "data"), eval_file=str(tmp_path / "held.parquet")), 0)
+    assert len(train) == 10 and list(heldout["completion"]) == ["c0", "c1", "c2"]
+    # --dataset_name takes a Hub id or, as here, a folder laid out like a Hub dataset repository
+    train, heldout = data.load_data(DataArguments(dataset_name=str(tmp_path / "data"), heldout_size=3), 0)
+    assert (len(train), len(heldout)) == (7, 3)
+    with pytest.raises(ValueError, match="No data: pass --train_file"):
+        data.load_data(DataArguments(), 0)
+    with pytest.raises(ValueError, match="would hold out 10 of 10 rows"):
+        data.load_data(DataArguments(train_file=str(tmp_path / "data"), heldout_size=10), 0)
+
+
+def test_a_missing_local_dataset_folder_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.setattr(data.datasets, "load_dataset", lambda *a, **k: pytest.fail("the Hub was asked"))
+    for name in ("./nope", "outputs/nope", str(tmp_path / "nope")):
+        with pytest.raises(ValueError, match="no such folder"):
+            data.load_data(DataArguments(dataset_name=name), 0)
 
 
 def test_builtin_corpus_is_offline_python_documentation():
@@ -153,7 +187,7 @@ def test_near_duplicate_flags_keep_the_first_copy():
 def test_prepare_corpus_holds_out_a_disjoint_validation_split(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text("\n\n".join(DOCS))
-    args = _args(tmp_path, train_file=str(path), validation_split_percentage=10)
+    args = _args(tmp_path, train_file=str(path), heldout_size=0.1)
     splits, stats = prepare_corpus(args, seed=0)
     train, val = list(splits["train"]["text"]), list(splits["validation"]["text"])
     assert (len(train), len(val)) == (36, 4) == (stats.train_documents, stats.validation_documents)
@@ -162,10 +196,10 @@ def test_prepare_corpus_holds_out_a_disjoint_validation_split(tmp_path):
     assert list(again["validation"]["text"]) == val  # the split is a function of the seed
 
 
-def test_validation_file_overlap_with_train_is_removed(tmp_path):
+def test_eval_file_overlap_with_train_is_removed(tmp_path):
     (tmp_path / "t.txt").write_text("\n\n".join(DOCS[:30]))
     (tmp_path / "v.txt").write_text("\n\n".join(DOCS[28:]))  # 2 of its 12 documents are training documents
-    args = _args(tmp_path, train_file=str(tmp_path / "t.txt"), validation_file=str(tmp_path / "v.txt"))
+    args = _args(tmp_path, train_file=str(tmp_path / "t.txt"), eval_file=str(tmp_path / "v.txt"))
     splits, stats = prepare_corpus(args)
     assert stats.validation_overlap_removed == 2 and splits["validation"]["text"] == DOCS[30:]
     assert len(splits["train"]) == 30
@@ -173,7 +207,7 @@ def test_validation_file_overlap_with_train_is_removed(tmp_path):
 
 def test_corpus_with_one_document_cannot_be_split(tmp_path):
     (tmp_path / "t.txt").write_text(DOCS[0])
-    with pytest.raises(ValueError, match="need at least 2 to hold out a validation split.*--validation_file"):
+    with pytest.raises(ValueError, match="would hold out 1 of 1 rows, leaving 0 to train on.*--eval_file"):
         prepare_corpus(_args(tmp_path, train_file=str(tmp_path / "t.txt")))
 
 

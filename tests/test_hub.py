@@ -10,7 +10,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from hf_simplegpt.hub import MODEL_CARDS_DIR, hub_files, push_to_hub, write_model_card
+from hf_simplegpt.hub import TEMPLATES_DIR, hub_files, push_to_hub, write_model_card
 
 RESULTS = {
     "mmlu": {
@@ -86,7 +86,7 @@ def test_card_without_results_and_with_recipe_context(tmp_path):
 def test_unknown_template_lists_available(tmp_path):
     with pytest.raises(ValueError, match=r"'nope\.md' not found.*model_card\.md"):
         write_model_card(tmp_path, template="nope.md")
-    assert (MODEL_CARDS_DIR / "model_card.md").is_file()
+    assert (TEMPLATES_DIR / "model_card.md").is_file()
 
 
 def test_upload_sends_exactly_the_hub_files(model_dir, monkeypatch):
@@ -166,3 +166,17 @@ def test_card_pipeline_tag_follows_the_saved_head(tmp_path, tiny_config, model_c
     getattr(hf_simplegpt, model_class)(tiny_config).save_pretrained(tmp_path)
     card = ModelCard.load(write_model_card(tmp_path))
     assert card.data.pipeline_tag == pipeline_tag and pipeline_tag in card.data.tags
+
+
+def test_a_missing_local_model_folder_is_named_before_the_hub_is_tried(tmp_path, monkeypatch, model_dir):
+    from hf_simplegpt.hub import check_model_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    for name in ("outputs/pretrain", "./missing", str(tmp_path / "nope")):
+        with pytest.raises(ValueError, match=f"--model_name_or_path {name}: no such folder"):
+            check_model_source(name)
+    with pytest.raises(ValueError, match="holds no model"):
+        check_model_source("outputs")
+    check_model_source(str(model_dir))  # a saved model
+    check_model_source("openai-community/gpt2")  # looks like a Hub id: left to from_pretrained

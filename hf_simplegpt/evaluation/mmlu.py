@@ -279,3 +279,24 @@ def write_samples(samples: list[dict], path: str | Path) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for sample in samples:
             f.write(json.dumps(sample) + "\n")
+
+
+def plot_categories(mmlu: dict, path: str | Path) -> None:
+    """Bar chart of the accuracy per category and overall, with the chance line, saved as a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [c for c in CATEGORIES if c in mmlu["categories"]] + ["overall"]
+    values = [mmlu["categories"][c]["acc"] for c in names[:-1]] + [mmlu["acc"]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, values, color=["tab:blue"] * (len(names) - 1) + ["tab:gray"])
+    ax.axhline(0.25, color="tab:red", linestyle="--", label="chance (0.25)")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"MMLU {mmlu['num_fewshot']}-shot accuracy per category ({mmlu['n']} questions)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

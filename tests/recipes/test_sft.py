@@ -1,6 +1,5 @@
-"""recipes/sft.py end to end on a tiny SimpleGPT: full SFT, LoRA + merge, a GPT-2-converted base, and bad input."""
+"""recipes/sft.py (hf-simplegpt sft) end to end on a tiny SimpleGPT: full SFT, LoRA + merge, a GPT-2-converted base, and bad input."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,11 +13,12 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
+from hf_simplegpt.data import DataArguments
 from hf_simplegpt.hub import hub_files
-from tests.conftest import tiny_config_kwargs
-from tests.test_finetuning import expected_lora_params
+from hf_simplegpt.recipes import sft
+from tests.conftest import expected_lora_params, tiny_config_kwargs
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PAIRS = [
     ("Say hi.", "Hi there."),
     ("Name a color.", "Blue."),
@@ -29,16 +29,6 @@ PAIRS = [
     ("Say bye.", "Goodbye."),
     ("Name a day.", "Monday."),
 ]
-
-
-def load_recipe():
-    """recipes/sft.py as a module (recipes are scripts, not a package); registered so its dataclasses resolve."""
-    if "sft_recipe" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("sft_recipe", REPO_ROOT / "recipes" / "sft.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["sft_recipe"]
 
 
 def write_jsonl(path, rows):
@@ -82,7 +72,7 @@ def run_sft(base, train_file, output_dir, *extra):
         "--logging_steps", "8",
         *extra,
     ]  # fmt: skip
-    return load_recipe().main(argv)
+    return sft.main(argv)
 
 
 def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
@@ -188,7 +178,7 @@ def test_bad_input_stops_before_training(tmp_path, base_dir):
         run_sft(base_dir, rows, tmp_path / "b", "--use_peft", "--lora_target_modules", "query", "value")
 
     prompt_completion = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": q, "completion": a} for q, a in PAIRS])
-    with pytest.raises(ValueError, match="same format"):
+    with pytest.raises(ValueError, match="give --eval_file the training file's format"):
         run_sft(base_dir, rows, tmp_path / "e", "--eval_file", str(prompt_completion))
 
     with pytest.raises(ValueError, match="longer than the model's 64 learned positions"):
@@ -205,10 +195,9 @@ def test_configs_parse(config, tmp_path):
 
     from hf_simplegpt.training import parse_args
 
-    recipe = load_recipe()
     path = REPO_ROOT / "recipes" / "configs" / config
-    script_args, sft_args, model_args = parse_args(
-        recipe.SFTScriptArguments, SFTConfig, ModelConfig, args=["--config", str(path), "--output_dir", str(tmp_path)]
+    data_args, _, sft_args, model_args = parse_args(
+        DataArguments, sft.SFTScriptArguments, SFTConfig, ModelConfig, args=["--config", str(path), "--output_dir", str(tmp_path)]
     )
-    assert sft_args.max_length >= 64 and script_args.heldout_size > 0
+    assert sft_args.max_length >= 64 and data_args.heldout_size > 0
     assert model_args.load_in_4bit == (config == "sft_qlora.yaml") == model_args.use_peft

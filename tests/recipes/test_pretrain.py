@@ -1,6 +1,5 @@
-"""recipes/pretrain.py end to end with tiny configs: outputs, objectives, resume, bad input, accelerate launch, DDP."""
+"""recipes/pretrain.py (hf-simplegpt pretrain) end to end with tiny configs: outputs, objectives, resume, bad input, accelerate launch, DDP."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,20 +14,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 import hf_simplegpt  # noqa: F401  (registers the Auto classes)
-from hf_simplegpt.training import checkpoint_problems
+from hf_simplegpt.checkpoints import checkpoint_problems
+from hf_simplegpt.recipes import pretrain
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RECIPE = REPO_ROOT / "recipes" / "pretrain.py"
 TINY = str(REPO_ROOT / "recipes" / "configs" / "pretrain_tiny.yaml")
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
          "and every river runs to the sea under grey clouds").split()  # fmt: skip
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("pretrain_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def _run(tmp_path, corpus, *extra, out="out"):
     output_dir = str(tmp_path / out)
     argv = ["--config", TINY, "--train_file", corpus, "--output_dir", output_dir,
             "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true", *extra]  # fmt: skip
-    return _recipe().main(argv), output_dir
+    return pretrain.main(argv), output_dir
 
 
 def _history(output_dir):
@@ -209,7 +202,7 @@ def test_bad_input_is_a_value_error_naming_the_fix(tmp_path, corpus, extra, mess
 def test_no_config_uses_the_default_offline_run(tmp_path):
     """With no --config the recipe trains the default model on the built-in corpus (here for 2 steps only)."""
     out = str(tmp_path / "default")
-    _recipe().main(["--output_dir", out, "--max_steps", "2", "--eval_on_start", "false", "--save_steps", "2",
+    pretrain.main(["--output_dir", out, "--max_steps", "2", "--eval_on_start", "false", "--save_steps", "2",
                     "--num_sample_generations", "0",
                     "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])  # fmt: skip
     config = json.load(open(os.path.join(out, "config.json")))

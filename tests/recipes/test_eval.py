@@ -1,6 +1,6 @@
-"""recipes/evaluate.py end to end on a tiny model: results.json, samples, chart, card, table, --config."""
+"""recipes/eval.py (hf-simplegpt evaluate) end to end on a tiny model: results.json, samples, chart, card, table,
+--config."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,15 +8,14 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
 
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "evaluate.py"
+from hf_simplegpt.recipes import eval as recipe_module
+
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def recipe():
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return recipe_module
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ def test_all_tasks_write_results_samples_chart_and_card(recipe, model_dir, mmlu_
     card = ModelCard.load(out / "README.md")
     assert {r.metric_type for r in card.data.eval_results} == {"acc", "perplexity", "bleu"}
     printed = capsys.readouterr().out
-    assert "mmlu 1-shot acc" in printed and "perplexity" in printed and "bleu" in printed
+    assert "| MMLU 1-shot (" in printed and "| perplexity |" in printed and "| BLEU (sacrebleu) |" in printed
 
 
 def test_config_file_and_push(recipe, model_dir, mmlu_dir, tmp_path, monkeypatch):
@@ -87,6 +86,6 @@ def test_bad_flags(recipe, flags, message, tmp_path):
 
 
 def test_shipped_config_parses(recipe):
-    config = RECIPE.parent / "configs" / "evaluate_mmlu.yaml"
+    config = CONFIGS / "evaluate_mmlu.yaml"
     (args,) = recipe.parse_args(recipe.EvalArguments, args=["--config", str(config), "--model_name_or_path", "m"])
-    assert (args.tasks, args.num_fewshot, args.batch_size, args.mmlu_data_dir) == ("mmlu", 0, 16, "../shared/data/mmlu")
+    assert (args.tasks, args.num_fewshot, args.batch_size, args.mmlu_data_dir) == ("mmlu", 0, 16, None)

@@ -1,32 +1,28 @@
 """Evaluate a causal LM folder: perplexity, MMLU (lm-evaluation-harness protocol) and BLEU.
 
-    PYTHONPATH=. python recipes/evaluate.py --model_name_or_path outputs/pretrain --tasks mmlu \
-        --mmlu_data_dir ../shared/data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
+    hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
+        --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
+    python recipes/eval.py ...                            # the same job, the same flags
 
-Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to
---output_dir; --push_to_hub also copies the card and results into the model folder and uploads it.
+Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir;
+--push_to_hub also copies the card and results into the model folder and uploads it.
 """
 
-import sys
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# This file is named like the `evaluate` library; drop its folder from the import path so that
-# `import evaluate` anywhere below finds the library, not this script.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch
 
-import json  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-
-import torch  # noqa: E402
-
-import hf_simplegpt  # noqa: E402,F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, perplexity  # noqa: E402
-from hf_simplegpt.evaluation.generation import generate_completions  # noqa: E402
-from hf_simplegpt.evaluation.mmlu import CATEGORIES, write_samples  # noqa: E402
-from hf_simplegpt.hub import push_to_hub, write_model_card  # noqa: E402
-from hf_simplegpt.training import parse_args  # noqa: E402
+import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
+from hf_simplegpt.data import load_files
+from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perplexity
+from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
+from hf_simplegpt.generation import generate
+from hf_simplegpt.hub import check_model_source, push_to_hub, results_table, write_model_card
+from hf_simplegpt.training import parse_args
 
 TASKS = ("perplexity", "mmlu", "bleu")
 
@@ -51,50 +47,6 @@ class EvalArguments:
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
 
-def read_texts(path: str) -> list[str]:
-    if path.endswith(".jsonl"):
-        return [json.loads(line)["text"] for line in open(path, encoding="utf-8") if line.strip()]
-    return [doc.strip() for doc in Path(path).read_text(encoding="utf-8").split("\n\n") if doc.strip()]
-
-
-def print_table(results: dict) -> None:
-    rows = []
-    if "perplexity" in results:
-        p = results["perplexity"]
-        rows.append(("perplexity", p["dataset"], f"{p['perplexity']:.3f}", p["num_tokens"]))
-    if "mmlu" in results:
-        m = results["mmlu"]
-        rows.append((f"mmlu {m['num_fewshot']}-shot acc", "all", f"{m['acc']:.4f} ± {m['acc_stderr']:.4f}", m["n"]))
-        rows += [("", c, f"{v['acc']:.4f}", v["n"]) for c, v in m["categories"].items()]
-    if "bleu" in results:
-        b = results["bleu"]
-        rows.append(("bleu", b["dataset"], f"{b['bleu']:.2f}", b["translation_length"]))
-    header = ("task", "scope", "value", "n")
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(4)]
-    for row in [header, tuple("-" * w for w in widths)] + rows:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
-
-
-def plot_categories(mmlu: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [c for c in CATEGORIES if c in mmlu["categories"]] + ["overall"]
-    values = [mmlu["categories"][c]["acc"] for c in names[:-1]] + [mmlu["acc"]]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, values, color=["tab:blue"] * (len(names) - 1) + ["tab:gray"])
-    ax.axhline(0.25, color="tab:red", linestyle="--", label="chance (0.25)")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"MMLU {mmlu['num_fewshot']}-shot accuracy per category ({mmlu['n']} questions)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main(argv=None) -> dict:
     (args,) = parse_args(EvalArguments, args=argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -108,6 +60,7 @@ def main(argv=None) -> dict:
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
 
+    check_model_source(args.model_name_or_path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -118,7 +71,7 @@ def main(argv=None) -> dict:
     results: dict = {"model": args.model_name_or_path, "args": asdict(args)}
 
     if "perplexity" in tasks:
-        texts = read_texts(args.perplexity_file)
+        texts = [t.strip() for t in load_files(args.perplexity_file, "--perplexity_file")["text"] if t.strip()]
         start = time.perf_counter()
         ppl = perplexity(model, tokenizer, texts, stride=args.stride, batch_size=args.batch_size)
         results["perplexity"] = {
@@ -143,18 +96,16 @@ def main(argv=None) -> dict:
     if "bleu" in tasks:
         import evaluate
 
-        from hf_simplegpt.evaluation import metric_path
-
         pairs = [json.loads(line) for line in open(args.bleu_file, encoding="utf-8") if line.strip()]
-        predictions = generate_completions(
-            model, tokenizer, [p["prompt"] for p in pairs], max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
-        )
+        completions = generate(model, tokenizer, [p["prompt"] for p in pairs], max_new_tokens=args.max_new_tokens,
+                               batch_size=args.batch_size)  # fmt: skip
+        predictions = [text.strip().split("\n")[0].strip() for text in completions]  # the answer is the first line
         references = [[p["reference"]] if isinstance(p["reference"], str) else p["reference"] for p in pairs]
         bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=references)
         results["bleu"] = {"dataset": Path(args.bleu_file).name, **bleu}
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print_table(results)
+    print(results_table(results))
     write_model_card(
         out, results=results, model_name=Path(args.model_name_or_path).name, repo_id=args.hub_model_id,
         model_dir=args.model_name_or_path if Path(args.model_name_or_path).is_dir() else None,

@@ -1,0 +1,135 @@
+"""The `hf-simplegpt` command: one subcommand per job, running the same code with the same flags as the recipe
+scripts (`hf-simplegpt pretrain ...` == `accelerate launch recipes/pretrain.py ...`).
+
+    hf-simplegpt pretrain --config recipes/configs/pretrain_tiny.yaml --train_file my.txt --output_dir out
+    hf-simplegpt sft --multi_gpu --num_processes 2 --config sft_tiny.yaml ...   # launcher flags go to accelerate
+    hf-simplegpt pretrain --accelerate_config fsdp ...                          # recipes/accelerate/fsdp.yaml
+
+Training jobs start through `accelerate launch`, as `trl sft` does, so multi-process and multi-GPU runs work; the
+other jobs run in this process. `--config` takes a YAML file or the name of a bundled config
+(`hf-simplegpt pretrain --config pretrain_tiny.yaml` works from an installed wheel too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class Job:
+    module: str  # a module with main(argv)
+    help: str
+    launched: bool  # through `accelerate launch` (training jobs), else run in this process
+
+
+JOBS = {
+    "pretrain": Job("hf_simplegpt.recipes.pretrain", "pretrain a SimpleGPT from scratch (transformers Trainer)", True),
+    "sft": Job("hf_simplegpt.recipes.sft", "supervised fine-tuning, full or LoRA/QLoRA (TRL SFTTrainer)", True),
+    "reward": Job("hf_simplegpt.recipes.reward", "train a reward model on preference pairs (TRL RewardTrainer)", True),
+    "rl": Job("hf_simplegpt.recipes.rl", "GRPO or RLOO against a reward model or functions (TRL)", True),
+    "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
+    "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
+    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU and BLEU of a model folder", False),
+    "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
+    "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
+                          "synthetic task, measured", False),  # fmt: skip
+    "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
+}
+
+# Flags handed to `accelerate launch`, with the number of values each takes; every other flag goes to the job.
+LAUNCH_FLAGS = {
+    "--accelerate_config": 1,  # a file, or the name of one in recipes/accelerate/ (multi_gpu, fsdp, ...)
+    "--config_file": 1,
+    "--multi_gpu": 0,
+    "--num_processes": 1,
+    "--num_machines": 1,
+    "--machine_rank": 1,
+    "--main_process_ip": 1,
+    "--main_process_port": 1,
+    "--gpu_ids": 1,
+}
+
+
+def split_launch_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(accelerate launch flags, job flags) out of one command line."""
+    launch, job, i = [], [], 0
+    while i < len(argv):
+        flag = argv[i].split("=", 1)[0]
+        if flag in LAUNCH_FLAGS:
+            n = 0 if "=" in argv[i] else LAUNCH_FLAGS[flag]
+            launch += argv[i : i + 1 + n]
+            i += 1 + n
+        else:
+            job.append(argv[i])
+            i += 1
+    return launch, job
+
+
+def accelerate_config_file(name: str) -> str:
+    """A path for `--accelerate_config`: an existing file, or a config shipped in recipes/accelerate/."""
+    if os.path.isfile(name):
+        return name
+    bundled = resources.files("hf_simplegpt").joinpath("recipes", "accelerate")
+    available = sorted(p.name.removesuffix(".yaml") for p in bundled.iterdir() if p.name.endswith(".yaml"))
+    if name.removesuffix(".yaml") not in available:
+        raise SystemExit(f"--accelerate_config {name}: no such file, and not one of the bundled configs {available}.")
+    return str(bundled.joinpath(name.removesuffix(".yaml") + ".yaml"))
+
+
+def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
+    """Run the job's module under `accelerate launch`; returns its exit code."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+
+    if "--accelerate_config" in launch_args:
+        at = launch_args.index("--accelerate_config")
+        launch_args[at : at + 2] = ["--config_file", accelerate_config_file(launch_args[at + 1])]
+    launch_args = [a.replace("--accelerate_config=", "--config_file=") for a in launch_args]
+    parsed = launch_command_parser().parse_args([*launch_args, "--module", job.module, *job_args])
+    try:
+        launch_command(parsed)
+    except subprocess.CalledProcessError as error:  # the job printed its own error; no launcher traceback on top
+        return error.returncode or 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-simplegpt",
+        description=__doc__.split("\n\n")[0],
+        epilog="`hf-simplegpt <job> --help` lists a job's flags. Launcher flags for training jobs: "
+        + " ".join(LAUNCH_FLAGS),
+    )
+    sub = parser.add_subparsers(dest="job", metavar="<job>", title="jobs")
+    for name, job in JOBS.items():
+        sub.add_parser(name, help=job.help, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    if argv[0] not in JOBS:
+        parser.error(f"unknown job {argv[0]!r}; choose one of: {', '.join(JOBS)}")
+    job, rest = JOBS[argv[0]], argv[1:]
+    launch_args, job_args = split_launch_args(rest)
+    if job.launched and "-h" not in job_args and "--help" not in job_args:
+        return launch(job, launch_args, job_args)
+    if launch_args:
+        parser.error(f"{argv[0]} runs in one process; drop the launcher flags {launch_args}.")
+    sys.argv = [f"hf-simplegpt {argv[0]}", *job_args]  # so that --help shows the job's name
+    importlib.import_module(job.module).main(job_args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

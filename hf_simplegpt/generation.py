@@ -1,0 +1,103 @@
+"""One way to generate text for every job: sample continuations after pretraining and fine-tuning, completions for
+the alignment measurements, greedy answers for BLEU.
+
+Prompts are plain strings (tokenized without special tokens) or chat messages (rendered with the tokenizer's chat
+template up to the assistant turn), generated in left-padded batches with `model.generate`. A model with learned
+positions cannot go past its context: prompts longer than it keep their last tokens, and new tokens are capped at
+what the context leaves, each said once in the log rather than failing at the end of a long run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[dict[str, str]]
+
+
+def context_length(model) -> int | None:
+    """The number of positions the model can attend over (`max_position_embeddings`), or None when unbounded."""
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def encode_prompt(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a plain prompt (no special tokens added) or of a chat prompt up to the assistant header."""
+    if isinstance(prompt, list):
+        encoded = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(encoded["input_ids"])
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def fit_to_context(prompts: list[list[int]], max_new_tokens: int, limit: int | None) -> tuple[list[list[int]], int]:
+    """(prompts, new tokens) that fit `limit` positions: prompts keep their last `limit - 1` tokens, and the new
+    tokens are capped at what the longest prompt leaves. Each change is logged once."""
+    if limit is None:
+        return prompts, max_new_tokens
+    too_long = sum(len(ids) >= limit for ids in prompts)
+    if too_long:
+        logger.warning("%d prompt(s) longer than the model's %d-position context keep only their last %d tokens.",
+                       too_long, limit, limit - 1)  # fmt: skip
+        prompts = [ids[-(limit - 1) :] for ids in prompts]
+    room = limit - max(len(ids) for ids in prompts)
+    if max_new_tokens > room:
+        logger.warning("max_new_tokens=%d is more than the model's %d-position context leaves after the longest "
+                       "prompt (%d tokens): generating at most %d new tokens.",
+                       max_new_tokens, limit, limit - room, room)  # fmt: skip
+        max_new_tokens = room
+    return prompts, max_new_tokens
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Prompt],
+    *,
+    max_new_tokens: int = 64,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = 8,
+) -> list[str]:
+    """The new text generated after each prompt (special tokens dropped), greedy or sampled.
+
+    Args:
+        prompts: plain strings, or chat conversations (lists of {"role", "content"}) to answer.
+        do_sample, temperature, top_k, top_p: sampling settings (`top_k=0` samples from the full distribution);
+            greedy decoding without `do_sample`.
+        seed: makes sampling reproducible without touching the caller's random state.
+        batch_size: prompts generated together (left-padded).
+    """
+    if not prompts:
+        return []
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
+    ids, max_new_tokens = fit_to_context([encode_prompt(tokenizer, p) for p in prompts], max_new_tokens,
+                                         context_length(model))  # fmt: skip
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p} if do_sample else {}
+    was_training = model.training
+    model.eval()
+    texts = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start : start + batch_size]
+            width = max(len(row) for row in batch)
+            # Left padding puts every prompt's last token in the last column, where generation continues.
+            input_ids = torch.tensor([[pad_id or 0] * (width - len(row)) + row for row in batch], device=device)
+            mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in batch], device=device)
+            output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    pad_token_id=pad_id, do_sample=do_sample, **sampling)  # fmt: skip
+            texts += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+    model.train(was_training)
+    return texts
