@@ -268,9 +268,9 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
                 position_ids = (torch.arange(seq_length, device=self.device) + past_length).unsqueeze(0)
         # The checks read values back from the device: impossible inside a compiled graph or while capturing a CUDA
         # graph (continuous batching on GPUs), where out-of-range indices are the caller's responsibility.
-        capturing = position_ids.is_cuda and torch.cuda.is_current_stream_capturing()
-        if validate_inputs and not torch.compiler.is_compiling() and not capturing:
-            self._check_values(input_ids, position_ids)
+        if validate_inputs and not torch.compiler.is_compiling():
+            if not (position_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+                self._check_values(input_ids, position_ids)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
