@@ -409,7 +409,16 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, *args, is_first_iteration=False, **kwargs):
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
         """transformers' inputs for one `generate` step; decode steps skip the model's device-reading value checks.
 
         The prompt (the first iteration) is checked in full. Each later step feeds one token per row that the model
@@ -418,7 +427,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         proves the step valid; only longer, left-padded sequences need their positions read.
         """
         model_inputs = super().prepare_inputs_for_generation(
-            input_ids, *args, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
         )
         new_ids, positions = model_inputs.get("input_ids"), model_inputs.get("position_ids")
         if is_first_iteration or new_ids is None or new_ids.shape[1] != 1 or positions is None:

@@ -455,6 +455,16 @@ def test_tied_weights_are_sharded_together(monkeypatch, model_class):
         assert placements[-1] == placements[-2] == [tensor_parallel.Shard(0)]  # both split along the vocabulary
 
 
+def test_generate_from_inputs_embeds_equals_generate_from_ids():
+    model = make_model()
+    prompt = random_ids(2, 5)
+    kwargs = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(prompt)
+    from_embeds = model.generate(inputs_embeds=embeds, attention_mask=torch.ones_like(prompt), **kwargs)
+    assert torch.equal(from_embeds, model.generate(prompt, **kwargs)[:, 5:])  # only new tokens come back
+
+
 def test_text_generation_pipeline(tmp_path, tiny_tokenizer):
     model = make_model()
     model.save_pretrained(tmp_path)
