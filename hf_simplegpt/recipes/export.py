@@ -34,6 +34,7 @@ from hf_simplegpt.export import (
 )
 from hf_simplegpt.hub import check_simplegpt_source
 from hf_simplegpt.timing import interleaved_medians
+from hf_simplegpt.safeguards import claim_output_dir, guarded_main
 from hf_simplegpt.training import parse_args
 
 logger = logging.getLogger("export")
@@ -46,6 +47,9 @@ class ExportArguments:
     format: str = field(default="executorch", metadata={"help": f"One of {', '.join(FORMATS)}."})
     output_dir: str = field(default=None, metadata={"help": "Where model.pte and the report go; default "
                                                     "outputs/<model folder name>-<format>."})  # fmt: skip
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace what --output_dir already holds (without it such a folder is refused)."}
+    )
     backend: str = field(default="xnnpack", metadata={"help": f"ExecuTorch backend, one of {', '.join(BACKENDS)}."})
     max_cache_len: int = field(default=None, metadata={"help": "KV cache positions; default: the model's context."})
     prompts: list[str] = field(default_factory=lambda: list(PROMPTS), metadata={"help": "Prompts of the parity check."})
@@ -87,6 +91,7 @@ def markdown_report(results: dict) -> str:
     return "\n".join(lines)
 
 
+@guarded_main
 def main(argv=None) -> dict:
     (args,) = parse_args(ExportArguments, args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -94,6 +99,7 @@ def main(argv=None) -> dict:
     if args.threads:
         set_threads(args.threads)
     config = check_simplegpt_source(args.model_name_or_path, "export", args.output_dir)
+    claim_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, inputs=[args.model_name_or_path])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)

@@ -25,6 +25,7 @@ import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt.data import CorpusArguments, heldout_blocks
 from hf_simplegpt.hub import check_simplegpt_source, push_to_hub, write_model_card
 from hf_simplegpt.quantization import METHODS, check_method, comparison_results, markdown_table, quantize_folder
+from hf_simplegpt.safeguards import claim_output_dir, guarded_main
 from hf_simplegpt.training import parse_args
 
 logger = logging.getLogger("quantize")
@@ -37,6 +38,9 @@ class QuantizeArguments:
     method: str = field(metadata={"help": f"One of {', '.join(METHODS)}."})
     output_dir: str = field(default=None, metadata={"help": "Where the quantized folder goes; default "
                                                     "outputs/<model folder name>-<method>."})  # fmt: skip
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace what --output_dir already holds (without it such a folder is refused)."}
+    )
     include_embeddings: bool = field(
         default=True,
         metadata={"help": "Also quantize the embedding tables (int8 weight-only) and the output head; int8 methods."},
@@ -63,12 +67,14 @@ class QuantizeArguments:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
 
 
+@guarded_main
 def main(argv=None) -> dict:
     args, data_args = parse_args(QuantizeArguments, CorpusArguments, args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = check_simplegpt_source(args.model_name_or_path, "quantize", args.output_dir)
+    claim_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, inputs=[args.model_name_or_path])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
