@@ -237,34 +237,37 @@ def crossover(target, draft, args, heldout: torch.Tensor) -> list[dict]:
     return points
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| model | parameters | held-out loss | perplexity | forward tokens/s | decode tokens/s (batch 1) | training tokens |",
-             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['parameters']:,} | {r['loss']:.4f} | {r['perplexity']:.2f} | "
-                     f"{r['forward_tokens_per_s']:,.0f} | {r['decode_tokens_per_s']:,.1f} | {r['tokens']} |")  # fmt: skip
-    return "\n".join(lines)
+    return markdown(["model", "parameters", "held-out loss", "perplexity", "forward tokens/s", "decode tokens/s (batch 1)",
+                     "training tokens"],
+                    [[r["name"], f"{r['parameters']:,}", f"{r['loss']:.4f}", f"{r['perplexity']:.2f}",
+                      f"{r['forward_tokens_per_s']:,.0f}", f"{r['decode_tokens_per_s']:,.1f}", r["tokens"]] for r in rows])  # fmt: skip
+
+
+def same(draft: dict) -> str:
+    return "yes" if draft["identical_to_plain_greedy"] else "NO"
 
 
 def spec_table(spec: dict[str, dict], costs: dict, losses: dict) -> str:
-    lines = ["| draft | held-out loss | draft cost per token / target's | settings | acceptance rate | tokens per target call | tokens/s (plain) | speedup | identical tokens |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---|"]  # fmt: skip
-    for name in costs:
-        for setting, result in spec.items():
-            d = result["drafts"][name]
-            lines.append(f"| {name} | {losses[name]:.4f} | {costs[name]:.2f} | {setting} | {d['acceptance_rate']:.2f} | "
-                         f"{d['tokens_per_target_call']:.2f} | {d['tokens_per_s']:.1f} ({result['plain_tokens_per_s']:.1f}) | "
-                         f"{d['speedup']:.2f}× | {'yes' if d['identical_to_plain_greedy'] else 'NO'} |")  # fmt: skip
-    return "\n".join(lines)
+    rows = [[name, f"{losses[name]:.4f}", f"{costs[name]:.2f}", setting, f"{d['acceptance_rate']:.2f}",
+             f"{d['tokens_per_target_call']:.2f}", f"{d['tokens_per_s']:.1f} ({result['plain_tokens_per_s']:.1f})",
+             f"{d['speedup']:.2f}×", same(d)]
+            for name in costs for setting, result in spec.items() for d in [result["drafts"][name]]]  # fmt: skip
+    return markdown(["draft", "held-out loss", "draft cost per token / target's", "settings", "acceptance rate",
+                     "tokens per target call", "tokens/s (plain)", "speedup", "identical tokens"], rows)  # fmt: skip
 
 
 def crossover_table(points: list[dict]) -> str:
-    lines = ["| added per target call | target ms/token | settings | tokens per target call | speedup | identical tokens |",
-             "|---:|---:|---|---:|---:|---|"]  # fmt: skip
-    for p in points:
-        lines.append(f"| {p['delay_ms']:g} ms | {p['target_ms_per_token']:.1f} | {p['setting']} | "
-                     f"{p['tokens_per_target_call']:.2f} | {p['speedup']:.2f}× | {'yes' if p['identical_to_plain_greedy'] else 'NO'} |")  # fmt: skip
-    return "\n".join(lines)
+    rows = [[f"{p['delay_ms']:g} ms", f"{p['target_ms_per_token']:.1f}", p["setting"], f"{p['tokens_per_target_call']:.2f}",
+             f"{p['speedup']:.2f}×", same(p)] for p in points]  # fmt: skip
+    return markdown(["added per target call", "target ms/token", "settings", "tokens per target call", "speedup",
+                     "identical tokens"], rows)  # fmt: skip
 
 
 def main(argv=None) -> dict:

@@ -70,30 +70,22 @@ def pruned_shape(config: SimpleGPTConfig, attention_keep_ratio: float, mlp_keep_
                  drop_layers: int) -> dict[str, int]:  # fmt: skip
     """The pruned model's {num_attention_heads, intermediate_size, num_hidden_layers}, or a ValueError naming the
     flag to change when the pruning would leave no head, no neuron or no block."""
-    for flag, ratio in (("--attention_keep_ratio", attention_keep_ratio), ("--mlp_keep_ratio", mlp_keep_ratio)):
+    kept = {}
+    for field, units, flag, ratio in (("num_attention_heads", "attention heads", "--attention_keep_ratio", attention_keep_ratio),
+                                      ("intermediate_size", "MLP neurons", "--mlp_keep_ratio", mlp_keep_ratio)):  # fmt: skip
         if not 0 < ratio <= 1:
             raise ValueError(f"{flag} (or --keep_ratio) must be in (0, 1], got {ratio}: it is the fraction kept.")
-    heads = kept_count(config.num_attention_heads, attention_keep_ratio)
-    if heads < 1:
-        raise ValueError(
-            f"Keeping {attention_keep_ratio} of {config.num_attention_heads} attention heads per layer keeps {heads}; "
-            f"every layer needs at least one. Raise --attention_keep_ratio (or --keep_ratio) to at least "
-            f"{0.5 / config.num_attention_heads:.3g}."
-        )
-    neurons = kept_count(config.intermediate_size, mlp_keep_ratio)
-    if neurons < 1:
-        raise ValueError(
-            f"Keeping {mlp_keep_ratio} of {config.intermediate_size} MLP neurons per layer keeps {neurons}; every "
-            f"layer needs at least one. Raise --mlp_keep_ratio (or --keep_ratio) to at least "
-            f"{0.5 / config.intermediate_size:.3g}."
-        )
+        total = getattr(config, field)
+        kept[field] = kept_count(total, ratio)
+        if kept[field] < 1:
+            raise ValueError(f"Keeping {ratio} of {total} {units} per layer keeps 0; every layer needs at least one. "
+                             f"Raise {flag} (or --keep_ratio) to at least {0.5 / total:.3g}.")  # fmt: skip
     if not 0 <= drop_layers < config.num_hidden_layers:
         raise ValueError(
             f"--drop_layers {drop_layers}: the model has {config.num_hidden_layers} layers and at least one must stay; "
             f"pass a number in 0..{config.num_hidden_layers - 1}."
         )
-    return {"num_attention_heads": heads, "intermediate_size": neurons,
-            "num_hidden_layers": config.num_hidden_layers - drop_layers}  # fmt: skip
+    return {**kept, "num_hidden_layers": config.num_hidden_layers - drop_layers}
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config
 
 from hf_simplegpt.compression import PruningPlan, prune_model
 from tests.conftest import run_recipe
@@ -113,6 +113,15 @@ def test_recovery_steps_0_saves_the_sliced_source_and_drop_layers_removes_a_bloc
 def test_bad_flags_fail_before_any_work(pretrained, tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         prune(pretrained, tmp_path / "out", *flags)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_text_or_a_model_that_is_not_a_simplegpt_fails_before_any_work(pretrained, tmp_path):
+    with pytest.raises(ValueError, match=r"Pass --train_file \(or --dataset_name\): the text the importance is measured"):
+        run_recipe("prune", "--model_name_or_path", pretrained["source"], "--output_dir", tmp_path / "out")
+    GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match=r"holds a 'gpt2' model; prune works on SimpleGPT folders \(`hf-simplegpt convert`"):
+        run_recipe("prune", "--model_name_or_path", tmp_path / "gpt2", *pretrained["data"], "--output_dir", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
