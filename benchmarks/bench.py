@@ -2,25 +2,35 @@
 
 SimpleGPT is configured as GPT-2 (pre-norm, tanh-GELU, tied embeddings) by converting a randomly initialised
 GPT2LMHeadModel with `convert_gpt2_to_simplegpt`, so both models compute the same function from the same weights
-and only the implementation differs. Every measurement alternates between the two models (A B A B ...) so that
-load from other processes on the machine hits both alike; each row reports the median.
+and only the implementation differs. Every measurement alternates between the runs it compares (A B A B ...) so
+that load from other processes on the machine hits them alike; each row reports the median.
 
-Rows: training step tokens/s (forward + backward + AdamW) and its peak memory, inference forward tokens/s,
-`generate` tokens/s at batch 1 and the training batch with the dynamic cache, and (with `--compile`, the default
-on a GPU) with the static cache plus `torch.compile`. On a GPU the step runs under bfloat16 autocast and reports
-model FLOPs utilisation against `--peak-tflops`.
+Rows: training step tokens/s (forward + backward + AdamW) and its peak memory, inference forward tokens/s, and for
+greedy `generate` at batch 1 and the training batch: decode tokens/s and time to first token, with the dynamic cache
+in eager mode and with the static cache compiled by `generate`'s `compile_config` (`torch.compile`,
+fullgraph). Both come from one `--new-tokens` call, timed by a streamer: time to first token is the prefill of
+`--prompt-length` tokens plus the first token; decode tokens/s is batch x (new tokens - 1) over the rest of the call.
+The bench checks that both models compute the same thing: forward logits, and identical greedy tokens in every
+decode mode.
+On a GPU (`--device cuda`) the training step runs under bfloat16 autocast and reports model FLOPs utilisation against
+`--peak-tflops`; the inference rows run bfloat16 copies of the models.
 
-    PYTHONPATH=. python benchmarks/bench.py                      # CPU default shapes, a few minutes on 2 cores
-    PYTHONPATH=. python benchmarks/bench.py --preset gpt2-124m --device cuda --peak-tflops 989
+    python benchmarks/bench.py                                      # CPU default shapes, some minutes on 2 cores
+    python benchmarks/bench.py --preset gpt2-124m --rows decode --new-tokens 32 --repeats 3
+    python benchmarks/bench.py --preset gpt2-124m --device cuda --peak-tflops 989
 
-Writes <output-dir>/<name>.json and <name>.md (default benchmarks/results/<preset>-<device>.*).
+Writes <name>.json and <name>.md (name default <preset>-<device>) to benchmarks/out/ (git-ignored), or to the
+published benchmarks/results/ with --publish.
 """
 
 import argparse
+import copy
 import gc
 import json
+import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -30,6 +40,7 @@ import torch
 import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation import CompileConfig
+from transformers.generation.streamers import BaseStreamer
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 from hf_simplegpt.pretraining import flops_per_token
@@ -38,7 +49,11 @@ PRESETS = {
     "default": dict(layers=6, hidden=384, heads=6, seq=256, batch=8, vocab=10000),
     "gpt2-124m": dict(layers=12, hidden=768, heads=12, seq=1024, batch=8, vocab=50304),
 }
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+ROWS = ("train", "memory", "forward", "decode")
+DECODE_MODES = {"dynamic": "dynamic cache, eager", "static": "static cache, torch.compile"}
+# Issue 11's targets: SimpleGPT's eager decode against GPT-2's, and SimpleGPT's compiled decode against its own eager.
+EAGER_TARGET, COMPILED_TARGET = 1.3, 2.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,19 +62,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("layers", "hidden", "heads", "seq", "batch", "vocab"):
         parser.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="autocast dtype; bfloat16 on cuda by default")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="add torch.compile rows (training step, static-cache generate); default on cuda only")
+                        help="add a torch.compile training-step row; default on cuda only")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of the static-cache decode rows (aot_eager: no codegen, for tests)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's dense bf16 peak for MFU, e.g. 989 for an H100/H200 SXM")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row and model (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per row and model")
-    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per generate call")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per decode run")
     parser.add_argument("--prompt-length", type=int, default=16)
-    parser.add_argument("--rows", default="train,memory,forward,generate",
-                        help="comma-separated subset of train,memory,forward,generate")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--name", help="output file stem, default <preset>-<device>")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/")
+    parser.add_argument("--output-dir", type=Path, help="write here instead (overrides --publish)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     for key, value in PRESETS[args.preset].items():
@@ -67,14 +84,18 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.hidden % args.heads:
         parser.error(f"--hidden {args.hidden} must be divisible by --heads {args.heads}")
+    if args.new_tokens < 2:
+        parser.error("--new-tokens must be at least 2: decode speed is measured after the first token")
     if args.dtype is None:
         args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     args.rows = set(args.rows.split(","))
-    if unknown := args.rows - {"train", "memory", "forward", "generate"}:
-        parser.error(f"unknown --rows {sorted(unknown)}; choose from train,memory,forward,generate")
+    if unknown := args.rows - set(ROWS):
+        parser.error(f"unknown --rows {sorted(unknown)}; choose from {','.join(ROWS)}")
     args.name = args.name or f"{args.preset}-{args.device.split(':')[0]}"
+    if args.output_dir is None:
+        args.output_dir = BENCHMARKS_DIR / ("results" if args.publish else "out")
     return args
 
 
@@ -103,8 +124,8 @@ def autocast(args):
     return torch.autocast(args.device.split(":")[0], dtype=getattr(torch, args.dtype))
 
 
-def interleaved_medians(runs: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
-    """Median seconds of each zero-argument callable in `runs`, alternating between them on every repeat."""
+def interleaved_times(runs: dict, repeats: int, warmup: int, device: str) -> dict[str, list[float]]:
+    """Seconds of each zero-argument callable in `runs` per repeat, alternating between them on every repeat."""
     times = {name: [] for name in runs}
     for i in range(warmup + repeats):
         for name, run in runs.items():
@@ -114,7 +135,11 @@ def interleaved_medians(runs: dict, repeats: int, warmup: int, device: str) -> d
             synchronize(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(runs: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
+    return {name: statistics.median(t) for name, t in interleaved_times(runs, repeats, warmup, device).items()}
 
 
 def make_train_step(model, optimizer, ids, args):
@@ -160,41 +185,110 @@ def peak_step_bytes(step, device: str) -> int:
     return max(total for _, total, _ in totals) - before
 
 
-def generate_runner(model, prompt, args, static: bool):
-    kwargs = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False,
-                  pad_token_id=args.vocab - 1)
-    if static:
-        compile_config = CompileConfig(fullgraph=True)
+class TokenClock(BaseStreamer):
+    """Records when `generate` hands over its first new tokens (the first `put` is the prompt)."""
+
+    def __init__(self, device: str):
+        self.device, self.puts, self.first_token = device, 0, None
+
+    def put(self, value):
+        self.puts += 1
+        if self.puts == 2:
+            synchronize(self.device)
+            self.first_token = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+def generate_runner(model, prompt, mode: str, args, outputs: list, first_token_seconds: list):
+    """A zero-argument greedy `generate` of exactly `--new-tokens` tokens. Appends the generated ids to `outputs` and
+    the seconds from the call to its first new token to `first_token_seconds`."""
+    new_tokens = args.new_tokens
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=args.vocab - 1)
+    if mode == "static":
+        compile_config = CompileConfig(fullgraph=True, backend=args.compile_backend)
         compile_config._compile_all_devices = True  # generate compiles only on GPUs unless told (a class attribute)
         kwargs.update(cache_implementation="static", compile_config=compile_config)
     else:
         kwargs.update(disable_compile=True)
-
     attention_mask = torch.ones_like(prompt)  # no padding; explicit because the pad id is the EOS id
 
     def run():
-        with torch.inference_mode(), autocast(args):
-            out = model.generate(prompt, attention_mask=attention_mask, **kwargs)
-        assert out.shape[1] == prompt.shape[1] + args.new_tokens
+        clock = TokenClock(args.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(prompt, attention_mask=attention_mask, streamer=clock, **kwargs)
+        outputs.append(out[:, prompt.shape[1]:])
+        first_token_seconds.append(clock.first_token - start)
 
     return run
 
 
+def decode_rows(models, args, gen: torch.Generator, add) -> dict:
+    """Decode tokens/s and time to first token per batch size and mode, all runs of a batch size interleaved.
+
+    Returns whether the greedy tokens of SimpleGPT and GPT-2 (and of both modes) were identical, per batch size.
+    """
+    parity = {}
+    for batch in sorted({1, args.batch}):
+        prompt = torch.randint(0, args.vocab - 1, (batch, args.prompt_length), generator=gen).to(args.device)
+        runs, outputs, first_token = {}, {}, {}
+        for mode in DECODE_MODES:
+            for name, model in models.items():
+                outputs[mode, name], first_token[mode, name] = [], []
+                runs[mode, name] = generate_runner(model, prompt, mode, args, outputs[mode, name], first_token[mode, name])
+        # The static rows compile during their first calls: warm-up runs everything at least twice.
+        warmup = max(2, args.warmup)
+        times = interleaved_times(runs, args.repeats, warmup, args.device)
+        for mode, label in DECODE_MODES.items():
+            decode, first = {}, {}
+            for name in models:
+                firsts = first_token[mode, name][warmup:]
+                decode_seconds = [total - first for total, first in zip(times[mode, name], firsts)]
+                decode[name] = batch * (args.new_tokens - 1) / statistics.median(decode_seconds)
+                first[name] = 1000 * statistics.median(firsts)
+            add(f"decode tokens/s, batch {batch} ({label})", "tokens/s", decode)
+            add(f"time to first token ms, batch {batch} ({label})", "ms", first, higher_is_better=False)
+        reference = outputs["dynamic", "GPT-2"][-1]
+        parity[f"batch {batch}"] = all(torch.equal(out, reference) for outs in outputs.values() for out in outs)
+    return parity
+
+
+def targets(rows: list[dict], args) -> list[dict]:
+    """Issue 11's decode targets, computed from the rows."""
+    by_name = {row["row"]: row for row in rows}
+    found = []
+    for batch in sorted({1, args.batch}):
+        eager = by_name.get(f"decode tokens/s, batch {batch} ({DECODE_MODES['dynamic']})")
+        compiled = by_name.get(f"decode tokens/s, batch {batch} ({DECODE_MODES['static']})")
+        if eager is None or compiled is None:
+            continue
+        found.append(dict(target=f"dynamic-eager decode, SimpleGPT / GPT-2, batch {batch}", goal=EAGER_TARGET,
+                          value=eager["ratio"]))
+        found.append(dict(target=f"static-compiled / dynamic-eager decode, SimpleGPT, batch {batch}",
+                          goal=COMPILED_TARGET, value=compiled["simplegpt"] / eager["simplegpt"],
+                          gpt2=compiled["gpt2"] / eager["gpt2"]))
+    for target in found:
+        target["met"] = target["value"] >= target["goal"]
+    return found
+
+
 def run_benchmark(args) -> dict:
+    load_before = os.getloadavg()
     models = build_models(args)
     device, rows = args.device, []
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device)
     tokens = args.batch * args.seq
-    gpt2_like = models["SimpleGPT"]
-    num_params = gpt2_like.num_parameters(exclude_embeddings=True)
+    num_params = models["SimpleGPT"].num_parameters(exclude_embeddings=True)
     fpt = flops_per_token(num_params, args.layers, args.hidden, args.seq)
 
     def add(row, unit, values, higher_is_better=True, **extra):
         rows.append(dict(row=row, unit=unit, higher_is_better=higher_is_better,
                          simplegpt=values["SimpleGPT"], gpt2=values["GPT-2"],
                          ratio=values["SimpleGPT"] / values["GPT-2"], **extra))
-        print(f"{row:<48} SimpleGPT {values['SimpleGPT']:>12.1f}  GPT-2 {values['GPT-2']:>12.1f}  "
+        print(f"{row:<56} SimpleGPT {values['SimpleGPT']:>10.1f}  GPT-2 {values['GPT-2']:>10.1f}  "
               f"ratio {rows[-1]['ratio']:.3f}", flush=True)
 
     train_variants = [("eager", models)]
@@ -228,37 +322,37 @@ def run_benchmark(args) -> dict:
                 add(f"peak training memory MiB ({args.dtype})", "MiB", peak, higher_is_better=False)
             del steps
             gc.collect()
-    for m in models.values():
-        m.eval()
+
+    # Inference runs the weights in the benchmark's dtype (bfloat16 copies on GPUs), as a server would.
+    dtype = getattr(torch, args.dtype)
+    inference = {n: (m if dtype == torch.float32 else copy.deepcopy(m).to(dtype)).eval() for n, m in models.items()}
+    with torch.inference_mode():
+        logits = {n: m(input_ids=ids[:1, : args.prompt_length]).logits.float() for n, m in inference.items()}
+    parity = dict(forward_max_abs_logit_diff=(logits["SimpleGPT"] - logits["GPT-2"]).abs().max().item())
+    if dtype == torch.float32 and parity["forward_max_abs_logit_diff"] > 1e-3:
+        raise RuntimeError(f"SimpleGPT and GPT-2 disagree (max logit difference {parity['forward_max_abs_logit_diff']})")
 
     if "forward" in args.rows:
         def forward(model):
             def run():
-                with torch.inference_mode(), autocast(args):
+                with torch.inference_mode():
                     model(input_ids=ids)
             return run
-        seconds = interleaved_medians({n: forward(m) for n, m in models.items()}, args.repeats, args.warmup, device)
+        seconds = interleaved_medians({n: forward(m) for n, m in inference.items()}, args.repeats, args.warmup, device)
         add(f"inference forward tokens/s ({args.dtype})", "tokens/s", {n: tokens / s for n, s in seconds.items()})
 
-    if "generate" in args.rows:
-        caches = [("dynamic cache", False)] + ([("static cache + torch.compile", True)] if args.compile else [])
-        for batch in sorted({1, args.batch}):
-            prompt = torch.randint(0, args.vocab - 1, (batch, args.prompt_length), generator=gen).to(device)
-            for label, static in caches:
-                runs = {n: generate_runner(m, prompt, args, static) for n, m in models.items()}
-                # Static-cache compilation happens in the first calls: more warm-up there.
-                seconds = interleaved_medians(runs, max(1, args.repeats // 2 + 1), args.warmup + 2 * static, device)
-                add(f"generate tokens/s, batch {batch} ({label})", "tokens/s",
-                    {n: batch * args.new_tokens / s for n, s in seconds.items()})
+    if "decode" in args.rows:
+        parity["greedy_tokens_identical"] = decode_rows(inference, args, gen, add)
 
     return dict(
         shapes=dict(layers=args.layers, hidden=args.hidden, heads=args.heads, seq=args.seq, batch=args.batch,
                     vocab=args.vocab, prompt_length=args.prompt_length, new_tokens=args.new_tokens),
-        preset=args.preset, device=device, dtype=args.dtype, compile=args.compile, repeats=args.repeats,
-        non_embedding_params=num_params, flops_per_token=fpt, peak_tflops=args.peak_tflops,
-        machine=machine_description(device),
+        preset=args.preset, device=device, dtype=args.dtype, compile=args.compile, compile_backend=args.compile_backend,
+        repeats=args.repeats, warmup=args.warmup, non_embedding_params=num_params, flops_per_token=fpt,
+        peak_tflops=args.peak_tflops, machine=machine_description(device),
+        load_average=dict(before=load_before, after=os.getloadavg()),
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()),
-        rows=rows,
+        rows=rows, parity=parity, targets=targets(rows, args),
     )
 
 
@@ -268,31 +362,50 @@ def machine_description(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def markdown_table(result: dict) -> str:
-    s = result["shapes"]
+    s, load = result["shapes"], result["load_average"]
     lines = [
+        f"`{result['command']}`",
+        "",
         f"Shapes: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, seq {s['seq']}, batch {s['batch']}, "
-        f"vocab {s['vocab']}; generate {s['new_tokens']} tokens after a {s['prompt_length']}-token prompt. "
+        f"vocab {s['vocab']}; decode {s['new_tokens']} tokens after a {s['prompt_length']}-token prompt. "
         f"Device: {result['device']} ({result['machine']}), {result['dtype']}, torch {result['versions']['torch']}, "
-        f"transformers {result['versions']['transformers']}; median of {result['repeats']} interleaved runs "
-        f"({result['repeats'] // 2 + 1} for generate).",
+        f"transformers {result['versions']['transformers']}; median of {result['repeats']} interleaved runs. "
+        f"Load average (1/5/15 min) {'/'.join(f'{x:.2f}' for x in load['before'])} before, "
+        f"{'/'.join(f'{x:.2f}' for x in load['after'])} after.",
         "",
         "| measurement | SimpleGPT | GPT2LMHeadModel | SimpleGPT / GPT-2 |",
         "|---|---:|---:|---:|",
     ]
     for row in result["rows"]:
         better = "higher is better" if row["higher_is_better"] else "lower is better"
-        values = [f"{v:,.0f}" if v >= 100 else f"{v:.1f}" for v in (row["simplegpt"], row["gpt2"])]
-        lines.append(f"| {row['row']} | {values[0]} | {values[1]} | {row['ratio']:.2f}× ({better}) |")
+        lines.append(f"| {row['row']} | {number(row['simplegpt'])} | {number(row['gpt2'])} | "
+                     f"{row['ratio']:.2f}× ({better}) |")
         if "mfu" in row:
             lines.append(f"| ↳ MFU at {result['peak_tflops']} TFLOP/s peak | {row['mfu']['SimpleGPT']:.1%} | "
                          f"{row['mfu']['GPT-2']:.1%} | |")
+    if result["targets"]:
+        lines += ["", "| target (issue 11) | goal | measured | met |", "|---|---:|---:|---|"]
+        for t in result["targets"]:
+            gpt2 = f" (GPT-2: {t['gpt2']:.2f}×)" if "gpt2" in t else ""
+            lines.append(f"| {t['target']} | ≥ {t['goal']}× | {t['value']:.2f}×{gpt2} | {'yes' if t['met'] else 'no'} |")
+    parity = result["parity"]
+    lines += ["", f"Parity: largest forward logit difference {parity['forward_max_abs_logit_diff']:.2e}"]
+    if "greedy_tokens_identical" in parity:
+        lines[-1] += "; greedy tokens identical across models and decode modes: " + ", ".join(
+            f"{k} {'yes' if v else 'no'}" for k, v in parity["greedy_tokens_identical"].items())
+    lines[-1] += "."
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
     args = parse_args(argv)
     result = run_benchmark(args)
+    result["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+
 def linear_layer_names(model: torch.nn.Module) -> list[str]:
     """Sorted leaf names of every `nn.Linear` in `model` (e.g. `q_proj`, `lm_head`): what LoRA can target."""
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})

@@ -38,9 +38,16 @@ JOBS = {
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
     "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU and BLEU of a model folder", False),
+    "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
+                    False),  # fmt: skip
+    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "
+                  "generate does", False),  # fmt: skip
     "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
+    "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",
+                 False),  # fmt: skip
+    "chat-ui": Job("hf_simplegpt.serving.chat_page", "a chat page for any OpenAI-compatible server (gradio)", False),
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 

@@ -567,6 +567,23 @@ def tokenize_and_pack(
     return ds
 
 
+def heldout_blocks(args: CorpusArguments, tokenizer, block_size: int, seed: int = 42, max_blocks: int | None = None):
+    """Token blocks (a LongTensor of shape (blocks, block_size)) of held-out text to measure a model on: the
+    documents of `--eval_file` as given, else those that a pretraining run with the same data flags and seed held out
+    (cleaned, de-duplicated and split as `prepare_corpus` does), packed as pretraining packs them; the first
+    `max_blocks` of them when given."""
+    import torch
+
+    if args.eval_file:
+        heldout = _select_text_column(load_files(args.eval_file, "--eval_file"), args.text_column, args.eval_file)
+    else:
+        heldout = prepare_corpus(args, seed)[0]["validation"]
+    blocks = tokenize_and_pack(heldout, tokenizer, block_size, args, split="held-out")
+    if max_blocks is not None:
+        blocks = blocks.select(range(min(max_blocks, len(blocks))))
+    return torch.tensor(blocks["input_ids"], dtype=torch.long)
+
+
 # ---------------------------------------------------------------------------------------------------------- tokenizer
 
 

@@ -54,6 +54,31 @@ def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
         raise ValueError(f"{flag} {name}: no such folder. Pass a saved model folder or a Hub id such as owner/name.")
 
 
+def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--model_name_or_path") -> dict:
+    """The config.json (as a dict) of `name`, a float SimpleGPT model folder or Hub id that `job` reads and never
+    writes to; ValueError, before any work, when it is missing, not a SimpleGPT, already quantized, or when
+    `output_dir` is that folder or lies inside it (or holds it)."""
+    from transformers import PretrainedConfig
+
+    check_model_source(name, flag)
+    config, _ = PretrainedConfig.get_config_dict(name)
+    model_type = config.get("model_type")
+    if model_type != "simplegpt":
+        raise ValueError(f"{flag} {name}: {job} works on SimpleGPT models, and this folder's config.json says "
+                         f"model_type {model_type!r}. Pass a folder saved by hf_simplegpt (model_type 'simplegpt').")  # fmt: skip
+    quantized = config.get("quantization_config")
+    if quantized:
+        method = quantized.get("quant_type", {}).get("default", {}).get("_type", quantized.get("quant_method"))
+        raise ValueError(f"{flag} {name}: the model is already quantized ({method}); {job} needs the float model. "
+                         "Pass the folder it was quantized from.")  # fmt: skip
+    if os.path.isdir(name):
+        source, out = Path(name).resolve(), Path(output_dir).resolve()
+        if out == source or source in out.parents or out in source.parents:
+            raise ValueError(f"--output_dir {output_dir} would write into (or over) the source model folder {name}; "
+                             "nothing is ever written there. Pass another folder.")  # fmt: skip
+    return config
+
+
 # ------------------------------------------------------------------------------------ model card
 
 

@@ -219,6 +219,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        validate_inputs: bool = True,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -233,6 +234,9 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             cache: a `Cache` (`DynamicCache`, `StaticCache`, or continuous batching's `PagedAttentionCache`) holding
                 past keys and values; created when `use_cache` and none is given. `past_key_values=` is accepted
                 with a deprecation warning.
+            validate_inputs: raise a `ValueError` for token ids outside the vocabulary and positions beyond
+                `max_position_embeddings` (one read of two tiny reductions from the device). `generate` turns it off
+                for its decode steps, which feed the model's own tokens at positions it bounds on the host.
         Returns:
             `BaseModelOutputWithPast` with `last_hidden_state` (batch, seq, hidden) and `cache`.
         """
@@ -262,8 +266,11 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
                 # positions), and a static cache's is a tensor, so the shape must not depend on it (torch.export).
                 past_length = cache.get_seq_length() if cache is not None else 0
                 position_ids = (torch.arange(seq_length, device=self.device) + past_length).unsqueeze(0)
-        if not torch.compiler.is_compiling():  # value checks need a device sync and break full-graph compilation
-            self._check_values(input_ids, position_ids)
+        # The checks read values back from the device: impossible inside a compiled graph or while capturing a CUDA
+        # graph (continuous batching on GPUs), where out-of-range indices are the caller's responsibility.
+        if validate_inputs and not torch.compiler.is_compiling():
+            if not (position_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
+                self._check_values(input_ids, position_ids)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -289,6 +296,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
 
         Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
         assert on GPUs). The three reductions are tiny; the cost is the host-device sync, so there is only one.
+        input_ids: (batch, seq) or None; position_ids: (batch or 1, seq).
         """
         extremes = [position_ids.max()] if position_ids.numel() else [position_ids.new_zeros(())]
         if input_ids is not None and input_ids.numel():
@@ -400,6 +408,34 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
         self.model = SimpleGPTModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
+        """transformers' inputs for one `generate` step; decode steps skip the model's device-reading value checks.
+
+        The prompt (the first iteration) is checked in full. Each later step feeds one token per row that the model
+        itself chose from its vocabulary, at a position that is at most the sequence's length so far minus one
+        (`generate` counts real tokens). So `input_ids.shape[1] <= max_position_embeddings` (a host-side int)
+        proves the step valid; only longer, left-padded sequences need their positions read.
+        """
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length, cache, attention_mask, inputs_embeds, is_first_iteration, **kwargs
+        )
+        new_ids, positions = model_inputs.get("input_ids"), model_inputs.get("position_ids")
+        if is_first_iteration or new_ids is None or new_ids.shape[1] != 1 or positions is None:
+            return model_inputs
+        if input_ids.shape[1] > self.config.max_position_embeddings:
+            self.model._check_values(None, positions)  # here, eagerly, so that a compiled decode step is covered too
+        model_inputs["validate_inputs"] = False
+        return model_inputs
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple

@@ -81,6 +81,35 @@ def tiny_tokenizer(tiny_corpus):
     return tokenizer
 
 
+def folder_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path: equal digests mean a byte-identical folder."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
+    """A saved tiny SimpleGPT trained for a second on TINY_CORPUS (peaked next-token distributions, as a real model
+    has), with its tokenizer and a held-out text file `heldout.txt` beside it."""
+    root = tmp_path_factory.mktemp("trained-tiny")
+    torch.manual_seed(0)
+    model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs()))
+    ids = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id] for t in tiny_corpus]
+    flat = torch.tensor([i for row in ids for i in row])
+    blocks = flat[: len(flat) // 64 * 64].view(-1, 64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        model(blocks, labels=blocks).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval().save_pretrained(root / "model")
+    tiny_tokenizer.save_pretrained(root / "model")
+    (root / "heldout.txt").write_text("\n\n".join(tiny_corpus[:16]) + "\n")
+    return root / "model"
+
+
 @pytest.fixture
 def real_mmlu() -> Path:
     """The real MMLU folder (HF_SIMPLEGPT_MMLU_DIR, default ../shared/data/mmlu); skips where it is absent."""

@@ -1,6 +1,5 @@
 """hf_simplegpt.adapters: LoRA/DoRA config building checked against the model, QLoRA checks, merging."""
 
-import copy
 import json
 
 import pytest

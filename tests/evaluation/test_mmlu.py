@@ -3,10 +3,8 @@
 import json
 
 import pytest
-import torch
-from tests.conftest import MMLU_FIXTURE, TINY_CORPUS
 
-from hf_simplegpt.evaluation.loglikelihood import count_rows, encode_pair, encode_pairs, score_token_pairs
+from hf_simplegpt.evaluation.loglikelihood import count_rows, encode_pair
 from hf_simplegpt.evaluation.mmlu import (
     SUBJECT_CATEGORY,
     Question,
@@ -17,24 +15,8 @@ from hf_simplegpt.evaluation.mmlu import (
     predict,
     write_samples,
 )
-from hf_simplegpt.tokenization import train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def answer_tokenizer():
-    """A tokenizer that has seen "Answer: A".."D" often enough to merge " A".." D" into single tokens."""
-    extra = [f"Answer: {letter}" for letter in "ABCD"] * 20
-    return train_tokenizer(TINY_CORPUS + extra, vocab_size=300, model_max_length=64)
-
-
-def reference_loglik(model, tokenizer, context, continuation):
-    """Plain one-request implementation of the harness's scoring, to check the batched engine against."""
-    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
-    cont = tokenizer(context + continuation, add_special_tokens=False)["input_ids"][len(ctx) :]
-    seq = (ctx + cont)[-(model.config.max_position_embeddings + 1) :]
-    with torch.no_grad():
-        logprobs = model(torch.tensor([seq[:-1]])).logits[0].log_softmax(-1)
-    return sum(logprobs[len(seq) - 1 - len(cont) + j, t].item() for j, t in enumerate(cont))
+from tests.conftest import MMLU_FIXTURE
+from tests.evaluation.conftest import reference_loglik
 
 
 def test_prompt_format_character_by_character(mmlu_dir):
@@ -60,19 +42,6 @@ def test_local_folder_with_and_without_header(mmlu_dir):
     assert [q.answer for q in marketing.test] == [0, 1]  # header row skipped, indices kept
     assert marketing.test[0] == Question("Which is a pricing strategy?", ("Skimming", "Cooking", "Sailing", "Painting"), 0)
     assert len(marketing.dev) == 2
-
-
-def test_whitespace_moves_from_context_to_continuation(answer_tokenizer):
-    assert encode_pair(answer_tokenizer, "Answer: ", "A") == encode_pair(answer_tokenizer, "Answer:", " A")
-
-
-def test_batched_encoding_equals_one_by_one_and_empty_context_gets_bos(answer_tokenizer):
-    requests = [("Answer:", " A"), ("Answer:", " B"), ("The quick", " brown fox"), ("", "Hello")]
-    pairs = encode_pairs(answer_tokenizer, requests)
-    assert pairs == [encode_pair(answer_tokenizer, *r) for r in requests]
-    hello = answer_tokenizer("Hello", add_special_tokens=False)["input_ids"]
-    assert pairs[3] == ([answer_tokenizer.bos_token_id], hello)
-    assert pairs[0][0] + pairs[0][1] == answer_tokenizer("Answer: A", add_special_tokens=False)["input_ids"]
 
 
 def test_scores_match_reference_and_truncate_from_the_left(tiny_model, tiny_tokenizer, mmlu_dir):
@@ -102,16 +71,6 @@ def test_one_pass_agrees_with_per_choice_scoring(tiny_model, answer_tokenizer, m
         assert a["choice_logliks"] == pytest.approx(b["choice_logliks"], abs=1e-5)
     pairs = [encode_pair(answer_tokenizer, "Answer:", " " + c) for c in "ABCD"]
     assert count_rows(pairs, 64, share_inputs=True) == 1  # one forward pass scores all four
-
-
-@pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_batched_equals_one_by_one(tiny_model, tiny_tokenizer, padding_side):
-    contexts = ["The quick brown fox", "To be, or not to be,", "A", "Knowledge is power, and power is " * 3]
-    pairs = [encode_pair(tiny_tokenizer, c, cont) for c in contexts for cont in (" jumps", " the", " A")]
-    single = score_token_pairs(tiny_model, pairs, batch_size=1, share_inputs=False)
-    batched = score_token_pairs(tiny_model, pairs, batch_size=5, padding_side=padding_side)
-    assert batched == pytest.approx(single, abs=1e-4)
-    assert single[0] == pytest.approx(reference_loglik(tiny_model, tiny_tokenizer, contexts[0], " jumps"), abs=1e-4)
 
 
 def test_prediction_takes_the_first_of_tied_scores():

@@ -46,8 +46,9 @@ class Perplexity(evaluate.Metric):
         if (model_id is None) == (model is None):
             raise ValueError("Give exactly one of model_id (a folder or Hub id) or model (with tokenizer).")
         if model_id is not None:
-            import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
             from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 
             model = AutoModelForCausalLM.from_pretrained(model_id).to(device)
             tokenizer = AutoTokenizer.from_pretrained(model_id)

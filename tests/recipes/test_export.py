@@ -1,0 +1,79 @@
+"""recipes/export.py (hf-simplegpt export) end to end on a tiny trained model: the .pte decodes exactly as `generate`
+on ExecuTorch's Python runtime and its C++ LLM runner, bad input is refused, and the source folder is never touched.
+
+The export uses ExecuTorch's portable kernels: lowering to XNNPACK (the default) takes 4x as long, and its parity
+on the default pretrained model is the documented run in benchmarks/README.md."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_simplegpt.export import ExecuTorchLM
+from hf_simplegpt.recipes import export as recipe
+from tests.conftest import folder_digest
+
+
+@pytest.fixture(scope="module")
+def exported(trained_tiny_dir, tmp_path_factory):
+    """(results, output folder, source digest before) of one export."""
+    before = folder_digest(trained_tiny_dir)
+    out = tmp_path_factory.mktemp("export") / "executorch"
+    results = recipe.main(["--model_name_or_path", str(trained_tiny_dir), "--format", "executorch", "--output_dir",
+                           str(out), "--backend", "portable", "--prompts", "The quick brown", "To be", "Numbers like",
+                           "--max_new_tokens", "12", "--repeats", "1"])  # fmt: skip
+    return results, out, before
+
+
+def test_the_program_decodes_as_generate_on_both_executorch_runtimes(exported):
+    results, out, _ = exported
+    assert {"model.pte", "tokenizer.json", "export.json", "export.md"} <= {p.name for p in out.iterdir()}
+    assert [row["prompt"] for row in results["parity"]] == ["The quick brown", "To be", "Numbers like"]
+    for row in results["parity"]:
+        assert row["executorch"] == row["generate"] and len(row["generate"]) == 12 and row["match"]
+        assert row["max_logit_diff"] < 1e-4  # every position's logits, not only the argmax
+        assert row["runner_match"] and row["runner_text"].strip()
+    assert len(set(tuple(row["generate"]) for row in results["parity"])) == 3  # three different continuations
+    assert json.loads((out / "export.json").read_text())["parity"] == results["parity"]
+    assert (out / "export.md").read_text().count("| yes | ") == 3
+
+
+def test_the_python_runtime_prefills_then_decodes_one_token_per_call(exported, trained_tiny_dir):
+    _, out, _ = exported
+    model = AutoModelForCausalLM.from_pretrained(trained_tiny_dir).eval()
+    ids = AutoTokenizer.from_pretrained(out)("All that glitters", add_special_tokens=False)["input_ids"]
+    runner = ExecuTorchLM(out / "model.pte")
+    assert runner.max_seq_len == model.config.max_position_embeddings == 64
+    new, logits = runner.greedy(ids, 10)  # no EOS stop: exactly 10 tokens
+    expected = model.generate(torch.tensor([ids]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)[0, len(ids) :].tolist()  # fmt: skip
+    assert new == expected
+    with torch.no_grad():
+        eager = model(torch.tensor([ids + new[:-1]])).logits[0]
+    assert logits.shape == eager.shape and torch.allclose(logits, eager, atol=1e-4)
+    with pytest.raises(ValueError, match="leaves no room"):
+        runner.greedy(list(range(3, 67)), 1)
+
+
+def test_bad_input_is_refused_and_the_source_folder_is_never_touched(exported, trained_tiny_dir, tmp_path):
+    _, _, before = exported
+    assert folder_digest(trained_tiny_dir) == before  # after the run
+    config = json.loads((trained_tiny_dir / "config.json").read_text())
+    folders = {}
+    for name, extra in (("gpt2", {"model_type": "gpt2"}), ("int8", {"quantization_config": {"quant_method": "torchao"}})):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "config.json").write_text(json.dumps({**config, **extra}))
+    source = str(trained_tiny_dir)
+    cases = [
+        (["--model_name_or_path", source, "--format", "onnx"], "--format 'onnx' is not an export format"),
+        (["--model_name_or_path", source, "--backend", "coreml"], "--backend 'coreml' is not an ExecuTorch backend"),
+        (["--model_name_or_path", str(folders["gpt2"])], "model_type 'gpt2'"),
+        (["--model_name_or_path", str(folders["int8"])], "already quantized"),
+        (["--model_name_or_path", source, "--output_dir", source], "source model folder"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ValueError, match=message):
+            recipe.main(argv)
+        assert folder_digest(trained_tiny_dir) == before, argv
