@@ -29,8 +29,8 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from hf_simplegpt.compression import PruningPlan, language_model_loss, num_parameters, prune_model
 from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.recipes import pretrain, prune
+from hf_simplegpt.timing import interleaved_medians
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -113,32 +114,17 @@ def load_blocks(args, tokenizer):
     return torch.tensor(heldout["input_ids"])
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def speeds(models: dict, args, heldout: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Forward tokens/s (batch 8 x context) and greedy decode tokens/s (batch 1), rounds interleaved over models."""
+    """Forward tokens/s (batch 8 x context) and greedy decode tokens/s (batch 1), runs interleaved over models."""
     batch = heldout[:8]
     prompt = heldout[:1, : args.prompt_length]
-    forward = {name: [] for name in models}
-    decode = {name: [] for name in models}
-    for model in models.values():  # warm-up
-        model(batch)
-        model.generate(prompt, max_new_tokens=4, do_sample=False)
-    for _ in range(args.repeats):
-        for name, model in models.items():
-            forward[name].append(median_time(lambda: model(batch), 1))
-            decode[name].append(median_time(lambda: model.generate(prompt, do_sample=False, max_new_tokens=args.new_tokens,
-                                                                   min_new_tokens=args.new_tokens), 1))  # fmt: skip
-    return {name: {"forward_tokens_per_s": batch.numel() / statistics.median(forward[name]),
-                   "decode_tokens_per_s": args.new_tokens / statistics.median(decode[name])} for name in models}  # fmt: skip
+    kwargs = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    forward = interleaved_medians({name: partial(model, batch) for name, model in models.items()}, args.repeats, 1)
+    decode = interleaved_medians({name: partial(model.generate, prompt, **kwargs) for name, model in models.items()},
+                                 args.repeats, 1)  # fmt: skip
+    return {name: {"forward_tokens_per_s": batch.numel() / forward[name],
+                   "decode_tokens_per_s": args.new_tokens / decode[name]} for name in models}  # fmt: skip
 
 
 class CallCounter:
@@ -157,48 +143,41 @@ def speculative(target, drafts: dict, args, heldout: torch.Tensor) -> dict:
     """Greedy decoding of held-out prompts by `target` alone and with each draft as `assistant_model`, interleaved.
 
     Acceptance rate = accepted draft tokens / proposed draft tokens; every target call adds one token of its own, so
-    accepted = new tokens - target calls. Draft cost = the draft's greedy decode time per token / the target's.
+    accepted = new tokens - target calls.
     """
     prompts = [heldout[i : i + 1, : args.prompt_length] for i in range(args.prompts)]
     kwargs = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
-    target_counter = CallCounter(target)
-    draft_counters = {name: CallCounter(draft) for name, draft in drafts.items()}
-    for draft in drafts.values():  # warm-up
+    for draft in drafts.values():  # warm-up, before anything is counted or timed
         target.generate(prompts[0], assistant_model=draft, do_sample=False, max_new_tokens=8)
-    times = {name: [] for name in ["none", *drafts]}
-    stats = {name: {"proposed": 0, "accepted": 0, "target_calls": 0, "identical": True} for name in drafts}
-    for _ in range(args.repeats):
-        totals = dict.fromkeys(times, 0.0)
-        for prompt in prompts:
-            start = time.perf_counter()
-            plain = target.generate(prompt, **kwargs)
-            totals["none"] += time.perf_counter() - start
-            for name, draft in drafts.items():
-                target_counter.calls, draft_counters[name].calls = 0, 0
-                start = time.perf_counter()
-                assisted = target.generate(prompt, assistant_model=draft, **kwargs)
-                totals[name] += time.perf_counter() - start
-                stats[name]["identical"] &= assisted.tolist() == plain.tolist()
-                stats[name]["proposed"] += draft_counters[name].calls
-                stats[name]["accepted"] += args.new_tokens - target_counter.calls
-                stats[name]["target_calls"] += target_counter.calls
-        for name, seconds in totals.items():
-            times[name].append(seconds)
-    tokens = args.new_tokens * len(prompts)
-    plain_speed = tokens / statistics.median(times["none"])
-    result = {"prompts": len(prompts), "new_tokens": args.new_tokens, "plain_tokens_per_s": plain_speed, "drafts": {}}
-    for name in drafts:
-        s = stats[name]
-        speed = tokens / statistics.median(times[name])
-        result["drafts"][name] = {
-            "identical_to_plain_greedy": s["identical"],
-            "acceptance_rate": s["accepted"] / max(s["proposed"], 1),
-            "tokens_per_target_call": tokens * args.repeats / s["target_calls"],
-            "tokens_per_s": speed,
-            "speedup": speed / plain_speed,
-        }
-    for counter in [target_counter, *draft_counters.values()]:
+    outputs = {}
+    target_calls = CallCounter(target)
+    proposals = {name: CallCounter(draft) for name, draft in drafts.items()}
+    counts = {name: {"proposed": 0, "target_calls": 0} for name in drafts}
+
+    def decode_all(name: str, assistant=None):
+        before = (target_calls.calls, proposals[name].calls if assistant is not None else 0)
+        outputs[name] = [target.generate(p, assistant_model=assistant, **kwargs).tolist() for p in prompts]
+        if assistant is not None:
+            counts[name]["target_calls"] += target_calls.calls - before[0]
+            counts[name]["proposed"] += proposals[name].calls - before[1]
+
+    runs = {"none": partial(decode_all, "none"), **{name: partial(decode_all, name, d) for name, d in drafts.items()}}
+    seconds = interleaved_medians(runs, args.repeats, warmup=0)
+    for counter in [target_calls, *proposals.values()]:
         counter.handle.remove()
+    tokens = args.new_tokens * len(prompts)
+    result = {"prompts": len(prompts), "new_tokens": args.new_tokens, "plain_tokens_per_s": tokens / seconds["none"],
+              "drafts": {}}  # fmt: skip
+    for name in drafts:
+        c = counts[name]
+        accepted = tokens * args.repeats - c["target_calls"]
+        result["drafts"][name] = {
+            "identical_to_plain_greedy": outputs[name] == outputs["none"],
+            "acceptance_rate": accepted / max(c["proposed"], 1),
+            "tokens_per_target_call": tokens * args.repeats / c["target_calls"],
+            "tokens_per_s": tokens / seconds[name],
+            "speedup": seconds["none"] / seconds[name],
+        }
     return result
 
 
