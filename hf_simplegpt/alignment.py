@@ -82,20 +82,24 @@ def check_full_model_folder(path: str, role: str = "model") -> None:
         )
 
 
-def check_same_vocabulary(student_path: str, teacher_path: str) -> None:
-    """Raise `ValueError` unless student and teacher share a vocabulary (distillation compares full distributions)."""
+def check_same_vocabulary(student_path: str, teacher_path: str, roles: tuple[str, str] = ("student", "teacher"),
+                          why: str = "Distillation matches the teacher's next-token distribution token by token") -> None:
+    """Raise `ValueError` unless the two model folders share a vocabulary: the same `vocab_size` and the same token
+    to id mapping. `roles` name the two folders in the message and `why` says what needs it (distillation by default,
+    speculative decoding for a draft and its target)."""
+    first, second = roles
     student, teacher = AutoConfig.from_pretrained(student_path), AutoConfig.from_pretrained(teacher_path)
     if student.vocab_size != teacher.vocab_size:
         raise ValueError(
-            f"The student ({student_path}) has vocab_size {student.vocab_size} but the teacher ({teacher_path}) has "
-            f"{teacher.vocab_size}. Distillation matches the teacher's next-token distribution token by token, so "
-            "both must use the same tokenizer: build the student with the teacher's tokenizer."
+            f"The {first} ({student_path}) has vocab_size {student.vocab_size} but the {second} ({teacher_path}) has "
+            f"{teacher.vocab_size}. {why}, so both must use the same tokenizer: build the {first} with the "
+            f"{second}'s tokenizer."
         )
     differing = differing_tokens(*(AutoTokenizer.from_pretrained(path) for path in (student_path, teacher_path)))
     if differing:
         raise ValueError(
-            f"The student ({student_path}) and teacher ({teacher_path}) tokenizers have the same size but map tokens "
-            f"differently (e.g. {differing}). Build the student with the teacher's tokenizer."
+            f"The {first} ({student_path}) and {second} ({teacher_path}) tokenizers have the same size but map tokens "
+            f"differently (e.g. {differing}). {why}: build the {first} with the {second}'s tokenizer."
         )
 
 

@@ -159,7 +159,7 @@ def _model_facts(folder: Path) -> dict:
     if not config_path.is_file():
         return {}
     config = json.loads(config_path.read_text())
-    keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size",
+    keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "head_dim", "intermediate_size",
             "max_position_embeddings", "vocab_size", "norm_position")  # fmt: skip
     return {k: config[k] for k in keys if k in config}
 

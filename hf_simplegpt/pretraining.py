@@ -71,7 +71,12 @@ class ModelArguments:
     vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the trained tokenizer and the model."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the residual stream."})
     num_hidden_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size)."})
+    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size unless --head_dim is set)."})
+    head_dim: int | None = field(
+        default=None,
+        metadata={"help": "Width per head (default hidden_size // heads); heads x head_dim may then differ from "
+                  "hidden_size, as in a pruned model's shape."},  # fmt: skip
+    )
     max_position_embeddings: int = field(default=128, metadata={"help": "Context length = packed block size."})
     intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
     norm_position: str = field(default="pre", metadata={"help": "pre (GPT-2, stable) or post (the seed's block)."})
@@ -143,6 +148,7 @@ def build_model(model_args: ModelArguments, tokenizer):
         hidden_size=model_args.hidden_size,
         num_hidden_layers=model_args.num_hidden_layers,
         num_attention_heads=model_args.num_attention_heads,
+        head_dim=model_args.head_dim,
         max_position_embeddings=model_args.max_position_embeddings,
         intermediate_size=model_args.intermediate_size,
         norm_position=model_args.norm_position,

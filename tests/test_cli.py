@@ -20,7 +20,7 @@ def run(*args, cwd=None):
 def test_help_lists_every_job():
     result = run("--help")
     assert result.returncode == 0
-    for job in ("pretrain", "sft", "reward", "rl", "dpo", "distill", "evaluate", "quantize", "export", "convert", "serve",
+    for job in ("pretrain", "sft", "reward", "rl", "dpo", "distill", "prune", "evaluate", "quantize", "export", "convert", "serve",
                 "chat-ui"):
         assert f"    {job} " in result.stdout
 

@@ -20,6 +20,13 @@ def test_bad_model_arguments_name_the_fix():
         ModelArguments(mlm_probability=1.5)
 
 
+def test_build_model_takes_a_head_dim_so_a_pruned_shape_can_be_trained_from_scratch(tiny_tokenizer):
+    args = ModelArguments(hidden_size=32, num_attention_heads=2, head_dim=8, intermediate_size=48, num_hidden_layers=1)
+    model = pretraining.build_model(args, tiny_tokenizer)
+    assert (model.config.num_attention_heads, model.config.head_dim, model.config.hidden_size) == (2, 8, 32)
+    assert model.model.layers[0].self_attn.q_proj.weight.shape == (16, 32)  # 2 heads x 8 from the 32-wide stream
+
+
 def test_flops_per_token_formula():
     # 6N for the weights, 12·L·H·T for attention (PaLM appendix B).
     assert flops_per_token(1000, 2, 32, 64) == 6 * 1000 + 12 * 2 * 32 * 64
