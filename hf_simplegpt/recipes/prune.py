@@ -27,14 +27,13 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, set_seed
 from trl.import_utils import TRLExperimentalWarning
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import compression
+from hf_simplegpt import compression, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
 from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
@@ -112,9 +111,6 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
         raise ValueError("Pass --model_name_or_path: the SimpleGPT folder to prune.")
     check_model_source(source)
     check_full_model_folder(source, "model to prune")
-    if os.path.isdir(source) and Path(recovery.output_dir).resolve() == Path(source).resolve():
-        raise ValueError(f"--output_dir {recovery.output_dir} is the source model's folder; the source is never "
-                         "overwritten. Pass another --output_dir.")  # fmt: skip
     if not (data.train_file or data.dataset_name):
         raise ValueError("Pass --train_file (or --dataset_name): the text the importance is measured on and the "
                          "recovery trains on, ideally the model's pretraining text.")  # fmt: skip
@@ -142,12 +138,16 @@ def blocks_tensor(dataset, count: int | None = None, seed: int | None = None) ->
     return torch.tensor(dataset["input_ids"], dtype=torch.long)
 
 
+@safeguards.guarded_main
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, pruning, recovery = parse_args(CorpusArguments, PruningArguments, RecoveryConfig, args=argv)
+    data_args, pruning, run_args, recovery = parse_args(
+        CorpusArguments, PruningArguments, safeguards.RunArguments, RecoveryConfig, args=argv
+    )
     setup_logging(recovery, logger.name)
     check_launch(recovery)
     check_arguments(pruning, data_args, recovery)
+    run = safeguards.start_run(recovery, run_args, inputs=[pruning.model_name_or_path])
     push, recovery.push_to_hub = recovery.push_to_hub, False  # one upload of exactly the published files at the end
     recovery.max_steps = max(pruning.recovery_steps, 1)  # the Trainer is not built at 0
     source, out = pruning.model_name_or_path, recovery.output_dir
@@ -179,7 +179,7 @@ def main(argv=None) -> dict:
         trainer = GKDTrainer(model=student, teacher_model=teacher, args=recovery, train_dataset=train,
                              data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
                              processing_class=tokenizer)  # fmt: skip
-        trainer.train()
+        run.train(trainer)
         student = trainer.accelerator.unwrap_model(trainer.model)
         global_batch = recovery.per_device_train_batch_size * recovery.gradient_accumulation_steps * recovery.world_size
         recovery_tokens = trainer.state.global_step * global_batch * block_size

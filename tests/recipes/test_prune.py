@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt.compression import PruningPlan, prune_model
 from tests.conftest import run_recipe
@@ -119,7 +119,7 @@ def test_bad_flags_fail_before_any_work(pretrained, tmp_path, flags, message):
 def test_no_text_or_a_model_that_is_not_a_simplegpt_fails_before_any_work(pretrained, tmp_path):
     with pytest.raises(ValueError, match=r"Pass --train_file \(or --dataset_name\): the text the importance is measured"):
         run_recipe("prune", "--model_name_or_path", pretrained["source"], "--output_dir", tmp_path / "out")
-    GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64).save_pretrained(tmp_path / "gpt2")
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)).save_pretrained(tmp_path / "gpt2")
     with pytest.raises(ValueError, match=r"holds a 'gpt2' model; prune works on SimpleGPT folders \(`hf-simplegpt convert`"):
         run_recipe("prune", "--model_name_or_path", tmp_path / "gpt2", *pretrained["data"], "--output_dir", tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -127,6 +127,6 @@ def test_no_text_or_a_model_that_is_not_a_simplegpt_fails_before_any_work(pretra
 
 def test_the_source_folder_cannot_be_the_output(pretrained):
     before = folder_bytes(pretrained["source"])
-    with pytest.raises(ValueError, match=r"is the source model's folder; the source is never overwritten"):
+    with pytest.raises(ValueError, match=r"is the folder this job reads its model from"):
         prune(pretrained, pretrained["source"])
     assert folder_bytes(pretrained["source"]) == before
