@@ -68,6 +68,9 @@ def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--
     from transformers import PretrainedConfig
 
     check_model_source(name, flag)
+    if os.path.isfile(os.path.join(name, "adapter_config.json")):
+        raise ValueError(f"{flag} {name} is a LoRA adapter, not a whole model: {job} needs one. Merge it first "
+                         "(hf-simplegpt sft ... --merge, or hf_simplegpt.adapters.merge_adapter).")  # fmt: skip
     config, _ = PretrainedConfig.get_config_dict(name)
     model_type = config.get("model_type")
     if model_type != "simplegpt":

@@ -307,6 +307,21 @@ CASES = [
          ("--output_dir", "{finished}"), "already holds a model"),
     Case("output paths", "convert", "a --gpt2 folder that does not exist",
          ("--gpt2", "{missing}/gpt2"), "--gpt2 {missing}/gpt2: no such folder"),
+    # ------------------------------------------------------------------------------- inference and compression jobs
+    Case("numeric flags", "quantize", "an unknown --method", ("--method", "int3"),
+         "--method 'int3' is not a quantization method"),
+    Case("output paths", "quantize", "--output_dir holding a model", ("--output_dir", "{finished}"),
+         "already holds a model"),
+    Case("combinations", "quantize", "a LoRA adapter folder instead of a model", ("--model_name_or_path", "{adapter}"),
+         "is a LoRA adapter, not a whole model"),
+    Case("numeric flags", "export", "an unknown --format", ("--format", "onnx"), "--format 'onnx' is not an export format"),
+    Case("output paths", "export", "--output_dir holding a model", ("--output_dir", "{finished}"), "already holds a model"),
+    Case("numeric flags", "prune", "--keep_ratio 0", ("--keep_ratio", "0"), "--keep_ratio 0.0: the fraction of units kept must be in (0, 1]"),
+    Case("numeric flags", "prune", "--drop_layers as many as the model has", ("--drop_layers", "2"),
+         "--drop_layers 2: the model has 2 layers and at least one must stay"),
+    Case("output paths", "prune", "--output_dir = the source model folder", ("--output_dir", "{model}"),
+         "is the folder this job reads its model from"),
+    Case("combinations", "serve", "MODEL_DIR that does not exist", ("{missing}/model",), "no such folder"),
 ]  # fmt: skip
 
 
@@ -458,13 +473,20 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
                     p["model"], "--train_file", p["prompts_good"], *quiet],
         "evaluate": ["--model_name_or_path", p["model"], "--tasks", "mmlu", "--mmlu_data_dir", p["mmlu"], "--output_dir", out],
         "convert": ["--gpt2", p["model"], "--output_dir", out],
+        "quantize": ["--model_name_or_path", p["model"], "--method", "int8_weight_only", "--output_dir", out],
+        "export": ["--model_name_or_path", p["model"], "--format", "executorch", "--output_dir", out],
+        "prune": ["--config", "prune_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["corpus"],
+                  "--data_cache_dir", p["cache"], "--output_dir", out, "--report_to", "none"],
+        "serve": [],
     }[job]  # fmt: skip
 
 
 JOB_MODULES = {"pretrain": "hf_simplegpt.recipes.pretrain", "sft": "hf_simplegpt.recipes.sft",
                "reward": "hf_simplegpt.recipes.reward", "dpo": "hf_simplegpt.recipes.dpo", "rl": "hf_simplegpt.recipes.rl",
                "distill": "hf_simplegpt.recipes.distill", "evaluate": "hf_simplegpt.recipes.eval",
-               "convert": "hf_simplegpt.conversion"}  # fmt: skip
+               "convert": "hf_simplegpt.conversion", "quantize": "hf_simplegpt.recipes.quantize",
+               "export": "hf_simplegpt.recipes.export", "prune": "hf_simplegpt.recipes.prune",
+               "serve": "hf_simplegpt.serving.server"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.job}: {c.input}" for c in CASES])
