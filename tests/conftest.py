@@ -6,8 +6,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# One thread per test process, set before torch starts its pool (and inherited by the jobs and servers the tests
+# start): the suite runs one process per core, and two threads per process on the same cores spin-wait for each other.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.recipes.alignment_demo import KeywordTask, write_jsonl

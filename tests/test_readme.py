@@ -2,7 +2,8 @@
 
 A code block is skipped only when the line above it says why: `<!-- not run by tests: reason -->`. Inputs the README
 assumes the reader has are made here: `my_corpus.txt` is Tiny Shakespeare (a real text; a public-domain excerpt is
-used where it is absent) and `outputs/pretrain-default` a small model standing in for the Quickstart's output.
+used where it is absent), `my_held_out.txt` its last 20,000 characters, and `outputs/pretrain-default` a small model
+standing in for the Quickstart's output.
 """
 
 import os
@@ -60,6 +61,7 @@ def workspace(tmp_path_factory) -> Path:
     (root / "recipes").symlink_to(REPO_ROOT / "recipes")
     corpus = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (EXCERPT + "\n") * 40 + "\n\n".join(TINY_CORPUS)
     (root / "my_corpus.txt").write_text(corpus)
+    (root / "my_held_out.txt").write_text(corpus[-20_000:])  # text to measure perplexity on
     tokenizer = train_tokenizer(TINY_CORPUS, vocab_size=300, model_max_length=128)
     torch.manual_seed(0)
     config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4, max_seq_len=128,
