@@ -123,3 +123,10 @@ def setup_logging(training_args: TrainingArguments, *names: str) -> None:
     level = training_args.get_process_log_level()
     datasets.utils.logging.set_verbosity(level)
     transformers.utils.logging.set_verbosity(level)
+
+
+def ready_for_inference(model) -> None:
+    """Turn the KV cache back on in the config a job saves: the Trainer sets `config.use_cache` from
+    `TrainingArguments.use_cache` (off while training), and a saved folder is for inference, where `generate`,
+    serving and exporters (transformers' ExecuTorch recipe refuses a model without it) expect the cache."""
+    model.config.use_cache = True

@@ -51,6 +51,7 @@ def main(args=None):
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=train_args, train_dataset=train,
                                   processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
+    training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
     if trainer.accelerator.is_main_process:

@@ -53,6 +53,7 @@ def main(args=None):
     trainer = DPOTrainer(model=model, ref_model=None, args=train_args, train_dataset=train, eval_dataset=heldout,
                          processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
+    training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
     if trainer.accelerator.is_main_process:

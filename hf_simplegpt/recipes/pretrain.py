@@ -31,7 +31,7 @@ from hf_simplegpt.pretraining import (
     install_throughput_callback,
     plot_loss_curve,
 )
-from hf_simplegpt.training import check_launch, parse_args, resolve_config, setup_logging
+from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, resolve_config, setup_logging
 
 logger = logging.getLogger("pretrain")
 
@@ -106,6 +106,7 @@ def main(argv=None) -> dict:
         trainer.add_callback(BatchFingerprintCallback())
 
     train_result = run.train(trainer)
+    ready_for_inference(trainer.model)
     trainer.save_model()  # model (safetensors) + custom code + tokenizer + generation config
     trainer.save_state()  # trainer_state.json with the full log history
     # Reuse the evaluation of the last step when the schedule already ran it.

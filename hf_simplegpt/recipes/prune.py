@@ -37,7 +37,7 @@ from hf_simplegpt import compression, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
 from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
-from hf_simplegpt.training import check_launch, parse_args, setup_logging
+from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, setup_logging
 
 with warnings.catch_warnings():
     # GKDTrainer lives in trl.experimental: chosen on purpose (the one TRL trainer for off-policy logit distillation
@@ -189,6 +189,7 @@ def main(argv=None) -> dict:
         if not trainer.is_world_process_zero():
             return {}
 
+    ready_for_inference(student)
     student.save_pretrained(out)
     tokenizer.save_pretrained(out)
     report = {

@@ -147,6 +147,7 @@ def main(args=None):
     trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=train_args, train_dataset=train,
                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
+    training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = heldout_rewards(trainer.model)
     if trainer.accelerator.is_main_process:

@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_output = run.train(trainer)
     results["train_loss"] = train_output.training_loss
     # Saved before anything else can fail. A PeftModel saves only its adapter here; the tokenizer is saved beside it.
+    training.ready_for_inference(trainer.model)
     trainer.save_model(training_args.output_dir)
     results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 

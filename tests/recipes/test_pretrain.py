@@ -32,6 +32,7 @@ def test_tiny_run_writes_a_complete_model_folder(tmp_path, corpus, capsys):
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.max_position_embeddings) == (64, 2, 32)
     assert model.config.vocab_size == len(tokenizer) and model.config.eos_token_id == tokenizer.eos_token_id
+    assert model.config.use_cache  # the Trainer trains without the KV cache; the saved model is for inference
 
     history = _history(out)
     evals = [h for h in history if "eval_loss" in h]
