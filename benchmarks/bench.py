@@ -44,6 +44,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 from hf_simplegpt.pretraining import flops_per_token
+from hf_simplegpt.timing import interleaved_medians, interleaved_times, synchronize
 
 PRESETS = {
     "default": dict(layers=6, hidden=384, heads=6, seq=256, batch=8, vocab=10000),
@@ -113,33 +114,10 @@ def build_models(args) -> dict[str, torch.nn.Module]:
     return {"SimpleGPT": simplegpt.to(args.device), "GPT-2": gpt2.to(args.device)}
 
 
-def synchronize(device: str):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def autocast(args):
     if args.dtype == "float32":
         return nullcontext()
     return torch.autocast(args.device.split(":")[0], dtype=getattr(torch, args.dtype))
-
-
-def interleaved_times(runs: dict, repeats: int, warmup: int, device: str) -> dict[str, list[float]]:
-    """Seconds of each zero-argument callable in `runs` per repeat, alternating between them on every repeat."""
-    times = {name: [] for name in runs}
-    for i in range(warmup + repeats):
-        for name, run in runs.items():
-            synchronize(device)
-            start = time.perf_counter()
-            run()
-            synchronize(device)
-            if i >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-def interleaved_medians(runs: dict, repeats: int, warmup: int, device: str) -> dict[str, float]:
-    return {name: statistics.median(t) for name, t in interleaved_times(runs, repeats, warmup, device).items()}
 
 
 def make_train_step(model, optimizer, ids, args):

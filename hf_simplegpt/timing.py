@@ -16,11 +16,11 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved_medians(
+def interleaved_times(
     runs: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu"
-) -> dict[str, float]:
-    """Median seconds of each zero-argument callable in `runs`, alternating between them on every repeat; the first
-    `warmup` rounds are not timed."""
+) -> dict[str, list[float]]:
+    """Seconds of each zero-argument callable in `runs` per repeat, alternating between them on every repeat; the
+    first `warmup` rounds are not timed."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}.")
     times: dict[str, list[float]] = {name: [] for name in runs}
@@ -32,4 +32,11 @@ def interleaved_medians(
             synchronize(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repeats: int, warmup: int, device: str = "cpu"
+) -> dict[str, float]:
+    """Median seconds of each callable in `runs`, timed by `interleaved_times`."""
+    return {name: statistics.median(t) for name, t in interleaved_times(runs, repeats, warmup, device).items()}
