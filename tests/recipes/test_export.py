@@ -1,5 +1,7 @@
 """recipes/export.py (hf-simplegpt export) end to end on a tiny trained model: the .pte decodes exactly as `generate`
 on ExecuTorch's Python runtime and its C++ LLM runner, bad input is refused, and the source folder is never touched.
+The library side, hf_simplegpt/export.py (the export and its Python runtime wrapper), is tested here too: its tests
+need the exported program, which is built once for this module.
 
 The export uses ExecuTorch's portable kernels: lowering to XNNPACK (the default) takes 4x as long, and its parity
 on the default pretrained model is the documented run in benchmarks/README.md."""

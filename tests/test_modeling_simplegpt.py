@@ -2,7 +2,6 @@
 
 import copy
 import json
-import logging
 import math
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import torch
 from torch.nn import functional as F
 from transformers import (
     AttentionInterface,
-    AutoConfig,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
@@ -54,75 +52,6 @@ def make_model(**overrides) -> SimpleGPTForCausalLM:
 
 def random_ids(batch=2, length=12, low=3, high=300, seed=1):
     return torch.randint(low, high, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-# ----------------------------------------------------------------------------------------------- configuration
-
-
-def test_config_defaults_are_the_seeds_and_log_nothing(caplog):
-    with caplog.at_level(logging.WARNING):
-        config = SimpleGPTConfig()
-    assert caplog.records == []
-    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (10000, 768, 12)
-    assert (config.num_attention_heads, config.max_position_embeddings, config.intermediate_size) == (12, 512, 3072)
-    assert (config.embedding_dropout, config.residual_dropout, config.attention_dropout) == (0.1, 0.1, 0.1)
-    assert config.hidden_act == "gelu" and config.norm_position == "post" and config.head_dim == 64
-
-
-def test_head_dim_defaults_to_the_width_per_head_and_can_be_set_freely():
-    assert SimpleGPTConfig(hidden_size=64, num_attention_heads=4).head_dim == 16
-    pruned = SimpleGPTConfig(**tiny_config_kwargs(hidden_size=30, num_attention_heads=4, head_dim=6))
-    assert pruned.head_dim == 6  # 4 x 6 = 24 attention width in a 30-wide model: no divisibility needed
-    attention = SimpleGPTForCausalLM(pruned).model.layers[0].self_attn
-    assert attention.q_proj.weight.shape == (24, 30) and attention.o_proj.weight.shape == (30, 24)
-    assert attention.scaling == 6**-0.5
-
-
-def test_a_folder_saved_before_head_dim_existed_loads_with_identical_logits(tmp_path):
-    model = make_model()
-    model.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["head_dim"] == 8
-    del config["head_dim"]  # what folders written before the field existed contain
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert loaded.config.head_dim == 8
-    ids = random_ids()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, atol=0, rtol=0)
-
-
-def test_config_accepts_the_seeds_argument_names():
-    config = SimpleGPTConfig(num_layers=3, num_heads=2, max_seq_len=128, dropout=0.2, hidden_size=64)
-    assert (config.num_hidden_layers, config.num_attention_heads, config.max_position_embeddings) == (3, 2, 128)
-    assert (config.num_layers, config.num_heads, config.max_seq_len) == (3, 2, 128)
-    assert config.attention_dropout == config.residual_dropout == config.embedding_dropout == 0.2
-
-
-def test_config_round_trips_through_auto_config(tmp_path):
-    SimpleGPTConfig(**tiny_config_kwargs(norm_position="pre")).save_pretrained(tmp_path)
-    loaded = AutoConfig.from_pretrained(tmp_path)
-    assert isinstance(loaded, SimpleGPTConfig)
-    assert loaded.norm_position == "pre" and loaded.hidden_size == 32 and loaded.num_layers == 2
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
-        (dict(head_dim=0), "head_dim must be a positive integer"),
-        (dict(norm_position="middle"), "norm_position must be one of ('post', 'pre')"),
-        (dict(hidden_act="gelu_wrong"), "hidden_act 'gelu_wrong' is not a known activation"),
-        (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
-        (dict(attention_dropout=1.5, dropout=None), "attention_dropout must be in [0, 1)"),
-        (dict(pad_token_id=300), "pad_token_id=300 is outside the vocabulary [0, 300)"),
-        (dict(layer_norm_eps=0.0), "layer_norm_eps must be > 0"),
-    ],
-)
-def test_invalid_config_values_raise_naming_the_field(overrides, message):
-    with pytest.raises(ValueError) as error:
-        SimpleGPTConfig(**tiny_config_kwargs(**overrides))
-    assert message in str(error.value)
 
 
 # ----------------------------------------------------------------------------------------------- the maths
