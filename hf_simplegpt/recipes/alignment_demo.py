@@ -33,7 +33,6 @@ import torch
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, safeguards
 from hf_simplegpt.rewards import Text
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
-from hf_simplegpt.training import resolve_config
 
 _ANIMALS = ("cat", "dog", "fox", "owl", "bee", "cow", "pig", "hen", "ant", "elk", "bat", "yak")
 _COLORS = ("red", "green", "brown", "white", "blue")
@@ -169,24 +168,24 @@ def main(argv=None):
     safeguards.lock_output_dir(str(out))
     files = write_task(out, args.seed)
 
-    run("sft", "--config", resolve_config("sft_tiny.yaml"), "--model_name_or_path", files["base"],
+    run("sft", "--config", "sft_tiny.yaml", "--model_name_or_path", files["base"],
         "--train_file", files["sft"], "--output_dir", out / "sft", "--max_steps", 200,
         "--per_device_train_batch_size", 16, "--num_sample_generations", 0)  # fmt: skip
     summary = {
-        "reward": run("reward", "--config", resolve_config("reward_tiny.yaml"), "--model_name_or_path", out / "sft",
+        "reward": run("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", out / "sft",
                       "--train_file", files["pairs"], "--output_dir", out / "reward"),
     }  # fmt: skip
     for algorithm in ("grpo", "rloo"):
         summary[algorithm] = run(
-            "rl", "--config", resolve_config("rl_tiny.yaml"), "--model_name_or_path", out / "sft",
+            "rl", "--config", "rl_tiny.yaml", "--model_name_or_path", out / "sft",
             "--reward_model_name_or_path", out / "reward", "--train_file", files["prompts"],
             "--output_dir", out / algorithm, "--algorithm", algorithm,
             "--reward_funcs", "keyword", "--reward_weights", 1.0, 0.0,
         )  # fmt: skip
-    summary["dpo"] = run("dpo", "--config", resolve_config("dpo_tiny.yaml"), "--model_name_or_path", out / "sft",
+    summary["dpo"] = run("dpo", "--config", "dpo_tiny.yaml", "--model_name_or_path", out / "sft",
                          "--train_file", files["pairs"], "--output_dir", out / "dpo")  # fmt: skip
     summary["distill"] = run(
-        "distill", "--config", resolve_config("distill_tiny.yaml"), "--model_name_or_path", files["student"],
+        "distill", "--config", "distill_tiny.yaml", "--model_name_or_path", files["student"],
         "--teacher_model_name_or_path", out / "grpo", "--train_file", files["prompts"],
         "--output_dir", out / "distill",
     )  # fmt: skip
