@@ -9,7 +9,7 @@ runs a float32 matmul. Each row times one call at one shape, the variants interl
     int8_dynamic   torchao Int8DynamicActivationInt8WeightConfig Linear, the whole call
     int8_weight    torchao Int8WeightOnlyConfig Linear, the whole call
 
-    PYTHONPATH=. python benchmarks/int8_matmul.py --threads 1     # writes benchmarks/out/int8-matmul-<device>.*
+    python benchmarks/int8_matmul.py --threads 1     # writes benchmarks/out/int8-matmul-<device>.*
 
 Shapes (rows x in -> out): SimpleGPT default (hidden 128) up_proj and output head over a forward of 8 x 128 tokens,
 the same up_proj at one decode step of batch 8, and GPT-2 124M's MLP over 8 x 128 tokens.

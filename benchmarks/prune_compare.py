@@ -18,8 +18,8 @@ drafts, on a model pretrained by the project's own recipe.
    target, whose batch-1 forward is bound by reading its weights, costs about the same for 1 or a few tokens), to
    find the target latency per token from which the draft pays.
 
-    PYTHONPATH=. python benchmarks/prune_compare.py                    # about 40 minutes on 2 shared CPU cores
-    PYTHONPATH=. python benchmarks/prune_compare.py --reuse --publish  # reuse trained folders; update results/
+    python benchmarks/prune_compare.py                    # about half an hour on 2 CPU cores
+    python benchmarks/prune_compare.py --reuse --publish  # reuse trained folders; update results/
 
 Writes <output-dir>/results.json and results.md (`--publish`: benchmarks/results/prune-compare.*).
 """
