@@ -19,7 +19,7 @@ from hf_simplegpt.compression import (
 )
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 from tests.conftest import TINY_CORPUS, tiny_config_kwargs
-from tests.test_modeling import make_model, random_ids
+from tests.test_modeling_simplegpt import make_model, random_ids
 
 HEADS, HEAD_DIM, NEURONS = 4, 8, 128  # the tiny config: 4 heads of 8 in a 32-wide model, 4 x 32 MLP neurons
 

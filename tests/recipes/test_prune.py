@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt.compression import PruningPlan, prune_model
 from tests.conftest import run_recipe
-from tests.test_modeling import REMOTE_CODE_SCRIPT, random_ids
+from tests.test_modeling_simplegpt import REMOTE_CODE_SCRIPT, random_ids
 
 NAMES = ["Ada", "Brian", "Chloe", "Dmitri", "Esme", "Farid"]
 THINGS = ["apples", "books", "coins", "lamps", "maps", "shells"]
