@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from .data import check_rows, text_field_problem, text_format
 from .generation import context_length, encode_prompt
+from .hub import check_model_source
 from .tokenization import differing_tokens
 
 
@@ -72,8 +73,10 @@ def check_prompts_fit(tokenizer, dataset, max_completion_length: int, config) ->
         )
 
 
-def check_full_model_folder(path: str, role: str = "model") -> None:
-    """Raise `ValueError` if `path` is a LoRA adapter folder: alignment recipes start from standalone models."""
+def check_full_model_folder(path: str, role: str = "model", flag: str = "--model_name_or_path") -> None:
+    """Raise `ValueError` if `path` (given as `flag`) is a missing or incomplete model folder
+    (`hub.check_model_source`) or a LoRA adapter folder: alignment recipes start from standalone models."""
+    check_model_source(path, flag)
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         raise ValueError(
             f"The {role} at {path!r} is a LoRA adapter, not a standalone model. Merge it into its base first "

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DistillationConfig, DistillationTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
+from hf_simplegpt import adapters, alignment, data, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 
@@ -28,10 +28,8 @@ def main(args=None):
     student_path, teacher_path = model_args.model_name_or_path, train_args.teacher_model_name_or_path
     if student_path is None or teacher_path is None:
         raise ValueError("Pass --model_name_or_path STUDENT_DIR and --teacher_model_name_or_path TEACHER_DIR.")
-    hub.check_model_source(student_path)
-    hub.check_model_source(teacher_path, "--teacher_model_name_or_path")
     alignment.check_full_model_folder(student_path, "student")
-    alignment.check_full_model_folder(teacher_path, "teacher")
+    alignment.check_full_model_folder(teacher_path, "teacher", "--teacher_model_name_or_path")
     alignment.check_same_vocabulary(student_path, teacher_path)
     run = safeguards.start_run(train_args, run_args, inputs=[student_path, teacher_path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)

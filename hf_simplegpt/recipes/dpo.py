@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
+from hf_simplegpt import adapters, alignment, data, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 from hf_simplegpt.generation import check_fits_context
@@ -33,7 +33,6 @@ def main(args=None):
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) to align.")
-    hub.check_model_source(path)
     alignment.check_full_model_folder(path, "policy")
     check_fits_context(AutoConfig.from_pretrained(path), train_args.max_length, "--max_length")
     run = safeguards.start_run(train_args, run_args, inputs=[path])

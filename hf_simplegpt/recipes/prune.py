@@ -36,7 +36,7 @@ import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import compression, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
 from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
-from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
+from hf_simplegpt.hub import push_to_hub, write_model_card
 from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, setup_logging
 
 with warnings.catch_warnings():
@@ -109,7 +109,6 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
     source = pruning.model_name_or_path
     if source is None:
         raise ValueError("Pass --model_name_or_path: the SimpleGPT folder to prune.")
-    check_model_source(source)
     check_full_model_folder(source, "model to prune")
     if not (data.train_file or data.dataset_name):
         raise ValueError("Pass --train_file (or --dataset_name): the text the importance is measured on and the "

@@ -120,10 +120,9 @@ def main(args=None):
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the policy to optimise (e.g. the SFT output).")
-    hub.check_model_source(path)
+    alignment.check_full_model_folder(path, "policy")
     if rl_args.reward_model_name_or_path:
         hub.check_model_source(rl_args.reward_model_name_or_path, "--reward_model_name_or_path")
-    alignment.check_full_model_folder(path, "policy")
     run = safeguards.start_run(train_args, run_args, inputs=[path, rl_args.reward_model_name_or_path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
     reward_funcs = build_reward_funcs(rl_args, train_args.device)
