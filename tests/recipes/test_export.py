@@ -1,7 +1,6 @@
 """recipes/export.py (hf-simplegpt export) end to end on a tiny trained model: the .pte decodes exactly as `generate`
 on ExecuTorch's Python runtime and its C++ LLM runner, bad input is refused, and the source folder is never touched.
-The library side, hf_simplegpt/export.py (the export and its Python runtime wrapper), is tested here too: its tests
-need the exported program, which is built once for this module.
+The library side, hf_simplegpt/export.py, is tested in tests/test_export.py.
 
 The export uses ExecuTorch's portable kernels: lowering to XNNPACK (the default) takes 4x as long, and its parity
 on the default pretrained model is the documented run in benchmarks/README.md."""
@@ -10,10 +9,7 @@ import json
 import shutil
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_simplegpt.export import ExecuTorchLM
 from hf_simplegpt.recipes import export as recipe
 from tests.conftest import folder_digest
 
@@ -40,23 +36,6 @@ def test_the_program_decodes_as_generate_on_both_executorch_runtimes(exported):
     assert len(set(tuple(row["generate"]) for row in results["parity"])) == 3  # three different continuations
     assert json.loads((out / "export.json").read_text())["parity"] == results["parity"]
     assert (out / "export.md").read_text().count("| yes | ") == 3
-
-
-def test_the_python_runtime_prefills_then_decodes_one_token_per_call(exported, trained_tiny_dir):
-    _, out, _ = exported
-    model = AutoModelForCausalLM.from_pretrained(trained_tiny_dir).eval()
-    ids = AutoTokenizer.from_pretrained(out)("All that glitters", add_special_tokens=False)["input_ids"]
-    runner = ExecuTorchLM(out / "model.pte")
-    assert runner.max_seq_len == model.config.max_position_embeddings == 64
-    new, logits = runner.greedy(ids, 10)  # no EOS stop: exactly 10 tokens
-    expected = model.generate(torch.tensor([ids]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)[0, len(ids) :].tolist()  # fmt: skip
-    assert new == expected
-    with torch.no_grad():
-        eager = model(torch.tensor([ids + new[:-1]])).logits[0]
-    assert logits.shape == eager.shape and torch.allclose(logits, eager, atol=1e-4)
-    with pytest.raises(ValueError, match="leaves no room"):
-        runner.greedy(list(range(3, 67)), 1)
 
 
 def test_bad_input_is_refused_and_the_source_folder_is_never_touched(exported, trained_tiny_dir, tmp_path):

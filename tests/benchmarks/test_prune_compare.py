@@ -5,9 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import prune_compare  # noqa: E402
+
 from tests.recipes.test_prune import synthetic_corpus  # noqa: E402
 
 
