@@ -380,12 +380,10 @@ class CorpusArguments(DataArguments):
             )
         if self.streaming and not self.dataset_name:
             raise ValueError("--streaming applies to Hub datasets; add --dataset_name or drop --streaming.")
-        counts = {"max_train_samples": (self.max_train_samples, 1), "min_chars": (self.min_chars, 0),
-                  "max_chars": (self.max_chars, max(self.min_chars, 1)), "minhash_num_perm": (self.minhash_num_perm, 2),
-                  "preprocessing_num_workers": (self.preprocessing_num_workers, 1)}  # fmt: skip
-        for name, (value, least) in counts.items():
-            if value is not None and value < least:
-                raise ValueError(f"--{name} {value} must be at least {least} (or unset).")
+        from .training import check_minimums
+
+        check_minimums(self, {"max_train_samples": 1, "min_chars": 0, "max_chars": max(self.min_chars, 1),
+                              "minhash_num_perm": 2, "preprocessing_num_workers": 1})  # fmt: skip
 
 
 @dataclass

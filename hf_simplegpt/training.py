@@ -5,10 +5,11 @@ The engines are transformers' `Trainer` and TRL's trainers; nothing here re-impl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -76,6 +77,17 @@ def resolve_config(path: str) -> str:
     if name in bundled_configs() and path in (name, os.path.join("recipes", "configs", name)):
         return str(bundled)
     raise ValueError(f"--config {path}: no such file. Pass a YAML file, or one of the bundled configs {bundled_configs()}.")
+
+
+def check_minimums(args, minimums: Mapping[str, int]) -> None:
+    """Raise ValueError naming the first of `args`' integer flags (a dataclass instance) below its minimum; a flag
+    that is None (unset) passes. The message says "(or unset)" for flags whose default is None."""
+    defaults = {f.name: f.default for f in dataclasses.fields(args)}
+    for name, least in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < least:
+            unset = " (or unset)" if defaults.get(name) is None else ""
+            raise ValueError(f"--{name} {value} must be at least {least}{unset}.")
 
 
 def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:

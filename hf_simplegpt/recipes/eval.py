@@ -24,7 +24,7 @@ from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perpl
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
-from hf_simplegpt.training import parse_args
+from hf_simplegpt.training import check_minimums, parse_args
 
 TASKS = ("perplexity", "mmlu", "bleu")
 
@@ -49,12 +49,7 @@ class EvalArguments:
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
     def __post_init__(self):
-        counts = {"batch_size": (self.batch_size, 1), "num_fewshot": (self.num_fewshot, 0), "limit": (self.limit, 1),
-                  "stride": (self.stride, 1), "max_new_tokens": (self.max_new_tokens, 1)}  # fmt: skip
-        for name, (value, least) in counts.items():
-            if value is not None and value < least:
-                unset = " (or unset)" if name in ("limit", "stride") else ""
-                raise ValueError(f"--{name} {value} must be at least {least}{unset}.")
+        check_minimums(self, {"batch_size": 1, "num_fewshot": 0, "limit": 1, "stride": 1, "max_new_tokens": 1})
         if self.subjects is not None and not [s for s in self.subjects.split(",") if s.strip()]:
             raise ValueError(f"--subjects {self.subjects!r} selects no subject; name some (anatomy,marketing) or "
                              "leave it out.")  # fmt: skip

@@ -35,7 +35,7 @@ from hf_simplegpt.export import (
 from hf_simplegpt.hub import check_simplegpt_source
 from hf_simplegpt.timing import interleaved_medians
 from hf_simplegpt.safeguards import claim_output_dir, guarded_main
-from hf_simplegpt.training import parse_args
+from hf_simplegpt.training import check_minimums, parse_args
 
 logger = logging.getLogger("export")
 PROMPTS = ["The ", "A function", "In Python, "]
@@ -64,9 +64,7 @@ class ExportArguments:
             self.output_dir = f"outputs/{Path(self.model_name_or_path).name}-{self.format}"
         if not self.prompts or not all(p.strip() for p in self.prompts):
             raise ValueError(f"--prompts {self.prompts}: give at least one non-empty prompt.")
-        for name in ("max_new_tokens", "repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        check_minimums(self, {"max_new_tokens": 1, "repeats": 1})
 
 
 def markdown_report(results: dict) -> str:

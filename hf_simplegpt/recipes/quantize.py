@@ -26,7 +26,7 @@ from hf_simplegpt.data import CorpusArguments, heldout_blocks
 from hf_simplegpt.hub import check_simplegpt_source, push_to_hub, write_model_card
 from hf_simplegpt.quantization import METHODS, check_method, comparison_results, markdown_table, quantize_folder
 from hf_simplegpt.safeguards import claim_output_dir, guarded_main
-from hf_simplegpt.training import parse_args
+from hf_simplegpt.training import check_minimums, parse_args
 
 logger = logging.getLogger("quantize")
 PUBLISHED_EXTRAS = ("quantization.json", "quantization.md")
@@ -62,9 +62,7 @@ class QuantizeArguments:
             self.output_dir = f"outputs/{Path(self.model_name_or_path).name}-{self.method}"
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-int8).")
-        for name in ("max_eval_blocks", "batch_size", "prompt_length", "new_tokens", "repeats"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}.")
+        check_minimums(self, {"max_eval_blocks": 1, "batch_size": 1, "prompt_length": 1, "new_tokens": 1, "repeats": 1})
 
 
 @guarded_main
