@@ -37,8 +37,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_simplegpt.compression import PruningPlan, language_model_loss, num_parameters, prune_model
-from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
+from hf_simplegpt.compression import PruningPlan, language_model_loss, prune_model
+from hf_simplegpt.data import CorpusArguments, heldout_blocks
 from hf_simplegpt.recipes import pretrain, prune
 from hf_simplegpt.timing import interleaved_medians
 
@@ -104,14 +104,6 @@ def run_timed(job, argv: list, folder: Path, reuse: bool) -> float | None:
 def data_flags(args) -> list:
     flags = ["--data_cache_dir", args.output_dir / "cache"]
     return flags + (["--train_file", args.train_file] if args.train_file else [])
-
-
-def load_blocks(args, tokenizer):
-    """(train, held-out) packed blocks exactly as the recipes build them (same cleaning, split and seed)."""
-    corpus = CorpusArguments(train_file=args.train_file, data_cache_dir=str(args.output_dir / "cache"))
-    splits, _ = prepare_corpus(corpus, seed=42)
-    heldout = tokenize_and_pack(splits["validation"], tokenizer, args.context, corpus, "validation")
-    return torch.tensor(heldout["input_ids"])
 
 
 @torch.no_grad()
@@ -303,7 +295,9 @@ def run(args) -> dict:
         scratch[lr] = folder
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    heldout = load_blocks(args, tokenizer)
+    # The held-out blocks exactly as the recipes build them (same cleaning, split and seed).
+    corpus = CorpusArguments(train_file=args.train_file, data_cache_dir=str(args.output_dir / "cache"))
+    heldout = heldout_blocks(corpus, tokenizer, args.context, seed=42)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
     models = {
         "(a) original": teacher,
@@ -326,7 +320,7 @@ def run(args) -> dict:
     rows = []
     for name, model in models.items():
         loss = language_model_loss(model, heldout)
-        rows.append({"name": name, "parameters": num_parameters(model), "loss": loss, "perplexity": math.exp(loss),
+        rows.append({"name": name, "parameters": model.num_parameters(), "loss": loss, "perplexity": math.exp(loss),
                      "tokens": tokens[name], **measured[name]})  # fmt: skip
 
     drafts = {"(c) pruned + distillation": models["(c) pruned + distillation"]}

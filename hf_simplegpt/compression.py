@@ -107,14 +107,9 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
     def sample_norms(activation: torch.Tensor) -> torch.Tensor:  # (batch, seq, units) -> (units,)
         return activation.float().abs().mean(dim=1).pow(2).sum(dim=0).double().cpu()
 
-    def record_heads(i):
+    def record_input_norms(sums: torch.Tensor, i: int):  # the input of o_proj (heads) or down_proj (neurons)
         def hook(module, args):
-            channel_sq[i] += sample_norms(args[0])
-        return hook
-
-    def record_neurons(i):
-        def hook(module, args):
-            neuron_sq[i] += sample_norms(args[0])
+            sums[i] += sample_norms(args[0])
         return hook
 
     def record_block_input(i):
@@ -134,8 +129,8 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
     handles = []
     for i, layer in enumerate(base.layers):
         handles += [
-            layer.self_attn.o_proj.register_forward_pre_hook(record_heads(i)),
-            layer.mlp.down_proj.register_forward_pre_hook(record_neurons(i)),
+            layer.self_attn.o_proj.register_forward_pre_hook(record_input_norms(channel_sq, i)),
+            layer.mlp.down_proj.register_forward_pre_hook(record_input_norms(neuron_sq, i)),
             layer.register_forward_pre_hook(record_block_input(i), with_kwargs=True),
             layer.register_forward_hook(record_block_output(i), with_kwargs=True),
         ]
@@ -226,11 +221,6 @@ def prune_model(model, plan: PruningPlan):
     pruned.load_state_dict(state, strict=True)
     pruned.generation_config = model.generation_config
     return pruned.train(model.training)
-
-
-def num_parameters(model) -> int:
-    """Parameters of `model`, a tied embedding counted once."""
-    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()

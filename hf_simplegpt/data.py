@@ -752,8 +752,6 @@ def heldout_blocks(args: CorpusArguments, tokenizer, block_size: int, seed: int 
     documents of `--eval_file` as given, else those that a pretraining run with the same data flags and seed held out
     (cleaned, de-duplicated and split as `prepare_corpus` does), packed as pretraining packs them; the first
     `max_blocks` of them when given."""
-    import torch
-
     if args.eval_file:
         heldout = _select_text_column(load_files(args.eval_file, "--eval_file"), args.text_column, args.eval_file)
     else:
@@ -761,7 +759,17 @@ def heldout_blocks(args: CorpusArguments, tokenizer, block_size: int, seed: int 
     blocks = tokenize_and_pack(heldout, tokenizer, block_size, args, split="held-out")
     if max_blocks is not None:
         blocks = blocks.select(range(min(max_blocks, len(blocks))))
-    return torch.tensor(blocks["input_ids"], dtype=torch.long)
+    return blocks_tensor(blocks)
+
+
+def blocks_tensor(dataset: Dataset, count: int | None = None, seed: int | None = None):
+    """(blocks, block_size) token ids (a LongTensor) of a packed dataset: all of it, or `count` blocks sampled with
+    `seed`."""
+    import torch
+
+    if count is not None and count < len(dataset):
+        dataset = dataset.shuffle(seed=seed).select(range(count))
+    return torch.tensor(dataset["input_ids"], dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------------------- tokenizer

@@ -28,14 +28,13 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
-import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, set_seed
 from trl.import_utils import TRLExperimentalWarning
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import compression, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
-from hf_simplegpt.data import CorpusArguments, prepare_corpus, tokenize_and_pack
+from hf_simplegpt.data import CorpusArguments, blocks_tensor, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.hub import push_to_hub, write_model_card
 from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, setup_logging
 
@@ -130,13 +129,6 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
     compression.pruned_shape(config, pruning.attention_keep_ratio, pruning.mlp_keep_ratio, pruning.drop_layers)
 
 
-def blocks_tensor(dataset, count: int | None = None, seed: int | None = None) -> torch.Tensor:
-    """(blocks, block_size) token ids of a packed dataset: all of it, or `count` blocks sampled with `seed`."""
-    if count is not None and count < len(dataset):
-        dataset = dataset.shuffle(seed=seed).select(range(count))
-    return torch.tensor(dataset["input_ids"], dtype=torch.long)
-
-
 @safeguards.guarded_main
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -170,8 +162,8 @@ def main(argv=None) -> dict:
     student = compression.prune_model(teacher, plan)
     losses = {"source": compression.language_model_loss(teacher, heldout, batch),
               "pruned": compression.language_model_loss(student, heldout, batch)}  # fmt: skip
-    logger.info("Pruned %s -> %s parameters; held-out loss %.4f -> %.4f", f"{compression.num_parameters(teacher):,}",
-                f"{compression.num_parameters(student):,}", losses["source"], losses["pruned"])  # fmt: skip
+    logger.info("Pruned %s -> %s parameters; held-out loss %.4f -> %.4f", f"{teacher.num_parameters():,}",
+                f"{student.num_parameters():,}", losses["source"], losses["pruned"])  # fmt: skip
 
     recovery_tokens = 0
     if pruning.recovery_steps:
@@ -193,7 +185,7 @@ def main(argv=None) -> dict:
     tokenizer.save_pretrained(out)
     report = {
         "source": source,
-        "parameters": {"source": compression.num_parameters(teacher), "pruned": compression.num_parameters(student)},
+        "parameters": {"source": teacher.num_parameters(), "pruned": student.num_parameters()},
         "shape": shape,
         "kept": plan.to_dict(),
         "importance": {"heads": importance.heads.tolist(), "neurons_sum_per_layer": importance.neurons.sum(-1).tolist(),
