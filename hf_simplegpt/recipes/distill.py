@@ -17,6 +17,7 @@ import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import adapters, alignment, data, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
+from hf_simplegpt.generation import context_length
 
 
 @safeguards.guarded_main
@@ -35,9 +36,10 @@ def main(args=None):
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
 
     tokenizer = AutoTokenizer.from_pretrained(student_path, padding_side="left")
-    for model_path in (student_path, teacher_path):
-        config = AutoConfig.from_pretrained(model_path)
-        alignment.check_prompts_fit(tokenizer, train, train_args.max_completion_length, config)
+    # Both models see every prompt and completion: the shorter context of the two bounds them (prompts tokenized once).
+    configs = [AutoConfig.from_pretrained(model_path) for model_path in (student_path, teacher_path)]
+    shorter = min(configs, key=lambda config: context_length(config) or float("inf"))
+    alignment.check_prompts_fit(tokenizer, train, train_args.max_completion_length, shorter)
     student = AutoModelForCausalLM.from_pretrained(student_path, dtype=model_args.dtype).to(train_args.device)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=model_args.dtype).to(train_args.device).eval()
     peft_config = adapters.lora_config_from_model_args(model_args, student)
