@@ -6,6 +6,8 @@ used where it is absent), `my_held_out.txt` its last 20,000 characters, and `out
 standing in for the Quickstart's output.
 """
 
+import json
+import math
 import os
 import re
 import subprocess
@@ -91,4 +93,10 @@ def test_readme_examples_run_as_written(workspace):
     assert (workspace / "outputs" / "tiny" / "README.md").is_file()
     assert "Sample continuations" in (workspace / "outputs" / "tiny" / "README.md").read_text()
     assert (workspace / "outputs" / "sft-lora" / "merged" / "model.safetensors").is_file()
-    assert (workspace / "outputs" / "eval-tiny" / "results.json").is_file()
+    perplexity = json.loads((workspace / "outputs" / "eval-tiny" / "results.json").read_text())["perplexity"]
+    assert perplexity["num_tokens"] > 0 and 1 < perplexity["perplexity"] < float("inf")
+    # The prune example: half the heads and neurons go, and distillation recovers part of the loss they took.
+    pruning = json.loads((workspace / "outputs" / "tiny-pruned" / "pruning.json").read_text())
+    assert pruning["parameters"]["pruned"] < pruning["parameters"]["source"]
+    losses = pruning["heldout_loss"]
+    assert all(math.isfinite(v) for v in losses.values()) and losses["recovered"] < losses["pruned"], losses
