@@ -51,9 +51,16 @@ def _file_hash(path: str) -> str:
     return digest.hexdigest()
 
 
+def _temporary(name: str) -> bool:
+    """A file that a killed save left half-written: safetensors writes .tmpXXXXXX and renames it, the manifest *.tmp."""
+    return name.startswith(".tmp") or name.endswith(".tmp")
+
+
 def _files(folder: str) -> list[str]:
-    """Every file under `folder` (FSDP and DeepSpeed save sub-folders), relative, sorted; the manifest excluded."""
-    found = [os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names]
+    """Every file under `folder` (FSDP and DeepSpeed save sub-folders), relative, sorted; the manifest and temporary
+    files excluded."""
+    found = [os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names
+             if not _temporary(name)]  # fmt: skip
     return sorted(f for f in found if f != MANIFEST_NAME)
 
 

@@ -13,10 +13,13 @@ other jobs run in this process. `--config` takes a YAML file or the name of a bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -105,13 +108,63 @@ def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
     # For the launched processes only: they check their parent is this process and ask to be stopped when it dies
     # (safeguards.die_with_parent).
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+    outcome: dict = {}
+
+    def run():
+        try:
+            launch_command(parsed)
+            outcome["code"] = 0
+        except subprocess.CalledProcessError as error:  # the job printed its own error; no launcher traceback on top
+            outcome["code"] = error.returncode or 1
+        except SystemExit as done:  # torchrun's way of reporting a stopped or failed job
+            outcome["code"] = done.code
+        except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = error
+
+    # The launcher runs in a thread so that the stop signals come here rather than to accelerate (or torchrun), which
+    # would kill the job 5 s (30 s) after forwarding them, whether or not its checkpoint is written.
+    launcher = threading.Thread(target=run, name="accelerate-launch", daemon=True)
     try:
-        launch_command(parsed)
-    except subprocess.CalledProcessError as error:  # the job printed its own error; no launcher traceback on top
-        return error.returncode or 1
+        with forward_stop_signals():
+            launcher.start()
+            launcher.join()
     finally:
         del os.environ[LAUNCHER_PID_ENV]
-    return 0
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["code"]
+
+
+@contextlib.contextmanager
+def forward_stop_signals():
+    """While a launched job runs, pass this process's SIGINT/SIGTERM on to it (its processes are our children), then
+    wait for it, however long its checkpoint takes (safeguards.SafeguardCallback saves one, then exits).
+
+    The first signal goes on as one SIGTERM: a stop request the job answers with a checkpoint (a Ctrl-C also reaches
+    the job itself, which takes the two as one request). A later SIGINT goes on as SIGINT (a second Ctrl-C: the job
+    exits at once); a later SIGTERM is the same request again. Before the job has started, a signal stops this command.
+    """
+    import psutil
+
+    received: list[int] = []
+
+    def forward(signum, frame):
+        jobs = psutil.Process().children()
+        if not jobs:
+            raise SystemExit(128 + signum)
+        first = not received
+        received.append(signum)
+        if first or signum == signal.SIGINT:
+            for process in jobs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGTERM if first else signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ from safetensors import SafetensorError
 from transformers import TrainerCallback
 
 from .checkpoints import (
+    MANIFEST_NAME,
     checkpoint_dirs,
     newest_valid_checkpoint,
     resolve_resume_checkpoint,
@@ -60,12 +61,16 @@ from .checkpoints import (
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".hf_simplegpt.lock"
+# Flags whose value is a secret, never written into a file or a message (a lock names the command that holds it).
+SECRET_FLAGS = ("--hub_token", "--token", "--api_key")
 # Files whose presence means a folder holds a saved model (full, or a LoRA adapter).
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                "adapter_config.json", "adapter_model.safetensors", "model.pte")  # fmt: skip
 # Set by `hf-simplegpt` for the processes it launches: the pid their parent must have.
 LAUNCHER_PID_ENV = "HF_SIMPLEGPT_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1
+# A SIGINT this many seconds after the first stop signal is a second Ctrl-C (exit at once); earlier ones are copies.
+SECOND_CTRL_C_AFTER = 3
 
 
 @dataclass
@@ -223,7 +228,7 @@ def lock_output_dir(path: str) -> None:
         logger.warning("Took over the stale lock of %s: its run (%s) is no longer running.", path,
                        _describe_holder(previous))  # fmt: skip
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(sys.argv)[:500]}  # fmt: skip
+              "command": " ".join(without_secrets(sys.argv))[:500]}  # fmt: skip
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     _held_locks[real] = fd
@@ -232,9 +237,26 @@ def lock_output_dir(path: str) -> None:
 def _describe_holder(content: bytes) -> str:
     try:
         holder = json.loads(content)
-        return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: {holder['command'][:120]}"
-    except (ValueError, KeyError, TypeError):
-        return content.decode(errors="replace").strip()[:200] or "a process that left no details"
+        command = " ".join(without_secrets(holder["command"].split()))  # a lock written by an older version
+        return f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: {command[:120]}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "a process that left no readable details"
+
+
+def without_secrets(argv: Sequence[str]) -> list[str]:
+    """A command line fit to write into a file or a message: the values of `SECRET_FLAGS` replaced by ***."""
+    shown, hide_next = [], False
+    for arg in argv:
+        flag, eq, _ = arg.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif flag in SECRET_FLAGS:
+            arg = f"{flag}=***" if eq else flag
+            shown.append(arg)
+        else:
+            shown.append(arg)
+        hide_next = flag in SECRET_FLAGS and not eq and not hide_next
+    return shown
 
 
 def release_output_dir(path: str) -> None:
@@ -341,7 +363,44 @@ def die_with_parent() -> bool:
     expected = os.environ.get(LAUNCHER_PID_ENV)
     if expected and os.getppid() != int(expected):  # the launcher died before the request was made
         raise SystemExit(f"The launcher (pid {expected}) exited before this job started; stopping.")
+    if not isinstance(sys.stderr, _SurvivingStream):
+        sys.stdout, sys.stderr = _SurvivingStream(sys.stdout), _SurvivingStream(sys.stderr)
     return True
+
+
+class _SurvivingStream:
+    """sys.stdout or sys.stderr of a launched job, which keeps working once the launcher is gone.
+
+    accelerate relays a job's stderr through a pipe that it reads. When the launcher is killed, writing into that
+    pipe raises BrokenPipeError, and the progress bar transformers draws while saving would abort the very checkpoint
+    the parent-death SIGTERM asked for. After the first broken write the descriptor points at /dev/null (for every
+    other holder of it too, C code included) and the job goes on.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def _reader_gone(self):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, self._stream.fileno())
+        os.close(null)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return self._stream.write(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+            self._stream.flush()
 
 
 def start_run(training_args, run_args: RunArguments, inputs: Sequence[str | None] = ()) -> GuardedRun:
@@ -481,13 +540,17 @@ class SafeguardCallback(TrainerCallback):
 
     def __init__(self, may_overflow: bool = False):
         self.may_overflow = may_overflow
-        self.requested: int | None = None  # the signal this process received
+        self.requested: int | None = None  # the signal this process received first
+        self.requested_at = 0.0  # when (time.monotonic())
         self.stopped_by: int | None = None  # the signal the run stops for (agreed by all processes)
         self.saving: int | None = None  # the step whose checkpoint is being written
 
     @contextlib.contextmanager
     def stop_on_signals(self):
-        """Route SIGTERM and SIGINT here while the block runs (signal handlers live in the main thread only)."""
+        """Route SIGTERM and SIGINT here while the block runs (signal handlers live in the main thread only).
+
+        Under a launcher the handlers stay after a stop: the process is on its way out, and copies of the same
+        request (see `_on_signal`) may still arrive while it releases its folder and exits with 128 + signal."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -495,17 +558,27 @@ class SafeguardCallback(TrainerCallback):
         try:
             yield
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if self.requested is None or not launched_by_a_launcher():
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     def _on_signal(self, signum, frame):
-        if self.requested is not None:
-            if signum == signal.SIGINT:  # a second Ctrl-C: stop now, without the checkpoint
-                raise KeyboardInterrupt
-            return  # e.g. SIGTERM from the launcher dying while this process saves: finish the save
-        self.requested = signum
-        logger.warning("%s received: saving a checkpoint at the end of this step, then exiting (Ctrl-C again exits "
-                       "at once, without it).", signal.Signals(signum).name)  # fmt: skip
+        """The first SIGTERM or SIGINT asks for a checkpoint at the end of the step, then an exit.
+
+        One user action often delivers several signals: Ctrl-C reaches the launcher and the job, and the launcher
+        forwards it (accelerate and `hf-simplegpt` as SIGTERM, torchrun as SIGINT); killing a launcher sends the
+        parent-death SIGTERM once per launcher thread; Slurm signals every process of the step. So every later
+        SIGTERM, and a SIGINT within `SECOND_CTRL_C_AFTER` seconds of the first signal, is the same request and
+        never aborts the save. Only a SIGINT after that (a person pressing Ctrl-C again) exits at once, without it.
+        """
+        now = time.monotonic()
+        if self.requested is None:
+            self.requested, self.requested_at = signum, now
+            logger.warning("%s received: saving a checkpoint at the end of this step, then exiting (Ctrl-C again, "
+                           "after %d s, exits at once without it).", signal.Signals(signum).name,
+                           SECOND_CTRL_C_AFTER)  # fmt: skip
+        elif signum == signal.SIGINT and now - self.requested_at >= SECOND_CTRL_C_AFTER:
+            raise KeyboardInterrupt
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         norm = 0.0 if self.may_overflow or model is None else _gradient_norm(model)
@@ -535,6 +608,19 @@ class SafeguardCallback(TrainerCallback):
                 raise NonFiniteError(f"At step {state.global_step} the weights hold NaN/inf ({where}); they are not "
                                      "saved. Earlier checkpoints are intact.")  # fmt: skip
             self.saving = state.global_step
+            self._remove_cut_off_save(args, state.global_step)
+
+    @staticmethod
+    def _remove_cut_off_save(args, step: int) -> None:
+        """Remove checkpoint-`step` if a run killed while saving it left it without a manifest: this save then starts
+        from an empty folder, and the killed save's leftovers (safetensors' .tmpXXXXXX files) never get listed."""
+        folder = os.path.join(args.output_dir, f"checkpoint-{step}")
+        if args.should_save and os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+            logger.warning("Removing %s, cut off while saving by an earlier run, before saving that step again.",
+                           folder)  # fmt: skip
+            shutil.rmtree(folder)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # nobody writes its files into the folder before it is removed
 
     def on_save(self, args, state, control, **kwargs):
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")

@@ -7,6 +7,7 @@ tests start real processes (`python recipes/pretrain.py`, `hf-simplegpt pretrain
 counts these tests (tests/test_bad_inputs.py checks it).
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -60,12 +61,14 @@ def copy_of(finished: Path, tmp_path: Path, *names: str) -> Path:
 
 
 def test_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, corpus, finished, monkeypatch, caplog):
-    """SIGTERM (Slurm, Kubernetes, spot instances) mid-step: checkpoint at the end of the step, exit 143, and
-    `--resume_from_checkpoint true` gives the uninterrupted run's loss curve to the last bit."""
+    """SIGTERM (Slurm, Kubernetes, spot instances) mid-step, with the copies one action brings (a Ctrl-C's SIGINT,
+    a launcher's forwarded SIGTERM): checkpoint at the end of the step, exit 143, and `--resume_from_checkpoint true`
+    gives the uninterrupted run's loss curve to the last bit."""
 
     def signal_during_step_3(self, args, state, control, **kwargs):
-        if state.global_step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if state.global_step == 2:  # one action, several signals (see SafeguardCallback._on_signal): one request
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+                os.kill(os.getpid(), sig)
 
     with monkeypatch.context() as patch:
         patch.setattr(safeguards.SafeguardCallback, "on_step_begin", signal_during_step_3, raising=False)
@@ -84,29 +87,60 @@ def test_sigterm_saves_the_step_and_resume_continues_exactly(tmp_path, corpus, f
     assert len(expected) == 7 and got == expected  # steps 4-8 and two evaluations, bit for bit
 
 
-def test_killing_the_launcher_stops_the_job_after_a_checkpoint(tmp_path, corpus):
-    """`hf-simplegpt pretrain` killed with -9 while its job trains: the job (which asked Linux for SIGTERM when its
-    parent dies) saves a checkpoint and exits instead of writing on unseen. While it runs, a second run into the same
-    folder is refused by the lock, naming the job's pid."""
+def files_holding(token: str, *paths: Path) -> list[Path]:
+    """The files under `paths` (folders or files) that hold `token`, read while a run may be writing there."""
+    holding = []
+    for f in (f for p in paths for f in ([p] if p.is_file() else p.rglob("*"))):
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):  # a temporary file renamed meanwhile
+            if token.encode() in f.read_bytes():
+                holding.append(f)
+    return holding
+
+
+def wait_for(condition, what: str, process=None, timeout: float = 600):
+    """Poll `condition` until it holds; fail naming `what` if `process` ends first or `timeout` (a bound for a hung
+    run, far above the time a loaded machine needs) passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+def test_stopping_the_launcher_stops_the_job_after_a_checkpoint(tmp_path, corpus, monkeypatch, stop):
+    """`hf-simplegpt pretrain` while its job trains, killed with -9 (the job asked Linux for SIGTERM when its parent
+    dies; the pipe the launcher read the job's stderr from breaks) or sent SIGTERM (a Slurm preemption, `kill`; it is
+    passed on to the job, which is then waited for however long the save takes: here the job is frozen for longer
+    than accelerate's 5 s grace period). Either way the job saves a checkpoint and exits instead of writing on unseen.
+    While it runs, a second run into the same folder is refused by the lock, naming the job's pid. The Hub token on
+    its command line is in no file and no message: not while it runs, nor after it, nor in the refusal."""
     out, log = tmp_path / "out", tmp_path / "job.log"
     args = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(out), "--max_steps", "100000",
             "--save_steps", "100000", "--eval_strategy", "no", "--logging_steps", "1", "--num_sample_generations", "0",
-            "--data_cache_dir", str(Path(corpus).parent / "cache"), "--disable_tqdm", "true"]  # fmt: skip
+            "--data_cache_dir", str(Path(corpus).parent / "cache"), "--disable_tqdm", "true",
+            "--hub_token", TOKEN]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    monkeypatch.setenv("HF_TOKEN", "")  # restored after the test: the refused run below moves --hub_token there
     with open(log, "w") as sink:
         launcher = subprocess.Popen([sys.executable, "-m", "hf_simplegpt.cli", "pretrain", *args], cwd=REPO_ROOT,
                                     env=env, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.time() + 240
-        while "'loss'" not in log.read_text():
-            assert launcher.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_for(lambda: "'loss'" in log.read_text(), "a logged training step", launcher)
         (job,) = psutil.Process(launcher.pid).children(recursive=True)
-        with pytest.raises(ValueError, match=f"{out} is in use by another run \\(pid {job.pid} on "):
+        assert files_holding(TOKEN, out, log) == [] and (out / safeguards.LOCK_NAME).exists()
+        with pytest.raises(ValueError, match=f"{out} is in use by another run \\(pid {job.pid} on ") as refused:
             run_pretrain(tmp_path, corpus, *args[4:])
-        launcher.kill()
-        launcher.wait()
-        gone, _ = psutil.wait_procs([job], timeout=120)
+        assert TOKEN not in str(refused.value) and "--hub_token ***" in (out / safeguards.LOCK_NAME).read_text()
+        if stop == "kill -9":
+            launcher.kill()
+        else:  # the job is frozen past accelerate's grace period, after which its launcher would send SIGKILL
+            job.suspend()
+            launcher.send_signal(signal.SIGTERM)
+            time.sleep(6)
+            job.resume()
+        assert launcher.wait(timeout=600) == (-signal.SIGKILL if stop == "kill -9" else 128 + signal.SIGTERM)
+        gone, _ = psutil.wait_procs([job], timeout=600)
         assert gone, "the job outlived its launcher"
     finally:
         launcher.kill()
@@ -116,37 +150,44 @@ def test_killing_the_launcher_stops_the_job_after_a_checkpoint(tmp_path, corpus)
     assert f"Stopped by SIGTERM at step {checkpoint.rsplit('-', 1)[1]}; saved {checkpoint}" in text
     assert checkpoint_problems(checkpoint) == []
     assert not (out / safeguards.LOCK_NAME).exists()  # released by the job on its way out
+    assert files_holding(TOKEN, out, log) == []
 
 
 def test_kill_9_keeps_complete_checkpoints_and_resume_takes_over_the_stale_lock(tmp_path, corpus, caplog):
     """kill -9 while checkpoints are written every step: every checkpoint with a manifest is complete, the newest one
-    may be cut off mid-save (and is skipped), the lock is left behind by a dead process and is taken over."""
+    may be cut off mid-save (and is skipped), the lock is left behind by a dead process and is taken over. A save cut
+    off by the kill (here with the temporary file safetensors writes before renaming) is redone from an empty folder,
+    so its manifest lists no leftover. The Hub token is in no file the killed run left, nor in the takeover warning."""
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO_ROOT / "recipes" / "pretrain.py"), "--config", PRETRAIN_TINY, "--train_file",
            corpus, "--output_dir", str(out), "--max_steps", "100000", "--save_steps", "1", "--eval_strategy", "no",
            "--logging_steps", "1", "--lr_scheduler_type", "constant", "--data_cache_dir", str(Path(corpus).parent / "cache"),
-           "--disable_tqdm", "true", "--num_sample_generations", "0"]  # fmt: skip
+           "--disable_tqdm", "true", "--num_sample_generations", "0", "--hub_token", TOKEN]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
-        while not (out / "checkpoint-4" / MANIFEST_NAME).exists():
-            assert proc.poll() is None and time.time() < deadline, "the run ended before writing 4 checkpoints"
-            time.sleep(0.1)
+        wait_for(lambda: (out / "checkpoint-4" / MANIFEST_NAME).exists(), "4 checkpoints", proc)
+        assert files_holding(TOKEN, out) == []
     finally:
         proc.kill()
         proc.wait()
     assert (out / safeguards.LOCK_NAME).exists()  # nobody removed it
+    assert files_holding(TOKEN, out) == []
     complete = [p for p in checkpoint_dirs(str(out)) if (Path(p) / MANIFEST_NAME).exists()]
     assert len(complete) >= 4 and all(checkpoint_problems(p) == [] for p in complete)
     newest = int(complete[-1].rsplit("-", 1)[1])
+    cut_off = out / f"checkpoint-{newest + 1}"
+    cut_off.mkdir(exist_ok=True)  # the kill may have landed between two saves: make it land in one
+    (cut_off / ".tmpK9x2Qa").write_bytes(os.urandom(4096))
 
-    same = ("--max_steps", str(newest + 4), "--save_steps", "100", "--eval_strategy", "no", "--logging_steps", "1",
+    same = ("--max_steps", str(newest + 4), "--eval_strategy", "no", "--logging_steps", "1",
             "--lr_scheduler_type", "constant", "--num_sample_generations", "0")  # fmt: skip
-    run_pretrain(tmp_path, corpus, *same, "--resume_from_checkpoint", "true")
-    assert f"Took over the stale lock of {out}: its run (pid {proc.pid} " in caplog.text
+    run_pretrain(tmp_path, corpus, *same, "--save_steps", "1", "--resume_from_checkpoint", "true")
+    assert f"Took over the stale lock of {out}: its run (pid {proc.pid} " in caplog.text and TOKEN not in caplog.text
     assert f"Resuming from {complete[-1]} (step {newest})" in caplog.text
-    run_pretrain(tmp_path, corpus, *same, out="uninterrupted")
+    assert f"Removing {cut_off}, cut off while saving" in caplog.text
+    assert not (cut_off / ".tmpK9x2Qa").exists() and checkpoint_problems(str(cut_off)) == []
+    run_pretrain(tmp_path, corpus, *same, "--save_steps", "100", out="uninterrupted")
     resumed, expected = curve(out, after=newest), curve(tmp_path / "uninterrupted", after=newest)
     assert len(expected) == 4 and resumed == expected  # bit for bit
 

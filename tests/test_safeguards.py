@@ -4,6 +4,7 @@ Whole runs meeting faults are in tests/test_faults.py; bad flags and folders in 
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from hf_simplegpt import safeguards
-from tests.conftest import make_model
+from tests.conftest import REPO_ROOT, make_model
 
 # A process that takes a folder's lock the way a job does and exits at once, leaving a stale lock file behind.
 TAKE_LOCK_AND_EXIT = """import fcntl, json, os, sys
@@ -84,3 +85,38 @@ def test_an_overflowing_loss_stops_training_before_the_update(tiny_tokenizer, tm
                        "loss or its gradient overflowed"):  # fmt: skip
         run.train(trainer)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_one_action_is_one_stop_request_and_only_a_later_ctrl_c_exits_at_once(monkeypatch):
+    """Copies of a stop signal (a Ctrl-C reaching job and launcher, parent-death SIGTERMs, forwarded ones) never abort
+    the checkpoint; a SIGINT `SECOND_CTRL_C_AFTER` seconds after the first signal (a person pressing again) does."""
+    callback = safeguards.SafeguardCallback()
+    clock = [100.0]
+    monkeypatch.setattr(safeguards.time, "monotonic", lambda: clock[0])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+        callback._on_signal(sig, None)
+    assert callback.requested == signal.SIGINT
+    clock[0] += safeguards.SECOND_CTRL_C_AFTER
+    callback._on_signal(signal.SIGTERM, None)  # SIGTERM is never more than the same request
+    with pytest.raises(KeyboardInterrupt):
+        callback._on_signal(signal.SIGINT, None)
+
+
+def test_a_launched_jobs_output_survives_its_launcher(tmp_path):
+    """A job whose stderr is a pipe its dead launcher read: writing (transformers' progress bar while saving the stop
+    checkpoint) goes on instead of raising BrokenPipeError, and the descriptor then points at /dev/null."""
+    script = """import os, sys
+from hf_simplegpt import safeguards
+safeguards.launched_by_a_launcher = lambda: True
+assert safeguards.die_with_parent()
+from huggingface_hub.utils import tqdm
+for _ in tqdm(range(3), desc="Writing model shards"):
+    print("x" * 100000, file=sys.stderr)
+sys.stderr.flush()
+open(sys.argv[1], "w").write(os.readlink("/proc/self/fd/2"))
+"""
+    read, write = os.pipe()
+    os.close(read)  # the launcher is gone
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "fd2")], stderr=write, cwd=REPO_ROOT)
+    os.close(write)
+    assert done.returncode == 0 and (tmp_path / "fd2").read_text() == os.devnull
