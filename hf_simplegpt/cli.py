@@ -67,6 +67,7 @@ LAUNCH_FLAGS = {
     "--main_process_ip": 1,
     "--main_process_port": 1,
     "--gpu_ids": 1,
+    "--rdzv_conf": 1,  # timeout=SECONDS: how long a machine waits for the main one (torch's default 600)
 }
 
 
@@ -99,6 +100,7 @@ def accelerate_config_file(name: str) -> str:
 def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
     """Run the job's module under `accelerate launch`; returns its exit code."""
     from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed import DistNetworkError
 
     if "--accelerate_config" in launch_args:
         at = launch_args.index("--accelerate_config")
@@ -118,6 +120,13 @@ def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
             outcome["code"] = error.returncode or 1
         except SystemExit as done:  # torchrun's way of reporting a stopped or failed job
             outcome["code"] = done.code
+        except DistNetworkError as error:  # a machine of a multi-machine launch that cannot reach the main one
+            address = f"{parsed.main_process_ip}:{parsed.main_process_port}"
+            outcome["error"] = SystemExit(
+                f"Machine {parsed.machine_rank} could not reach the main machine at {address} ({error}). Start "
+                "--machine_rank 0 there, check --main_process_ip/--main_process_port and the firewall; "
+                "--rdzv_conf timeout=SECONDS sets how long to wait."
+            )
         except BaseException as error:  # noqa: BLE001 - re-raised in the main thread
             outcome["error"] = error
 
