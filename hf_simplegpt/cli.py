@@ -56,34 +56,73 @@ JOBS = {
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 
-# Flags handed to `accelerate launch`, with the number of values each takes; every other flag goes to the job.
-LAUNCH_FLAGS = {
-    "--accelerate_config": 1,  # a file, or the name of one in recipes/accelerate/ (multi_gpu, fsdp, ...)
-    "--config_file": 1,
-    "--multi_gpu": 0,
-    "--num_processes": 1,
-    "--num_machines": 1,
-    "--machine_rank": 1,
-    "--main_process_ip": 1,
-    "--main_process_port": 1,
-    "--gpu_ids": 1,
-    "--rdzv_conf": 1,  # timeout=SECONDS: how long a machine waits for the main one (torch's default 600)
-}
+# Flags that `accelerate launch` and the training jobs both take go to the job (as in TRL's CLI, the job's parser
+# wins); tests/test_cli.py checks this is every such flag.
+JOB_OWNED_FLAGS = ("--debug", "--gradient_accumulation_steps")
+
+
+def launch_flags() -> dict[str, int]:
+    """The flags handed to `accelerate launch`, with the number of values each takes: every flag of its own parser
+    but the jobs' (`JOB_OWNED_FLAGS`) and --module (set here), plus --accelerate_config (a file, or the name of one
+    in recipes/accelerate/: multi_gpu, fsdp, ...). Every other flag goes to the job."""
+    from accelerate.commands.launch import launch_command_parser
+
+    flags = {"--accelerate_config": 1}
+    for action in launch_command_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option not in (*JOB_OWNED_FLAGS, "--help", "--module", "--no_python"):
+                flags[option] = 0 if action.nargs == 0 else 1
+    return flags
 
 
 def split_launch_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(accelerate launch flags, job flags) out of one command line."""
+    flags = launch_flags()
     launch, job, i = [], [], 0
     while i < len(argv):
         flag = argv[i].split("=", 1)[0]
-        if flag in LAUNCH_FLAGS:
-            n = 0 if "=" in argv[i] else LAUNCH_FLAGS[flag]
+        if flag in flags:
+            n = 0 if "=" in argv[i] else flags[flag]
             launch += argv[i : i + 1 + n]
             i += 1 + n
         else:
             job.append(argv[i])
             i += 1
     return launch, job
+
+
+def flag_values(job_args: Sequence[str], names: Sequence[str]) -> dict[str, str]:
+    """The values of the named flags in a job's command line, or else in its --config YAML (a bare flag is "true")."""
+    import yaml
+
+    from .training import resolve_config
+
+    given, i = {}, 0
+    while i < len(job_args):
+        flag, eq, value = job_args[i].partition("=")
+        has_value = not eq and i + 1 < len(job_args) and not job_args[i + 1].startswith("--")
+        given[flag[2:]] = value if eq else job_args[i + 1] if has_value else "true"
+        i += 1 if eq or not has_value else 2
+    values = {}
+    if "config" in given:
+        with open(resolve_config(given["config"]), encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        values = {name: str(config[name]) for name in names if isinstance(config, dict) and name in config}
+    return values | {name: given[name] for name in names if name in given}
+
+
+def output_dir_refusal(job_args: Sequence[str]) -> str | None:
+    """A training job's --output_dir refusal (it holds a model or checkpoints, or a running job holds its lock),
+    found here so that it comes in seconds, before the launcher and the job start. The job checks again."""
+    from .safeguards import output_dir_refusal
+
+    values = flag_values(job_args, ("output_dir", "overwrite_output_dir", "resume_from_checkpoint"))
+    if "output_dir" not in values:
+        return None
+    yes = ("true", "1", "yes", "last", "latest")
+    resume = values.get("resume_from_checkpoint", "").lower() not in ("", "none", "false", "0", "no")
+    overwrite = values.get("overwrite_output_dir", "").lower() in yes
+    return output_dir_refusal(values["output_dir"], overwrite=overwrite, resume=resume)
 
 
 def accelerate_config_file(name: str) -> str:
@@ -180,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-simplegpt",
         description=__doc__.split("\n\n")[0],
-        epilog="`hf-simplegpt <job> --help` lists a job's flags. Launcher flags for training jobs: "
-        + " ".join(LAUNCH_FLAGS),
+        epilog="`hf-simplegpt <job> --help` lists a job's flags. Training jobs pass every `accelerate launch` flag "
+        "(--num_processes, --multi_gpu, --config_file, ...) to the launcher, and --accelerate_config NAME for a bundled "
+        "config (multi_gpu, fsdp, ...).",
     )
     sub = parser.add_subparsers(dest="job", metavar="<job>", title="jobs")
     for name, job in JOBS.items():
@@ -200,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     job, rest = JOBS[argv[0]], argv[1:]
     launch_args, job_args = split_launch_args(rest)
     if job.launched and "-h" not in job_args and "--help" not in job_args:
+        try:
+            refusal = output_dir_refusal(job_args)
+        except (OSError, ValueError, TypeError):  # e.g. a --config that cannot be read: the job says why
+            refusal = None
+        if refusal:
+            print(f"hf-simplegpt {argv[0]}: error: {refusal}", file=sys.stderr)
+            return 2
         return launch(job, launch_args, job_args)
     if launch_args:
         parser.error(f"{argv[0]} runs in one process; drop the launcher flags {launch_args}.")

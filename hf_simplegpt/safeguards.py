@@ -140,10 +140,15 @@ def saved_work(path: str) -> list[str]:
     return [name for name in MODEL_FILES if os.path.isfile(os.path.join(path, name))] + checkpoints
 
 
-def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
-    """Create `path` if needed and prove a file can be written in it; ValueError naming the problem otherwise."""
+def check_writable_dir(path: str, flag: str = "--output_dir") -> list[str]:
+    """Create `path` if needed and prove a file can be written in it; ValueError naming the problem otherwise.
+    Returns the folders it created, deepest first."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{flag} {path} is a file, not a folder. Pass a folder path (it is created if missing).")
+    created, missing = [], os.path.abspath(path)
+    while not os.path.exists(missing):
+        created.append(missing)
+        missing = os.path.dirname(missing)
     try:
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, f".write_test.{os.getpid()}")
@@ -153,6 +158,7 @@ def check_writable_dir(path: str, flag: str = "--output_dir") -> None:
     except OSError as err:
         raise ValueError(f"{flag} {path} is not a writable folder ({err.strerror or err}). Pass a folder you can "
                          "write to.") from err  # fmt: skip
+    return created
 
 
 def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False, writer: bool = True,
@@ -169,14 +175,12 @@ def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False
         if source and os.path.isdir(source) and os.path.realpath(source) == os.path.realpath(path):
             raise ValueError(f"{flag} {path} is the folder this job reads its model from: writing there would replace "
                              f"it. Pass another {flag}.")  # fmt: skip
-    check_writable_dir(path, flag)
-    existing = saved_work(path)
-    if existing and not (resume or overwrite):
-        raise ValueError(
-            f"{flag} {path} already holds a model or checkpoints ({', '.join(existing)}): a new run would overwrite "
-            "them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir true to replace "
-            f"it, or another {flag}."
-        )
+    created = check_writable_dir(path, flag)
+    if writer:
+        _created_dirs.extend(created)
+    refusal = output_dir_refusal(path, overwrite=overwrite, resume=resume, flag=flag, locked=False)
+    if refusal:
+        raise ValueError(refusal)
     if not writer:
         return
     lock_output_dir(path)
@@ -189,6 +193,44 @@ def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False
                            ", ".join(os.path.basename(c) for c in stale))  # fmt: skip
 
 
+def output_dir_refusal(path: str, *, overwrite: bool = False, resume: bool = False, flag: str = "--output_dir",
+                       locked: bool = True) -> str | None:  # fmt: skip
+    """Why a run may not write into `path`, or None: it holds a model or checkpoints (and the run neither resumes nor
+    overwrites), or (with `locked`) a running job holds its lock. `hf-simplegpt` asks before it starts the launcher."""
+    existing = saved_work(path)
+    if existing and not (resume or overwrite):
+        return (f"{flag} {path} already holds a model or checkpoints ({', '.join(existing)}): a new run would overwrite "
+                "them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir true to replace "
+                f"it, or another {flag}.")  # fmt: skip
+    holder = lock_holder(path) if locked else None
+    return _in_use(path, holder) if holder else None
+
+
+def lock_holder(path: str) -> str | None:
+    """The run holding `path`'s lock (described), or None when no live run does. A shared lock taken for an instant
+    finds out; it does not change the lock file."""
+    try:
+        fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDONLY)
+    except OSError:  # no lock file (or not a file: the job says so when it starts)
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe_holder(os.read(fd, 4096))
+    except OSError:  # a filesystem without flock: the job warns when it starts
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def _in_use(path: str, holder: str) -> str:
+    return (f"{path} is in use by another run ({holder}). Two runs writing one folder mix their checkpoints: wait for "
+            "it to finish, stop it, or pass another --output_dir.")  # fmt: skip
+
+
+# Output folders this process created (claim_output_dir): a job that fails removes those it left empty.
+_created_dirs: list[str] = []
 # Locks this process holds: real path -> open file descriptor. Jobs in one process run one after another, so a
 # folder locked by an earlier job of this process may be locked again.
 _held_locks: dict[str, int] = {}
@@ -204,6 +246,9 @@ def lock_output_dir(path: str) -> None:
     if real in _held_locks:
         return
     lock_path = os.path.join(path, LOCK_NAME)
+    if os.path.isdir(lock_path):
+        raise ValueError(f"{lock_path} is a folder, where this job keeps its lock file: remove it, or pass another "
+                         "--output_dir.")  # fmt: skip
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -211,10 +256,7 @@ def lock_output_dir(path: str) -> None:
         except BlockingIOError:
             holder = _describe_holder(os.read(fd, 4096))
             os.close(fd)
-            raise ValueError(
-                f"{path} is in use by another run ({holder}). Two runs writing one folder mix their checkpoints: wait "
-                "for it to finish, stop it, or pass another --output_dir."
-            ) from None
+            raise ValueError(_in_use(path, holder)) from None
         except OSError as err:  # a filesystem without flock (some network filesystems)
             os.close(fd)
             logger.warning("Cannot lock %s (%s): nothing stops a second run from writing into it.", path, err)
@@ -275,14 +317,17 @@ def _release_all() -> None:
 
 
 def guarded_main(main):
-    """Decorate a job's `main`: the output folders it locks are released when it returns or raises, and a write
-    that fails for lack of space ends in a `NoSpaceError` that says so instead of a library's I/O message."""
+    """Decorate a job's `main`: the output folders it locks are released when it returns or raises, the folders it
+    created are removed if it fails before writing in them, and a write that fails for lack of space ends in a
+    `NoSpaceError` that says so instead of a library's I/O message."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        before = set(_held_locks)
+        before, created, failed = set(_held_locks), len(_created_dirs), True
         try:
-            return main(*args, **kwargs)
+            result = main(*args, **kwargs)
+            failed = False
+            return result
         except NoSpaceError:
             raise
         except (OSError, RuntimeError, SafetensorError) as err:  # how torch.save, safetensors and open() fail writing
@@ -294,6 +339,10 @@ def guarded_main(main):
         finally:
             for real in set(_held_locks) - before:
                 release_output_dir(real)
+            for folder in _created_dirs[created:] if failed else ():
+                with contextlib.suppress(OSError):  # only an empty folder is removed: what the job wrote stays
+                    os.rmdir(folder)
+            del _created_dirs[created:]
 
     return wrapper
 

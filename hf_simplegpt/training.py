@@ -90,6 +90,11 @@ def check_minimums(args, minimums: Mapping[str, int]) -> None:
             raise ValueError(f"--{name} {value} must be at least {least}{unset}.")
 
 
+# Flags that let a job run code from outside the project: a config file someone handed over must not be able to turn
+# them on unseen, so parse_args takes them from the command line only.
+COMMAND_LINE_ONLY = ("allow_custom_reward_funcs",)
+
+
 def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:
     """Parse `--config file.yaml` plus command-line flags into one instance per dataclass type.
 
@@ -111,8 +116,18 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
             config = yaml.safe_load(f) or {}
         if not isinstance(config, dict):
             raise ValueError(f"--config {args[at]} must hold a YAML mapping of flag: value, got {type(config).__name__}.")
+        only_given = sorted(name for name in COMMAND_LINE_ONLY if config.get(name))
+        if only_given:
+            flags = " ".join(f"--{name} true" for name in only_given)
+            raise ValueError(f"--config {args[at]} sets {', '.join(only_given)}, which runs Python code from outside "
+                             f"the project; a config file cannot turn that on. Pass {flags} on the command line if "
+                             "you trust that code.")  # fmt: skip
         given |= set(config)
     parser = TrlParser(list(dataclass_types))
+    # --config is read above, before the parser; the help still names it first, as every documented command uses it.
+    parser.usage = "%(prog)s [--config FILE.yaml] [--flag value ...]"
+    parser.description = (f"--config FILE.yaml: flags from a YAML file (flag: value), or one of the bundled configs "
+                          f"({', '.join(bundled_configs())}); flags on the command line win.")  # fmt: skip
     fields = {f for t in dataclass_types for f in t.__dataclass_fields__}
     defaults = {k: v for k, v in hardware_defaults().items() if k in fields}
     if given & {"bf16", "fp16"}:

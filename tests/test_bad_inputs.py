@@ -250,6 +250,8 @@ CASES = [
          "not a sequence-classification reward model"),
     Case("combinations", "rl", "a dotted reward function without the flag", ("--reward_funcs", "os.system"),
          "is not one of the project's"),
+    Case("combinations", "rl", "a config that turns on custom reward code", ("--config", "{custom_reward_yaml}"),
+         "sets allow_custom_reward_funcs, which runs Python code from outside the project; a config file cannot"),
     Case("combinations", "distill", "a teacher with another tokenizer of the same size",
          ("--teacher_model_name_or_path", "{other_model}"), "same size but map tokens differently"),
     # ------------------------------------------------------------------------------------------------ evaluation
@@ -293,6 +295,8 @@ CASES = [
          "already holds a model or checkpoints (checkpoint-4)"),
     Case("output paths", "pretrain", "--output_dir in use by a running job", ("--output_dir", "{locked}"),
          "is in use by another run (pid"),
+    Case("output paths", "pretrain", "a lock path that is a folder", ("--output_dir", "{lock_is_a_folder}"),
+         ".hf_simplegpt.lock is a folder, where this job keeps its lock file"),
     Case("output paths", "sft", "--output_dir = the source model folder",
          ("--output_dir", "{model}", "--overwrite_output_dir", "true"),
          "is the folder this job reads its model from"),
@@ -436,6 +440,12 @@ def paths(tmp_path_factory, corpus):
         (folder / "test" / "marketing_test.csv").write_bytes(content)
         p[name] = str(folder)
 
+    # A folder where the lock file should be is a folder; a config that switches custom reward code on by itself.
+    os.makedirs(root / "lock_is_a_folder" / ".hf_simplegpt.lock")
+    p["lock_is_a_folder"] = str(root / "lock_is_a_folder")
+    rl_tiny = (REPO_ROOT / "recipes" / "configs" / "rl_tiny.yaml").read_text()
+    p["custom_reward_yaml"] = file("custom_reward.yaml", rl_tiny + "\nallow_custom_reward_funcs: true\n"
+                                   "reward_funcs: [hf_simplegpt.rewards.keyword_reward]\n")  # fmt: skip
     # A folder whose lock a live process holds (as a running job would).
     p["locked"] = str(root / "locked")
     os.makedirs(p["locked"])
@@ -506,6 +516,8 @@ def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, cap
             case.args(make_model(tiny_tokenizer).eval())
     else:
         args = base_args(case.job, paths, str(tmp_path / "out")) + [a.format(**paths) for a in case.args]
+        if args.count("--config") == 2:  # the case's config replaces the job's usual one
+            del args[args.index("--config") : args.index("--config") + 2]
         main = importlib.import_module(JOB_MODULES[case.job]).main
         if case.warns:
             with caplog.at_level(logging.WARNING):
@@ -517,7 +529,9 @@ def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, cap
         with pytest.raises(ValueError) as error:
             VERDICTS[key] = "silent"
             main(args)
-    data_lost = (tmp_path / "out" / "model.safetensors").exists()
+    out = tmp_path / "out"
+    data_lost = (out / "model.safetensors").exists()
+    assert not (out.is_dir() and not any(out.iterdir())), "the failed job left an empty output folder"
     VERDICTS[key] = "unclear" if says not in str(error.value) else "data lost" if data_lost else "clear"
     assert says in str(error.value), f"expected {says!r} in:\n{error.value}"
     assert not data_lost  # failed before any training

@@ -1,6 +1,7 @@
 """hf_simplegpt.cli: the `hf-simplegpt` command runs the recipes' code with their flags, training jobs through
 accelerate launch (tests/test_readme.py and tests/test_packaging.py run its training jobs end to end)."""
 
+import re
 import subprocess
 import sys
 
@@ -10,32 +11,63 @@ from hf_simplegpt import cli
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "hf_simplegpt", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+                          text=True, timeout=900)  # fmt: skip
 
 
 def test_help_lists_every_job(capsys):
     assert cli.main(["--help"]) == 0
     listed = capsys.readouterr().out
-    for job in ("pretrain", "sft", "reward", "rl", "dpo", "distill", "prune", "evaluate", "quantize", "export", "convert", "serve",
-                "chat-ui"):
-        assert f"    {job} " in listed
+    for job in cli.JOBS:
+        assert re.search(rf"^ +{re.escape(job)}\s", listed, re.M), job
 
 
-def test_a_jobs_help_lists_its_flags(capsys):
+# The jobs that read their flags with training.parse_args, so that --config works; the others take a few flags.
+CONFIG_JOBS = ("pretrain", "sft", "reward", "rl", "dpo", "distill", "prune", "evaluate", "quantize", "export")
+
+
+@pytest.mark.parametrize("job", cli.JOBS)
+def test_every_jobs_help_lists_its_flags_under_its_name(capsys, job):
+    """`hf-simplegpt <job> --help` for every job: exit 0, the job's name, and --config first where the job takes it."""
     with pytest.raises(SystemExit) as done:
-        cli.main(["evaluate", "--help"])
+        cli.main([job, "--help"])
     shown = capsys.readouterr().out
-    assert done.value.code == 0 and "--mmlu_data_dir" in shown and "hf-simplegpt evaluate" in shown
+    assert done.value.code == 0 and f"hf-simplegpt {job}" in shown and re.search(r"^\s+--\w+", shown, re.M)
+    if job in CONFIG_JOBS:
+        assert shown.splitlines()[0].startswith(f"usage: hf-simplegpt {job} [--config FILE.yaml]")
+        assert "--config FILE.yaml: flags from a YAML file" in shown
+    if job == "evaluate":
+        assert "--mmlu_data_dir" in shown
 
 
 def test_launcher_flags_go_to_accelerate_and_the_rest_to_the_job():
     launch, job = cli.split_launch_args(["--multi_gpu", "--num_processes", "2", "--config", "x.yaml",
-                                         "--max_steps=3", "--main_process_port=2950", "--output_dir", "o"])  # fmt: skip
-    assert launch == ["--multi_gpu", "--num_processes", "2", "--main_process_port=2950"]
-    assert job == ["--config", "x.yaml", "--max_steps=3", "--output_dir", "o"]
+                                         "--max_steps=3", "--main_process_port=2950", "--output_dir", "o",
+                                         "--mixed_precision", "bf16", "--debug", "underflow_overflow",
+                                         "--gradient_accumulation_steps", "4", "--dynamo_backend", "no"])  # fmt: skip
+    assert launch == ["--multi_gpu", "--num_processes", "2", "--main_process_port=2950", "--mixed_precision", "bf16",
+                      "--dynamo_backend", "no"]  # fmt: skip
+    assert job == ["--config", "x.yaml", "--max_steps=3", "--output_dir", "o", "--debug", "underflow_overflow",
+                   "--gradient_accumulation_steps", "4"]  # fmt: skip
     assert cli.accelerate_config_file("multi_gpu").endswith("recipes/accelerate/multi_gpu.yaml")
     with pytest.raises(SystemExit, match=r"--accelerate_config nope.*'fsdp'"):
         cli.accelerate_config_file("nope")
+
+
+def test_the_flags_accelerate_and_the_jobs_share_are_the_jobs():
+    """JOB_OWNED_FLAGS is every flag both `accelerate launch` and a job take (a library upgrade adding one fails here)."""
+    import dataclasses
+    import importlib
+
+    from accelerate.commands.launch import launch_command_parser
+
+    accelerate = {option for action in launch_command_parser()._actions for option in action.option_strings}
+    jobs = set()
+    for job in cli.JOBS.values():
+        module = importlib.import_module(job.module)
+        for value in vars(module).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value):
+                jobs |= {f"--{field.name}" for field in dataclasses.fields(value)}
+    assert accelerate & jobs == set(cli.JOB_OWNED_FLAGS)
 
 
 @pytest.mark.parametrize("argv, says", [(["pretrian"], "unknown job 'pretrian'"),
@@ -44,6 +76,23 @@ def test_unknown_job_and_misplaced_launcher_flags_are_refused(capsys, argv, says
     with pytest.raises(SystemExit) as done:
         cli.main(argv)
     assert done.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_taken_output_dir_is_refused_before_the_launcher_starts(tmp_path):
+    """A folder holding a model (or locked by a running job) is refused by the command itself: one line, exit 2 as
+    for argparse errors, no launcher or job started (no accelerate output, no traceback). Nothing is written there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    result = run("pretrain", "--config", "pretrain_tiny.yaml", "--train_file", tmp_path / "corpus.txt",
+                 "--output_dir", out, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"hf-simplegpt pretrain: error: --output_dir {out} already holds a model or checkpoints (config.json): a new "
+        "run would overwrite them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir "
+        "true to replace it, or another --output_dir.")  # fmt: skip
+    assert "Traceback" not in result.stderr and "accelerate" not in result.stderr.lower()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
 def test_a_failing_job_exits_non_zero_with_its_own_message(tmp_path):

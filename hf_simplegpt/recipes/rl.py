@@ -59,7 +59,8 @@ class RLArguments:
     )
     allow_custom_reward_funcs: bool = field(
         default=False,
-        metadata={"help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job)."},
+        metadata={"help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job). On the "
+                  "command line only: a --config file cannot set it (training.COMMAND_LINE_ONLY)."},  # fmt: skip
     )
     eval_max_new_tokens: int = field(default=24, metadata={"help": "Completion length when measuring held-out reward."})
 
