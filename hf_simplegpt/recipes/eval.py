@@ -1,10 +1,10 @@
-"""Evaluate a causal LM folder: perplexity, MMLU (lm-evaluation-harness protocol) and BLEU.
+"""Evaluate a causal LM folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols) and BLEU.
 
     hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
     python recipes/eval.py ...                            # the same job, the same flags
 
-Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
+Writes results.json, samples_<task>.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
 the model folder. The card is the model folder's own card with the results merged in (its `model-index` updated, an
 evaluation section added or replaced), or a new card when the folder has none; --push_to_hub uploads the model
 folder with that card and results.json in place of its own.
@@ -20,13 +20,13 @@ import torch
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import safeguards
 from hf_simplegpt.data import check_rows, load_files, text_field_problem
-from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perplexity
+from hf_simplegpt.evaluation import evaluate_crows_pairs, evaluate_mmlu, load_crows_pairs, load_mmlu, metric_path, perplexity
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
 from hf_simplegpt.training import check_minimums, parse_args
 
-TASKS = ("perplexity", "mmlu", "bleu")
+TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class EvalArguments:
     perplexity_file: str = field(default=None, metadata={"help": ".txt (documents split by blank lines) or .jsonl with 'text'."})
     stride: int = field(default=None, metadata={"help": "Perplexity window stride; unset: half the context."})
     bleu_file: str = field(default=None, metadata={"help": ".jsonl with 'prompt' and 'reference' (str or list)."})
+    crows_pairs_file: str = field(default=None, metadata={"help": "CrowS-Pairs .csv/.jsonl (sent_more, sent_less, "
+                                   "bias_type); unset: the Hub copy lm-evaluation-harness uses."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
@@ -97,6 +99,7 @@ def main(argv=None) -> dict:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
 
     check_model_source(args.model_name_or_path)
+    pairs = load_crows_pairs(args.crows_pairs_file) if "crows_pairs" in tasks else None  # bad data fails first
     held = safeguards.saved_work(args.output_dir)
     if held:
         raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
@@ -143,6 +146,13 @@ def main(argv=None) -> dict:
         references = [[p["reference"]] if isinstance(p["reference"], str) else p["reference"] for p in pairs]
         bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=references)
         results["bleu"] = {"dataset": Path(args.bleu_file).name, **bleu}
+
+    if "crows_pairs" in tasks:
+        start = time.perf_counter()
+        crows, samples = evaluate_crows_pairs(model, tokenizer, pairs, batch_size=args.batch_size)
+        dataset = Path(args.crows_pairs_file).name if args.crows_pairs_file else "crows_pairs_multilingual (english)"
+        results["crows_pairs"] = {"dataset": dataset, **crows, "seconds": time.perf_counter() - start}
+        write_samples(samples, out / "samples_crows_pairs.jsonl")
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))
