@@ -43,7 +43,7 @@ from transformers.generation import CompileConfig
 from transformers.generation.streamers import BaseStreamer
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
-from hf_simplegpt.pretraining import flops_per_token
+from hf_simplegpt.pretraining import flops_per_token, matmul_parameters
 from hf_simplegpt.timing import interleaved_medians, interleaved_times, synchronize
 
 PRESETS = {
@@ -259,7 +259,7 @@ def run_benchmark(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device)
     tokens = args.batch * args.seq
-    num_params = models["SimpleGPT"].num_parameters(exclude_embeddings=True)
+    num_params = matmul_parameters(models["SimpleGPT"])
     fpt = flops_per_token(num_params, args.layers, args.hidden, args.seq)
 
     def add(row, unit, values, higher_is_better=True, **extra):
@@ -326,7 +326,7 @@ def run_benchmark(args) -> dict:
         shapes=dict(layers=args.layers, hidden=args.hidden, heads=args.heads, seq=args.seq, batch=args.batch,
                     vocab=args.vocab, prompt_length=args.prompt_length, new_tokens=args.new_tokens),
         preset=args.preset, device=device, dtype=args.dtype, compile=args.compile, compile_backend=args.compile_backend,
-        repeats=args.repeats, warmup=args.warmup, non_embedding_params=num_params, flops_per_token=fpt,
+        repeats=args.repeats, warmup=args.warmup, matmul_params=num_params, flops_per_token=fpt,
         peak_tflops=args.peak_tflops, machine=machine_description(device),
         load_average=dict(before=load_before, after=os.getloadavg()),
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()),
