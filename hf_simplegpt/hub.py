@@ -137,6 +137,20 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(value, 4),
                 )
             )
+    safety = results.get("safety")
+    if safety:
+        for scope, values in [("all", safety)] + list(safety.get("categories", {}).items()):
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="safety",
+                    dataset_name=f"Harmful-behaviour prompts ({safety.get('dataset', 'bundled')})",
+                    metric_type="refusal_rate",
+                    metric_name="refusal_rate" if scope == "all" else f"refusal_rate ({scope})",
+                    metric_value=round(values["refusal_rate"], 4),
+                )
+            )
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -175,6 +189,11 @@ def results_table(results: dict) -> str:
         rows.append((f"CrowS-Pairs ({c['n']} pairs)", "likelihood_diff", f"{c['likelihood_diff']:.3f}"))
         rows += [(f"CrowS-Pairs {t} ({v['n']})", "pct_stereotype", f"{v['pct_stereotype']:.4f}")
                  for t, v in c.get("bias_types", {}).items()]  # fmt: skip
+    if results.get("safety"):
+        v = results["safety"]
+        rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate", f"{v['refusal_rate']:.4f}"))
+        if "judge_refusal_rate" in v:
+            rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}"))
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]
