@@ -32,33 +32,98 @@ def hardware_defaults() -> dict[str, Any]:
     """
     if not has_accelerator():
         # TRL's configs turn bf16 on unless told otherwise (None -> True): slow autocast on a CPU, so say no.
-        return {"use_cpu": True, "bf16": False}
+        # DeepSpeed runs on CPUs (its CPU accelerator, gloo) only without use_cpu: with it accelerate runs DDP.
+        return {"use_cpu": requested_engine() != "DEEPSPEED", "bf16": False}
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
     return {}
 
 
+def requested_engine() -> str | None:
+    """The sharding engine the launch asked for, "FSDP" or "DEEPSPEED" (what accelerate's config, its flags and
+    TrainingArguments' --fsdp/--deepspeed set in the environment), or None."""
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+            return engine
+    return None
+
+
 def check_launch(training_args: TrainingArguments) -> None:
     """Reject launches that accelerate would silently turn into something else on a machine without accelerators.
 
-    accelerate 1.15 enables FSDP/DeepSpeed only for accelerator process groups (`AcceleratorState` switches to
-    `DistributedType.FSDP` from MULTI_GPU/XPU/... types, never from MULTI_CPU), and without `use_cpu` it forms no
-    process group at all on a CPU machine: N processes would each train their own copy into the same folder.
+    accelerate enables FSDP only for accelerator process groups (`AcceleratorState` switches to
+    `DistributedType.FSDP` from MULTI_GPU/XPU/... types, never from MULTI_CPU: a CPU launch of FSDP exits 0 having
+    trained plain DDP). DeepSpeed runs on CPUs, but only without `use_cpu` (with it, DDP again). And without
+    `use_cpu` a CPU machine forms no process group at all: N processes would each train their own copy.
+    `check_engine` checks the engine accelerate actually set up, once the trainer exists.
     """
     if has_accelerator():
         return
-    for engine in ("FSDP", "DEEPSPEED"):
-        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+    engine = requested_engine()
+    if engine == "FSDP":
+        raise ValueError(
+            "FSDP needs GPUs (accelerate runs it only on accelerators; on a CPU it would silently run plain DDP) and "
+            "this machine has none. On CPU launch data parallel instead: hf-simplegpt <job> --multi_gpu "
+            "--num_processes 2 ..., or DeepSpeed ZeRO: --accelerate_config deepspeed_zero2 (or deepspeed_zero3)."
+        )
+    if engine == "DEEPSPEED":
+        if training_args.use_cpu:
             raise ValueError(
-                f"{engine} needs GPUs (accelerate runs it only on accelerators) and this machine has none. On CPU "
-                "launch data parallel instead: hf-simplegpt <job> --multi_gpu --num_processes 2 ..."
+                "DeepSpeed on a CPU needs --use_cpu false (the default when DeepSpeed is launched): with use_cpu "
+                "accelerate would silently run plain DDP instead."
             )
+        return
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not training_args.use_cpu:
         raise ValueError(
             f"{world_size} processes on a machine without accelerators need --use_cpu true (the default there); "
             "with --use_cpu false each process would train its own copy."
         )
+
+
+def check_engine(accelerator) -> None:
+    """Refuse to train when the engine accelerate set up is not the one the launch asked for (FSDP or DeepSpeed):
+    nobody should believe their model was sharded when it was not. Called with the trainer's accelerator."""
+    engine, got = requested_engine(), accelerator.distributed_type.name
+    if engine is not None and got != engine:
+        raise ValueError(
+            f"The launch asked for {engine} but accelerate set up {got} (on {accelerator.device.type}), which "
+            f"does not shard the model; stopping before training. {engine} needs "
+            f"{'GPUs' if engine == 'FSDP' else '--use_cpu false on a CPU'}; for data parallel launch --multi_gpu."
+        )
+
+
+class _TrackioAtStep:
+    """The trackio module, with every `log` placed at one step."""
+
+    def __init__(self, trackio, step: int):
+        self._trackio, self._step = trackio, step
+
+    def __getattr__(self, name):
+        return getattr(self._trackio, name)
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self._trackio.log(metrics, step=self._step)
+
+
+def use_global_step_in_trackio(trainer) -> None:
+    """Make the trainer's Trackio logs use the optimizer step as their x-axis, like TensorBoard's: transformers'
+    `TrackioCallback` logs without a step, so trackio counts its own calls (each evaluation adds one), and the train
+    and eval curves would not line up with `global_step`. A no-op without `--report_to trackio`."""
+    from transformers.integrations import TrackioCallback
+
+    class TrackioStepCallback(TrackioCallback):
+        def on_log(self, args, state, control, **kwargs):
+            trackio, self._trackio = self._trackio, _TrackioAtStep(self._trackio, state.global_step)
+            try:
+                super().on_log(args, state, control, **kwargs)
+            finally:
+                self._trackio = trackio
+
+    callbacks = trainer.callback_handler.callbacks
+    for i, callback in enumerate(callbacks):
+        if type(callback) is TrackioCallback:
+            callbacks[i] = TrackioStepCallback()
 
 
 def bundled_configs() -> list[str]:

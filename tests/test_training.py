@@ -1,6 +1,7 @@
 """hf_simplegpt.training: argument parsing (YAML + CLI, bundled configs), hardware defaults, launch checks."""
 
 import pytest
+import torch
 
 from hf_simplegpt import training
 from hf_simplegpt.data import CorpusArguments
@@ -58,6 +59,29 @@ def test_fsdp_or_deepspeed_launch_without_gpus_is_rejected(monkeypatch, tmp_path
     args.use_cpu = False
     with pytest.raises(ValueError, match="need --use_cpu true"):
         training.check_launch(args)
+    # DeepSpeed runs on CPUs, but only without use_cpu (with it accelerate sets up DDP): the default says so.
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    training.check_launch(args)
+    (args,) = parse_args(PretrainingArguments, args=["--output_dir", str(tmp_path)])
+    assert args.use_cpu is False
+    args.use_cpu = True
+    with pytest.raises(ValueError, match="DeepSpeed on a CPU needs --use_cpu false"):
+        training.check_launch(args)
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])
+def test_an_engine_accelerate_replaced_stops_the_run(monkeypatch, engine):
+    """Whatever the machine, a launch that asked for FSDP or DeepSpeed and got another engine does not train."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"))
+    training.check_engine(accelerator)  # nothing asked for: fine
+    monkeypatch.setenv(f"ACCELERATE_USE_{engine}", "true")
+    with pytest.raises(ValueError, match=f"asked for {engine} but accelerate set up MULTI_CPU.*does not shard"):
+        training.check_engine(accelerator)
+    training.check_engine(SimpleNamespace(distributed_type=DistributedType[engine], device=torch.device("cpu")))
 
 
 def test_an_explicit_precision_replaces_the_hardware_one(monkeypatch, tmp_path):
