@@ -123,6 +123,19 @@ def test_gradient_accumulation_with_padding_equals_the_full_batch(tmp_path, base
         torch.testing.assert_close(accum_grads[key], grad, atol=1e-6, rtol=1e-4, msg=key)
 
 
+def test_torch_compile_sft_takes_the_eager_steps(tmp_path, base_dir):
+    rows = [{"instruction": q, "response": a} for q, a in PAIRS]
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:2])
+    common = ["--max_steps", "2", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0"]
+    compiled = run_sft(base_dir, train_file, tmp_path / "compiled", *common, "--torch_compile", "true",
+                       "--torch_compile_backend", "aot_eager")  # fmt: skip
+    eager = run_sft(base_dir, train_file, tmp_path / "eager", *common)
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-5)
+    assert compiled["eval_loss_after"] == pytest.approx(eager["eval_loss_after"], abs=1e-5)
+    assert compiled["eval_loss_after"] < compiled["eval_loss_before"]
+
+
 def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model, tiny_tokenizer):
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS] * 4
     train_file = write_jsonl(tmp_path / "train.jsonl", rows)
