@@ -46,6 +46,9 @@ from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 from hf_simplegpt.pretraining import flops_per_token, matmul_parameters
 from hf_simplegpt.timing import interleaved_medians, interleaved_times, synchronize
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
+
 PRESETS = {
     "default": dict(layers=6, hidden=384, heads=6, seq=256, batch=8, vocab=10000),
     "gpt2-124m": dict(layers=12, hidden=768, heads=12, seq=1024, batch=8, vocab=50304),
@@ -347,8 +350,6 @@ def number(value: float) -> str:
 def markdown_table(result: dict) -> str:
     s, load = result["shapes"], result["load_average"]
     lines = [
-        f"`{result['command']}`",
-        "",
         f"Shapes: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, seq {s['seq']}, batch {s['batch']}, "
         f"vocab {s['vocab']}; decode {s['new_tokens']} tokens after a {s['prompt_length']}-token prompt. "
         f"Device: {result['device']} ({result['machine']}), {result['dtype']}, torch {result['versions']['torch']}, "
@@ -384,11 +385,7 @@ def main(argv=None):
     args = parse_args(argv)
     result = run_benchmark(args)
     result["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table(result)
-    (args.output_dir / f"{args.name}.md").write_text(table)
-    print("\n" + table)
+    save(args.name, result, markdown_table(result), output_dir=args.output_dir)
     return result
 
 
