@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -68,14 +67,12 @@ def test_two_machines_train_like_one_process_with_the_same_global_batch_and_resu
 
 def test_a_machine_that_cannot_reach_the_main_one_fails_in_bounded_time_naming_it(tmp_path, corpus):
     port = free_port()  # nothing listens there: machine 0 never started
-    start = time.monotonic()
     proc = machine(1, port, "--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(tmp_path / "o"),
                    rdzv_timeout=3)  # fmt: skip
-    output = proc.communicate(timeout=120)[0]
+    output = proc.communicate(timeout=300)[0]  # start-up included; the wait itself is the 3 s below
     assert proc.returncode != 0
-    assert time.monotonic() - start < 90
     assert f"could not reach the main machine at 127.0.0.1:{port}" in output, output[-3000:]
-    assert "--rdzv_conf timeout=SECONDS" in output
+    assert "timed out after 3000ms" in output and "--rdzv_conf timeout=SECONDS" in output
 
 
 def test_fsdp2_fully_shard_trains_like_ddp_and_its_full_state_dict_loads(tmp_path):
