@@ -48,7 +48,7 @@ CURRENT_REQUEST: ContextVar[dict | None] = ContextVar("hf_simplegpt_current_requ
 
 # Seconds a client may take to send its request body; SIGTERM waits at most GRACEFUL_SHUTDOWN_S for requests in flight.
 BODY_TIMEOUT_S = 30.0
-GRACEFUL_SHUTDOWN_S = 10
+GRACEFUL_SHUTDOWN_S = 5
 
 
 @dataclass

@@ -276,3 +276,5 @@ def check_logprobs(body: dict, route: str) -> None:
         if not is_int(logprobs) or not 0 <= logprobs <= MAX_TOP_LOGPROBS:
             raise RequestError(f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}] on completions (the number "
                                f"of top log probabilities per token), got {logprobs!r}.")  # fmt: skip
+    if body.get("logprobs") or body.get("echo"):
+        raise RequestError("`logprobs` and `echo` are not supported by this server yet; send the request without them.")
