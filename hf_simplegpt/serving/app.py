@@ -62,6 +62,7 @@ class ServeOptions:
     cb_num_blocks: int | None = None  # unset on a CPU: room for CPU_CONCURRENT_SEQUENCES full-context sequences
     cb_max_batch_tokens: int | None = None  # unset on a CPU: CPU_MAX_BATCH_TOKENS
     cb_page_size: int = 32  # tokens per paged-cache block: prompts share cached prefixes in whole blocks
+    prefix_cache: bool = True  # requests reuse the cached blocks of a prompt prefix already computed
     log_level: str = "warning"
     api_key: str | None = None  # None: no key is checked (also read from HF_SIMPLEGPT_API_KEY by the serve job)
     allow_model_dir: str | None = None  # None: /load_model and /reset are off
@@ -432,7 +433,7 @@ def _serving_classes():
     from transformers.cli.serving.response import ResponseHandler
     from transformers.cli.serving.utils import CBGenerateManager, GenerateManager, GenerationState
 
-    from hf_simplegpt.serving.sampling import RowSamplingBatchingManager
+    from hf_simplegpt.serving.sampling import PREFIX_COUNTERS, RowSamplingBatchingManager
 
     class FolderModelManager(ModelManager):
         """transformers' model manager, which also serves a PEFT adapter folder, merged into its base on load."""
@@ -492,7 +493,7 @@ def _serving_classes():
 
         def prefix_stats(self) -> dict:
             cb = self._cb_manager._cb if self._cb_manager is not None else None
-            return dict(cb.prefix_stats) if cb is not None else {}
+            return dict(cb.prefix_stats) if cb is not None else dict.fromkeys(PREFIX_COUNTERS, 0)
 
     class TokenPromptCompletionHandler(CompletionHandler):
         """transformers' completions handler, which also takes a prompt of token ids (`[47, 76]` or `[[47, 76]]`), as
@@ -563,7 +564,8 @@ def continuous_batching_config(model, options: ServeOptions):
         num_blocks = num_blocks or CPU_CONCURRENT_SEQUENCES * pages_per_sequence
         max_batch_tokens = max_batch_tokens or CPU_MAX_BATCH_TOKENS
     sizes = {"num_blocks": num_blocks, "max_batch_tokens": max_batch_tokens}
-    return ContinuousBatchingConfig(page_size=page_size, **{k: v for k, v in sizes.items() if v is not None})
+    return ContinuousBatchingConfig(page_size=page_size, allow_block_sharing=options.prefix_cache,
+                                    **{k: v for k, v in sizes.items() if v is not None})  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ guard and app

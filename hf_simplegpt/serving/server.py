@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chat", action="store_true", help="also serve a chat page (gradio) at /chat")
     parser.add_argument("--ray", action="store_true", help="serve with Ray Serve (pip install -e '.[ray]')")
     parser.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas of the model (with --ray)")
+    parser.add_argument("--no_prefix_cache", dest="prefix_cache", action="store_false",
+                        help="recompute every prompt (by default a prompt prefix already in the cache is reused)")  # fmt: skip
     parser.add_argument("--api_key", default=os.environ.get(API_KEY_ENV),
                         help=f"require `Authorization: Bearer KEY` on every route but /health (default: ${API_KEY_ENV})")  # fmt: skip
     parser.add_argument("--allow_model_dir", default=None, metavar="DIR",

@@ -213,6 +213,24 @@ def test_a_reply_does_not_depend_on_the_requests_batched_with_it(client, server)
             assert reply == alone_greedy
 
 
+def test_a_cached_prompt_prefix_leaves_greedy_replies_unchanged(client, server, local):
+    """Requests sharing a long system prompt reuse its cached blocks (counted on /metrics), and each greedy reply
+    still equals `generate` on the whole prompt."""
+    model, tokenizer = local
+    system = {"role": "system", "content": "You answer questions about the quick brown fox. " * 3}
+    metrics = f"{server.base_url.removesuffix('/v1')}/metrics"
+    before = json.loads(urllib.request.urlopen(metrics, timeout=30).read())["prefix_cache"]
+    for question in ("Why does it jump?", "Where is the dog?", "Why does it jump?"):
+        messages = [system, {"role": "user", "content": question}]
+        reply = chat(client, server, messages, max_tokens=16).choices[0].message.content
+        assert reply == greedy(model, tokenizer, messages, 16)[0]
+    after = json.loads(urllib.request.urlopen(metrics, timeout=30).read())["prefix_cache"]
+    assert after["prompts"] - before["prompts"] == 3
+    # The 2nd and 3rd requests read the system prompt's full blocks (32 tokens each) from the cache.
+    assert after["cached_prompt_tokens"] - before["cached_prompt_tokens"] >= 2 * 64, (before, after)
+    assert 0 < after["prefix_cache_hit_rate"] <= 1
+
+
 def test_transformers_chat_talks_to_the_server(server):
     """transformers' terminal client, fed a message, a "no" to "continue?", and !exit on stdin."""
     command = [os.path.join(os.path.dirname(sys.executable), "transformers"), "chat", server.model,
