@@ -231,6 +231,21 @@ def test_a_cached_prompt_prefix_leaves_greedy_replies_unchanged(client, server, 
     assert 0 < after["prefix_cache_hit_rate"] <= 1
 
 
+def test_concurrent_clients_get_what_each_gets_alone(client, server):
+    # Batched decoding gives each request exactly what it gets alone. (How much faster 8 concurrent clients are is a
+    # timing: benchmarks/serve_load.py measures it.)
+    prompts = [[{"role": "user", "content": f"Tell me story number {i}."}] for i in range(8)]
+
+    def ask(messages):
+        return chat(client, server, messages, max_tokens=96)
+
+    sequential = [ask(messages) for messages in prompts]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(ask, prompts))
+    assert [r.choices[0].message.content for r in concurrent] == [r.choices[0].message.content for r in sequential]
+    assert all(r.usage.completion_tokens > 0 for r in concurrent)
+
+
 def test_transformers_chat_talks_to_the_server(server):
     """transformers' terminal client, fed a message, a "no" to "continue?", and !exit on stdin."""
     command = [os.path.join(os.path.dirname(sys.executable), "transformers"), "chat", server.model,
