@@ -39,6 +39,8 @@ JOBS = {
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
+    "contrastive": Job("hf_simplegpt.recipes.contrastive", "train a sentence encoder on text pairs, in-batch negatives "
+                       "(sentence-transformers)", True),  # fmt: skip
     "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU and BLEU of a model folder", False),
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
@@ -50,6 +52,8 @@ JOBS = {
     "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",
                  False),  # fmt: skip
     "chat-ui": Job("hf_simplegpt.serving.chat_page", "a chat page for any OpenAI-compatible server (gradio)", False),
+    "make-pairs": Job("hf_simplegpt.recipes.make_pairs", "write contrastive pairs from a text file or an MMLU folder",
+                      False),  # fmt: skip
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 
