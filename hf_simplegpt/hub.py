@@ -97,7 +97,8 @@ def eval_results_from(results: dict) -> list[EvalResult]:
     """`model-index` entries for the tasks of a results.json written by hf-simplegpt evaluate.
 
     results["mmlu"] gives overall and per-category accuracy; results["perplexity"] and results["bleu"]
-    give one entry each, on the dataset named by their "dataset" field.
+    give one entry each, on the dataset named by their "dataset" field; results["retrieval"] three (recall@1,
+    recall@10, MRR@10).
     """
     entries = []
     mmlu = results.get("mmlu")
@@ -120,6 +121,11 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(acc, 4),
                 )
             )
+    retrieval = results.get("retrieval")
+    for metric in ("recall@1", "recall@10", "mrr@10") if retrieval else ():
+        entries.append(EvalResult(task_type="sentence-similarity", task_name="Retrieval", dataset_type=retrieval["dataset"],
+                                  dataset_name=retrieval["dataset"], metric_type=metric, metric_name=metric,
+                                  metric_value=round(retrieval[metric], 4)))  # fmt: skip
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -151,6 +157,10 @@ def results_table(results: dict) -> str:
     if results.get("bleu"):
         b = results["bleu"]
         rows.append((f"{b.get('dataset', 'pairs')}", "BLEU (sacrebleu)", f"{b['bleu']:.2f}"))
+    if results.get("retrieval"):
+        r = results["retrieval"]
+        rows += [(f"{r['dataset']} retrieval ({r['queries']} queries)", m, f"{r[m]:.4f}")
+                 for m in ("recall@1", "recall@10", "mrr@10")]  # fmt: skip
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]

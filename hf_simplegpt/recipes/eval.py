@@ -1,7 +1,9 @@
-"""Evaluate a causal LM folder: perplexity, MMLU (lm-evaluation-harness protocol) and BLEU.
+"""Evaluate a model folder: perplexity, MMLU (lm-evaluation-harness protocol) and BLEU of a causal LM, retrieval of an
+encoder (or of a causal LM mean-pooled: the baseline before a contrastive step).
 
     hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
+    hf-simplegpt evaluate --model_name_or_path outputs/encoder --tasks retrieval --retrieval_file heldout.jsonl
     python recipes/eval.py ...                            # the same job, the same flags
 
 Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
@@ -26,7 +28,7 @@ from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
 from hf_simplegpt.training import check_minimums, parse_args
 
-TASKS = ("perplexity", "mmlu", "bleu")
+TASKS = ("perplexity", "mmlu", "bleu", "retrieval")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class EvalArguments:
     stride: int = field(default=None, metadata={"help": "Perplexity window stride; unset: half the context."})
     bleu_file: str = field(default=None, metadata={"help": ".jsonl with 'prompt' and 'reference' (str or list)."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU."})
+    retrieval_file: str = field(default=None, metadata={"help": "Held-out pairs (anchor, positive[, negative]) for retrieval."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
@@ -93,6 +96,8 @@ def main(argv=None) -> dict:
         raise ValueError("--tasks perplexity needs --perplexity_file (a .txt or .jsonl of texts).")
     if "bleu" in tasks and not args.bleu_file:
         raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
+    if "retrieval" in tasks and not args.retrieval_file:
+        raise ValueError("--tasks retrieval needs --retrieval_file (a .jsonl of held-out anchor/positive pairs).")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
 
@@ -105,8 +110,9 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
+    if set(tasks) - {"retrieval"}:  # the language-model tasks
+        model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     out = Path(args.output_dir)
     results: dict = {"model": args.model_name_or_path, "args": asdict(args)}
 
@@ -143,6 +149,17 @@ def main(argv=None) -> dict:
         references = [[p["reference"]] if isinstance(p["reference"], str) else p["reference"] for p in pairs]
         bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=references)
         results["bleu"] = {"dataset": Path(args.bleu_file).name, **bleu}
+
+    if "retrieval" in tasks:
+        from hf_simplegpt import contrastive
+
+        pairs = load_files(args.retrieval_file, "--retrieval_file")
+        contrastive.check_pairs(pairs, f"--retrieval_file {args.retrieval_file}")
+        encoder = contrastive.load_encoder(args.model_name_or_path, device=device)
+        results["retrieval"] = {"dataset": Path(args.retrieval_file).name,
+                                "encoder": "sentence-transformers folder" if contrastive.is_encoder_folder(
+                                    args.model_name_or_path) else "mean-pooled language model",
+                                **contrastive.retrieval_metrics(encoder, pairs.to_list(), args.batch_size)}  # fmt: skip
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))
