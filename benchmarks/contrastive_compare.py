@@ -3,7 +3,8 @@
 1. Tiny Shakespeare's passages (blank-line separated) are split: every 10th is held out. `hf-simplegpt pretrain`
    trains a 4-layer, 128-wide SimpleGPT (2048-token BPE, context 64: the lines are short) on the other passages.
 2. `hf-simplegpt make-pairs`' rule gives (line, next line) pairs within each passage: the training pairs from the
-   training passages, `--heldout-pairs` held-out pairs from the held-out passages (never seen in any training).
+   training passages (a seeded sample of `--train-pairs`), `--heldout-pairs` held-out pairs from the held-out
+   passages (never seen in any training).
 3. Retrieval on the held-out pairs (sentence-transformers' InformationRetrievalEvaluator: each anchor ranks every
    held-out positive; recall@1, recall@10, MRR@10) of:
    (a) the pretrained model mean-pooled, before any contrastive step (its own causal attention, and switched to
@@ -49,15 +50,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=("shakespeare", "mmlu"), default="shakespeare")
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "out" / "contrastive-compare"))
     parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--heldout-pairs", type=int, default=500)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--heldout-pairs", type=int, default=300)
+    parser.add_argument("--train-pairs", type=int, default=6000, help="a seeded sample of the training pairs")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--reuse", action="store_true", help="reuse trained folders in --output-dir")
     parser.add_argument("--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*")
     return parser.parse_args(argv)
 
 
-def split_data(dataset: str, out: Path, heldout_pairs: int) -> tuple[Path, Path, list[dict], list[dict]]:
+def split_data(dataset: str, out: Path, heldout_pairs: int, train_pairs: int) -> tuple[Path, Path, list[dict], list[dict]]:
     """(pretraining text file, training pairs file, training pairs, held-out pairs)."""
     if dataset == "shakespeare":
         passages = re.split(r"\n\s*\n", (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8"))
@@ -72,6 +74,7 @@ def split_data(dataset: str, out: Path, heldout_pairs: int) -> tuple[Path, Path,
         heldout, train = pairs[: 2 * heldout_pairs], pairs[2 * heldout_pairs :]
         text = "\n\n".join(f"{p['anchor']}\n{p['positive']}" for p in train)
     heldout = random.Random(0).sample(heldout, min(heldout_pairs, len(heldout)))
+    train = random.Random(1).sample(train, min(train_pairs, len(train)))
     text_file = out / "pretrain.txt"
     text_file.write_text(text + "\n", encoding="utf-8")
     return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, heldout
@@ -93,7 +96,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     out = Path(args.output_dir) / args.dataset
     out.mkdir(parents=True, exist_ok=True)
-    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs)
+    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
     torch.manual_seed(0)
 
     base = out / "pretrained"
