@@ -18,21 +18,22 @@
     python benchmarks/contrastive_compare.py --publish       # update benchmarks/results/contrastive-compare.*
     python benchmarks/contrastive_compare.py --dataset mmlu  # MMLU question -> correct answer pairs instead
 
-Writes <output-dir>/results.json and results.md.
+Writes benchmarks/out/contrastive-compare-<dataset>.json and .md (`--publish`: benchmarks/results/).
 """
 
 import argparse
 import json
-import platform
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
 import sentence_transformers
 import torch
-import transformers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
 from hf_simplegpt import contrastive
 from hf_simplegpt.recipes import contrastive as contrastive_recipe
 from hf_simplegpt.recipes import pretrain
@@ -158,23 +159,14 @@ def main(argv=None) -> dict:
         "goal_met": all(best["recall@10"] > r["recall@10"] for r in others),
         "rows": rows,
         "scratch_runs": scratch,
-        "environment": {"machine": platform.machine(), "torch": torch.__version__,
-                        "transformers": transformers.__version__,
-                        "sentence_transformers": sentence_transformers.__version__},
-        "command": "python benchmarks/contrastive_compare.py" + (f" --dataset {args.dataset}"
-                                                                   if args.dataset != "shakespeare" else ""),
+        "environment": {**record.environment(), "sentence_transformers": sentence_transformers.__version__},
     }  # fmt: skip
     table = ["| model | recall@1 | recall@10 | MRR@10 |", "|---|---:|---:|---:|"]
     table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
-    md = "\n".join([f"# Contrastive retrieval, {args.dataset} ({len(heldout)} held-out pairs, {len(train)} training "
-                    f"pairs)", "", f"`{results['command']}`", "", *table, "",
-                    f"Best: {best['model']}. Goal (b) > (a), (c), (d) on recall@10: "
-                    f"{'met' if results['goal_met'] else 'not met'}.", ""])  # fmt: skip
-    for folder in [out] + ([RESULTS_DIR] if args.publish else []):
-        stem = "results" if folder == out else f"contrastive-compare-{args.dataset}"
-        (folder / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
-        (folder / f"{stem}.md").write_text(md)
-    print(md)
+    md = "\n".join([f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs.",
+                    "", *table, "", f"Best: {best['model']}. Goal (b) > (a), (c), (d) on recall@10: "
+                    f"{'met' if results['goal_met'] else 'not met'}.", "", record.describe(results["environment"])])  # fmt: skip
+    record.save(f"contrastive-compare-{args.dataset}", results, md, publish=args.publish)
     return results
 
 
