@@ -41,7 +41,7 @@ JOBS = {
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
     "contrastive": Job("hf_simplegpt.recipes.contrastive", "train a sentence encoder on text pairs, in-batch negatives "
                        "(sentence-transformers)", True),  # fmt: skip
-    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, CrowS-Pairs of a model folder", False),
+    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, bias, safety, a holistic report", False),
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
     "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "

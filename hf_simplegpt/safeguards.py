@@ -56,13 +56,14 @@ from .checkpoints import (
     run_geometry,
     write_manifest,
 )
+from .training import check_engine, use_global_step_in_trackio
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".hf_simplegpt.lock"
 # Files whose presence means a folder holds a saved model (full, or a LoRA adapter).
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "adapter_config.json", "adapter_model.safetensors", "model.pte")  # fmt: skip
+               "adapter_config.json", "adapter_model.safetensors", "model.pte", "model.gguf")  # fmt: skip
 # Set by `hf-simplegpt` for the processes it launches: the pid their parent must have.
 LAUNCHER_PID_ENV = "HF_SIMPLEGPT_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1
@@ -379,6 +380,8 @@ class GuardedRun:
         NonFiniteError for NaN/inf gradients or weights, NoSpaceError when a checkpoint cannot be written (the
         partial checkpoint is removed; the previous one is intact).
         """
+        check_engine(trainer.accelerator)  # FSDP/DeepSpeed asked for, DDP set up: refuse
+        use_global_step_in_trackio(trainer)
         resume = self.resume_from_checkpoint
         if resume:
             differences = resume_differences(resume, trainer.model, trainer.args)

@@ -4,11 +4,15 @@ import csv
 import importlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 # One thread per test process, set before torch starts its pool (and inherited by the jobs and servers the tests
 # start): the suite runs one process per core, and two threads per process on the same cores spin-wait for each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Trackio (--report_to trackio, and pretraining's default where it is installed) keeps its store in TRACKIO_DIR, read
+# when trackio is imported: a folder of this test process, never the user's ~/.cache.
+os.environ.setdefault("TRACKIO_DIR", os.path.join(tempfile.gettempdir(), f"hf_simplegpt-tests-trackio-{os.getpid()}"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -100,14 +104,12 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
-    """A saved tiny SimpleGPT trained for a second on TINY_CORPUS (peaked next-token distributions, as a real model
-    has), with its tokenizer and a held-out text file `heldout.txt` beside it."""
-    root = tmp_path_factory.mktemp("trained-tiny")
+def train_tiny(tokenizer, corpus: list[str], **config) -> SimpleGPTForCausalLM:
+    """A tiny SimpleGPT (`tiny_config_kwargs(**config)`) trained for a second on `corpus`, in eval mode: peaked
+    next-token distributions, as a real model has."""
     torch.manual_seed(0)
-    model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs()))
-    ids = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id] for t in tiny_corpus]
+    model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs(**config)))
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in corpus]
     flat = torch.tensor([i for row in ids for i in row])
     blocks = flat[: len(flat) // 64 * 64].view(-1, 64)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -115,7 +117,15 @@ def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
         model(blocks, labels=blocks).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.eval().save_pretrained(root / "model")
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
+    """A saved tiny SimpleGPT trained for a second on TINY_CORPUS (peaked next-token distributions, as a real model
+    has), with its tokenizer and a held-out text file `heldout.txt` beside it."""
+    root = tmp_path_factory.mktemp("trained-tiny")
+    train_tiny(tiny_tokenizer, tiny_corpus).save_pretrained(root / "model")
     tiny_tokenizer.save_pretrained(root / "model")
     (root / "heldout.txt").write_text("\n\n".join(tiny_corpus[:16]) + "\n")
     return root / "model"
