@@ -249,6 +249,9 @@ def require_llama_cpp():
     except ImportError as error:
         raise ImportError("Running a GGUF here needs llama-cpp-python: pip install llama-cpp-python (it builds "
                           "llama.cpp from source where no wheel fits: about 12 minutes on 2 cores).") from error  # fmt: skip
+    except (OSError, RuntimeError, AttributeError) as error:  # installed, but its llama.cpp library does not load
+        raise ImportError(f"llama-cpp-python is installed but its llama.cpp library does not load ({error}); "
+                          "reinstall it: pip install --force-reinstall --no-cache-dir llama-cpp-python.") from error  # fmt: skip
     return llama_cpp
 
 
