@@ -39,7 +39,7 @@ JOBS = {
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
-    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, CrowS-Pairs of a model folder", False),
+    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, bias, safety, a holistic report", False),
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
     "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and "

@@ -151,6 +151,21 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(values["refusal_rate"], 4),
                 )
             )
+    holistic = results.get("holistic")
+    if holistic:  # the report's own sections (accuracy, bias, safety, perplexity have their tasks' entries above)
+        for metric, name in (("ece", "calibration: MMLU ECE (10 bins)"), ("robust_acc", "robustness: MMLU accuracy, "
+                             "worst perturbation"), ("decode_tokens_per_s", "efficiency: decode tokens/s, batch 1")):  # fmt: skip
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="holistic",
+                    dataset_name="hf-simplegpt holistic report",
+                    metric_type=metric,
+                    metric_name=name,
+                    metric_value=round(holistic[metric], 4),
+                )
+            )
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")

@@ -56,6 +56,7 @@ from .checkpoints import (
     run_geometry,
     write_manifest,
 )
+from .training import check_engine, use_global_step_in_trackio
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +380,8 @@ class GuardedRun:
         NonFiniteError for NaN/inf gradients or weights, NoSpaceError when a checkpoint cannot be written (the
         partial checkpoint is removed; the previous one is intact).
         """
+        check_engine(trainer.accelerator)  # FSDP/DeepSpeed asked for, DDP set up: refuse
+        use_global_step_in_trackio(trainer)
         resume = self.resume_from_checkpoint
         if resume:
             differences = resume_differences(resume, trainer.model, trainer.args)
