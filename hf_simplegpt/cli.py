@@ -41,6 +41,8 @@ JOBS = {
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
     "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, bias, safety, a holistic report", False),
+    "arena": Job("hf_simplegpt.evaluation.arena", "blind side-by-side votes on 2+ models (gradio), exported as DPO "
+                 "preference data, with win rates and Bradley-Terry scores", False),  # fmt: skip
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
     "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "
