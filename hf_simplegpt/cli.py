@@ -45,8 +45,8 @@ JOBS = {
                  "preference data, with win rates and Bradley-Terry scores", False),  # fmt: skip
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
-    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "
-                  "generate does", False),  # fmt: skip
+    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and "
+                  "check it decodes as generate does", False),  # fmt: skip
     "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
