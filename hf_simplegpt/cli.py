@@ -4,6 +4,7 @@ scripts (`hf-simplegpt pretrain ...` == `accelerate launch recipes/pretrain.py .
     hf-simplegpt pretrain --config recipes/configs/pretrain_tiny.yaml --train_file my.txt --output_dir out
     hf-simplegpt sft --multi_gpu --num_processes 2 --config sft_tiny.yaml ...   # launcher flags go to accelerate
     hf-simplegpt pretrain --accelerate_config fsdp ...                          # recipes/accelerate/fsdp.yaml
+    hf-simplegpt pretrain --ray_workers 4 ...                                   # Ray Train workers (hf_simplegpt.ray_train)
 
 Training jobs start through `accelerate launch`, as `trl sft` does, so multi-process and multi-GPU runs work; the
 other jobs run in this process. `--config` takes a YAML file or the name of a bundled config
@@ -152,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown job {argv[0]!r}; choose one of: {', '.join(JOBS)}")
     job, rest = JOBS[argv[0]], argv[1:]
     launch_args, job_args = split_launch_args(rest)
+    if job.launched and "--ray_workers" in job_args:  # Ray Train's workers instead of accelerate's processes
+        at = job_args.index("--ray_workers")
+        if launch_args or at + 1 == len(job_args):
+            parser.error(f"--ray_workers N replaces the launcher flags {launch_args}: pass one or the other.")
+        workers = int(job_args[at + 1])
+        from .ray_train import launch as ray_launch
+
+        result = ray_launch(job.module, job_args[:at] + job_args[at + 2 :], workers)
+        return 1 if result.error else 0
     if job.launched and "-h" not in job_args and "--help" not in job_args:
         return launch(job, launch_args, job_args)
     if launch_args:
