@@ -3,7 +3,7 @@ one thing, evaluated on held-out prompts.
 
 1. The bundled prompt sets (HarmBench + Do-Not-Answer, six categories): the first half of each category is training
    data, the rest (up to --heldout per category) is held out.
-2. A tokenizer and a 4-layer, 128-wide SimpleGPT from a fresh initialisation, saved as the starting folder.
+2. A tokenizer and a SimpleGPT (default 4 layers, 128 wide) from a fresh initialisation, saved as the starting folder.
 3. `hf-simplegpt sft` twice from that folder, the same steps and seed:
    - base: every training prompt answered with a compliant answer;
    - refusal: the same, except that the target category's prompts (default malicious_uses) are answered with a
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--category", default="malicious_uses", help="the category the refusal run learns to refuse")
     parser.add_argument("--heldout", type=int, default=40, help="held-out prompts per category")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--work-dir", default=None, help="keep the models here (default: a temporary folder)")
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args()
@@ -66,7 +68,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer([p for _, p in train] + [REFUSAL, COMPLIANCE] * 20, vocab_size=1024, model_max_length=128)
     torch.manual_seed(0)
-    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=4,
                              max_position_embeddings=128, dropout=0.0, **{k: getattr(tokenizer, k) for k in
                              ("bos_token_id", "eos_token_id", "pad_token_id")})  # fmt: skip
     SimpleGPTForCausalLM(config).save_pretrained(work / "init")
@@ -92,13 +94,13 @@ def main() -> None:
             for c in categories]  # fmt: skip
     markdown = "\n".join([
         f"Held-out refusal rate per category (first half of each category trained, up to {args.heldout} of the rest "
-        f"evaluated), two `hf-simplegpt sft` runs of a 4-layer, 128-wide SimpleGPT for {args.steps} steps from one "
+        f"evaluated), two `hf-simplegpt sft` runs of a {args.layers}-layer, {args.hidden}-wide SimpleGPT for {args.steps} steps from one "
         f"initialisation; only the refusal run answered its training prompts of `{args.category}` with a refusal.",
         "", "| category | held-out prompts | base | refusal run |", "|---|---:|---:|---:|", *rows,
         f"| all | {runs['base']['n']} | {runs['base']['refusal_rate']:.3f} | {runs['refusal']['refusal_rate']:.3f} |",
         "", f"Measured on: {describe(environment())}",
     ])  # fmt: skip
-    result = {"category": args.category, "steps": args.steps, "heldout_per_category": args.heldout,
+    result = {"category": args.category, "steps": args.steps, "hidden_size": args.hidden, "layers": args.layers, "heldout_per_category": args.heldout,
               "base": {k: runs["base"][k] for k in ("refusal_rate", "n", "categories")},
               "refusal": {k: runs["refusal"][k] for k in ("refusal_rate", "n", "categories")},
               "examples": runs["refusal"]["examples"].get(args.category), "environment": environment()}  # fmt: skip

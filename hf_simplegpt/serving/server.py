@@ -3,6 +3,7 @@
     hf-simplegpt serve outputs/sft-lora --port 8000             # /v1/chat/completions, /v1/completions, /v1/models
     hf-simplegpt serve outputs/sft-lora --chat                  # and a chat page at http://127.0.0.1:8000/chat
     hf-simplegpt serve outputs/sft-lora --ray --replicas 2      # Ray Serve: 2 replicas behind one address
+    hf-simplegpt serve outputs/encoder                          # a sentence encoder: /v1/embeddings (embeddings.py)
 
 It is transformers' own serving app (`transformers serve`) with continuous batching on, configured for SimpleGPT
 (see hf_simplegpt/serving/app.py for what is added and why). The model name clients send is MODEL_DIR as given.
@@ -19,7 +20,8 @@ import signal
 from contextlib import asynccontextmanager
 from dataclasses import fields
 
-from hf_simplegpt.serving.app import GRACEFUL_SHUTDOWN_S, ServeOptions, build_app, check_model_dir
+from hf_simplegpt.contrastive import is_encoder_folder
+from hf_simplegpt.serving.app import GRACEFUL_SHUTDOWN_S, Guard, ServeOptions, build_app, check_model_dir
 from hf_simplegpt.serving.checks import Limits
 
 API_KEY_ENV = "HF_SIMPLEGPT_API_KEY"
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: pass 1 or more.")
     check_model_dir(args.model_dir)
+    embeddings = is_encoder_folder(args.model_dir)  # a sentence encoder answers /v1/embeddings instead of generating
+    if embeddings and (args.ray or args.chat):
+        raise ValueError(f"{args.model_dir} is a sentence encoder: it is served for /v1/embeddings alone, without "
+                         "--ray or --chat.")  # fmt: skip
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again: exit 0 rather than die of it.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -124,8 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     import uvicorn
 
-    app = build_app(args.model_dir, options_from(args))
-    stop_generation_on_shutdown(app)
+    if embeddings:
+        from hf_simplegpt.serving.embeddings import build_embeddings_app
+
+        app = build_embeddings_app(args.model_dir, args.device)
+        app.add_middleware(Guard, api_key=args.api_key, max_body_bytes=args.max_body_bytes)  # as build_app's routes
+    else:
+        app = build_app(args.model_dir, options_from(args))
+        stop_generation_on_shutdown(app)
     if args.chat:
         from hf_simplegpt.serving.chat_page import mount_chat_page
 
