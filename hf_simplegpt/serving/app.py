@@ -66,6 +66,7 @@ class ServeOptions:
     log_level: str = "warning"
     api_key: str | None = None  # None: no key is checked (also read from HF_SIMPLEGPT_API_KEY by the serve job)
     allow_model_dir: str | None = None  # None: /load_model and /reset are off
+    open_paths: tuple[str, ...] = ()  # paths the guard leaves alone: the chat page of `serve --chat`
     limits: Limits = field(default_factory=Limits)
 
 
@@ -576,11 +577,12 @@ class Guard:
     body read here whole, refused when larger than `max_body_bytes` (413) or slower to arrive than BODY_TIMEOUT_S
     (408), so that no handler ever waits on a client or holds a body the server did not agree to."""
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int):
-        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ()):
+        self.app, self.api_key, self.max_body_bytes, self.open_paths = app, api_key, max_body_bytes, open_paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        # open_paths: the chat page mounted beside the API (`--chat`, never with --api_key), which streams its own way.
+        if scope["type"] != "http" or (self.open_paths and scope["path"].startswith(self.open_paths)):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if self.api_key is not None and scope["path"] != "/health":
@@ -729,6 +731,7 @@ def build_app(model_dir: str, options: ServeOptions | None = None):
     model_management_routes(app, model_manager, model_dir, root)
     metrics_route(app, generation_state)
     openai_errors(app)
-    app.add_middleware(Guard, api_key=options.api_key, max_body_bytes=options.limits.max_body_bytes)
+    app.add_middleware(Guard, api_key=options.api_key, max_body_bytes=options.limits.max_body_bytes,
+                       open_paths=options.open_paths)  # fmt: skip
     app.state.generation_state = generation_state  # stopped by the server on shutdown
     return app

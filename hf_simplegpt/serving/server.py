@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> ServeOptions:
     """The ServeOptions (and their Limits) of the flags of the same names."""
     limits = Limits(**{field.name: getattr(args, field.name) for field in fields(Limits) if hasattr(args, field.name)})
-    names = [field.name for field in fields(ServeOptions) if field.name != "limits"]
-    return ServeOptions(limits=limits, **{name: getattr(args, name) for name in names})
+    names = [field.name for field in fields(ServeOptions) if field.name not in ("limits", "open_paths")]
+    open_paths = ("/chat",) if getattr(args, "chat", False) else ()
+    return ServeOptions(limits=limits, open_paths=open_paths, **{name: getattr(args, name) for name in names})
 
 
 def stop_generation_on_shutdown(app) -> None:
