@@ -17,8 +17,8 @@ subclassing or wrapping a part and none by copying its code:
    leaves after the prompt, and the reply then ends with `finish_reason: "length"`.
 5. Decoding settings are honoured exactly. transformers' continuous batching applies the settings of the first
    request to every later one (temperature, top_p, do_sample) and has no stop strings or per-request seeds, so here
-   it serves the requests it decodes exactly: those that keep the folder's own decoding (greedy for SimpleGPT
-   folders), setting only `max_tokens` (or `temperature=0` on a greedy folder). A request with its own sampling
+   it serves the requests it decodes exactly: those that keep the folder's own decoding (its generation_config),
+   setting only `max_tokens` (or `temperature=0` on a greedy folder). A request with its own sampling
    settings, `stop`, `seed`, penalties or a `generation_config` is decoded by `generate`, one at a time, as asked.
    As in OpenAI's API, `temperature > 0` or `top_p < 1` turns sampling on; `seed` seeds the generator right before
    that request is decoded, so concurrent requests cannot draw from its stream.
