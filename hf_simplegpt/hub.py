@@ -440,7 +440,6 @@ def push_to_hub(
     api = HfApi(token=token)
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sources.items()]
     try:
-        reach(api.endpoint)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message,
                                  repo_type="model")  # fmt: skip
@@ -457,21 +456,6 @@ def push_to_hub(
 
 class HubUnreachableError(ConnectionError):
     """The Hub could not be reached for an upload; the local output is complete."""
-
-
-def reach(endpoint: str, timeout: float = 10.0) -> None:
-    """Open (and close) a TCP connection to the Hub's host, so that a machine without network fails in seconds
-    instead of after the HTTP client's retries; raises OSError (or OfflineModeIsEnabled under HF_HUB_OFFLINE=1)."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    if constants.HF_HUB_OFFLINE:
-        raise OfflineModeIsEnabled("HF_HUB_OFFLINE is set")
-    url = urlparse(endpoint)
-    socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
 
 
 # How the HTTP clients under huggingface_hub (httpx, or its fork httpx2) and the socket layer say "no connection".
