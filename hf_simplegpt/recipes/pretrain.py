@@ -15,6 +15,7 @@ import math
 import os
 import sys
 
+import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
 from hf_simplegpt import safeguards
@@ -31,7 +32,15 @@ from hf_simplegpt.pretraining import (
     install_throughput_callback,
     plot_loss_curve,
 )
-from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, resolve_config, setup_logging
+from hf_simplegpt.training import (
+    check_launch,
+    check_saved_model,
+    loading_on_one_process,
+    parse_args,
+    ready_for_inference,
+    resolve_config,
+    setup_logging,
+)
 
 logger = logging.getLogger("pretrain")
 
@@ -111,11 +120,14 @@ def main(argv=None) -> dict:
         set_sampling_defaults(trainer.model)
     trainer.save_model()  # model (safetensors) + custom code + tokenizer + generation config
     trainer.save_state()  # trainer_state.json with the full log history
+    # Under every engine (DDP, DeepSpeed ZeRO-2/3, FSDP) the folder must hold the trained model: check on real blocks.
+    probe = torch.tensor([row["input_ids"] for _, row in zip(range(2), eval_dataset)])
+    saved_difference = check_saved_model(trainer, training_args.output_dir, probe)
     # Reuse the evaluation of the last step when the schedule already ran it.
     last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
     if last_eval is None or last_eval["step"] != trainer.state.global_step:
         last_eval = trainer.evaluate()
-    metrics = {**train_result.metrics, "eval_loss": last_eval["eval_loss"]}
+    metrics = {**train_result.metrics, "eval_loss": last_eval["eval_loss"], "saved_model_max_logit_difference": saved_difference}
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     trainer.save_metrics("all", metrics)
     if not trainer.is_world_process_zero():
@@ -128,7 +140,8 @@ def main(argv=None) -> dict:
     samples = []
     if model_args.objective == "clm" and model_args.num_sample_generations:
         # Reload from the output folder: the samples then also prove the saved model works on its own.
-        saved = model_args.auto_class.from_pretrained(out).to(training_args.device)
+        with loading_on_one_process():
+            saved = model_args.auto_class.from_pretrained(out).to(training_args.device)
         prompts = SAMPLE_PROMPTS[: model_args.num_sample_generations]
         continuations = generate(saved, tokenizer, prompts, max_new_tokens=40, seed=0, **SAMPLING_DEFAULTS)
         samples = [prompt + text for prompt, text in zip(prompts, continuations)]
