@@ -15,7 +15,8 @@ subclassing or wrapping a part (the parts it relies on are pinned by tests/servi
    required on every route but /health; bodies are capped in size and in the time they take to arrive.
 5. Every request stays inside the model's context: a prompt that fills it is refused with a 400; `max_tokens`
    (default: the rest of the context) is capped at what the context leaves, and the reply then ends with "length".
-6. Every request is decoded in the continuous batch with its own settings (`sampling.RowSamplingBatchingManager`):
+6. Every request is decoded in the continuous batch with its own settings (absent ones: the folder's
+   generation_config) (`sampling.RowSamplingBatchingManager`):
    greedy or sampled, temperature, top_k, top_p, seed, stop strings, penalties, logit_bias, max_tokens.
 7. Replies read as in OpenAI's API: the text ends before a stop string, a whole reply is decoded as its stream is
    (streamed and non-streamed text are equal), and `usage` is streamed only when `stream_options.include_usage`
