@@ -5,7 +5,8 @@
 
 A published folder holds exactly: safetensors weights, config.json (with `auto_map`), the remote-code
 modules that `auto_map` names (configuration_simplegpt.py, modeling_simplegpt.py), tokenizer files,
-generation_config.json, README.md, and results.json when present. Nothing else (no optimizer states,
+generation_config.json, README.md, and results.json when present (a sentence-transformers encoder: no
+generation_config.json, and its modules.json and module folders, `sentence_transformers_files`). Nothing else (no optimizer states,
 checkpoints, training_args.bin or pickled weights) leaves the machine.
 """
 
@@ -50,15 +51,75 @@ def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
     otherwise `from_pretrained` would spend a minute trying the Hub and end in a connection error."""
     name = str(name)
     if os.path.isdir(name):
+        from .tokenization import check_tokenizer_files
+
         if os.path.isfile(os.path.join(name, "adapter_config.json")):
+            check_tokenizer_files(name, flag)
             return
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ValueError(f"{flag} {name}: the folder holds no model (no config.json). Pass a saved model folder.")
         if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
             raise ValueError(f"{flag} {name} holds a config.json but no weights (model.safetensors): the save did not "
                              "finish, or this is not a model folder. Pass a complete saved model folder.")  # fmt: skip
+        check_weights_match_config(name, flag)
+        check_tokenizer_files(name, flag)
     elif is_local_path(name) or os.path.exists(name):
         raise ValueError(f"{flag} {name}: no such folder. Pass a saved model folder or a Hub id such as owner/name.")
+
+
+def _some(keys, shown: int = 4) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") -> None:
+    """Raise ValueError, naming the keys, when the weights of a saved model `folder` do not fit the model its
+    config.json describes: weights it lacks (which loading would silently initialise at random), weights it has that
+    the model does not (a config claiming fewer layers), or weights of another shape. transformers' own loading
+    report decides (`output_loading_info`), on the meta device, so no tensor is read."""
+    import warnings
+
+    import torch
+    import transformers
+    from transformers import PretrainedConfig
+
+    from . import modeling_simplegpt
+
+    config = PretrainedConfig.get_config_dict(folder)[0]
+    if config.get("quantization_config"):  # a quantizer's own weight layout, which its loader checks
+        return
+    architectures = config.get("architectures") or []
+    cls = next((getattr(module, a, None) for a in architectures[:1] for module in (modeling_simplegpt, transformers)
+                if getattr(module, a, None) is not None), None)  # fmt: skip
+    if cls is None:  # an architecture neither we nor transformers know (remote code): nothing to compare with
+        return
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # the refusal below says it once, with the keys
+    transformers.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, info = cls.from_pretrained(folder, device_map=torch.device("meta"), output_loading_info=True,
+                                          ignore_mismatched_sizes=True)  # fmt: skip
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"config.json describes {len(info['missing_keys'])} weight(s) the file lacks "
+                        f"({_some(info['missing_keys'])}), which loading would fill with random values")  # fmt: skip
+    if info["unexpected_keys"]:
+        problems.append(f"the file holds {len(info['unexpected_keys'])} weight(s) the model of config.json has no "
+                        f"place for ({_some(info['unexpected_keys'])})")  # fmt: skip
+    if info["mismatched_keys"]:
+        shapes = [f"{k} {tuple(saved)} vs {tuple(expected)}" for k, saved, expected in info["mismatched_keys"]]
+        problems.append(f"{len(shapes)} weight(s) have another shape than config.json gives (file vs config: "
+                        f"{_some(shapes, 3)})")  # fmt: skip
+    if problems:
+        raise ValueError(f"{flag} {folder}: its config.json and its weights disagree: {'; '.join(problems)}. "
+                         "Was config.json edited, or copied from another model? Restore the config.json saved with "
+                         "these weights.")  # fmt: skip
 
 
 def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--model_name_or_path") -> dict:
@@ -96,7 +157,8 @@ def eval_results_from(results: dict) -> list[EvalResult]:
     """`model-index` entries for the tasks of a results.json written by hf-simplegpt evaluate.
 
     results["mmlu"] gives overall and per-category accuracy; results["perplexity"] and results["bleu"]
-    give one entry each, on the dataset named by their "dataset" field.
+    give one entry each, on the dataset named by their "dataset" field; results["retrieval"] three (recall@1,
+    recall@10, MRR@10).
     """
     entries = []
     mmlu = results.get("mmlu")
@@ -166,6 +228,11 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(holistic[metric], 4),
                 )
             )
+    retrieval = results.get("retrieval")
+    for metric in ("recall@1", "recall@10", "mrr@10") if retrieval else ():
+        entries.append(EvalResult(task_type="sentence-similarity", task_name="Retrieval", dataset_type=retrieval["dataset"],
+                                  dataset_name=retrieval["dataset"], metric_type=metric, metric_name=metric,
+                                  metric_value=round(retrieval[metric], 4)))  # fmt: skip
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -209,6 +276,10 @@ def results_table(results: dict) -> str:
         rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate", f"{v['refusal_rate']:.4f}"))
         if "judge_refusal_rate" in v:
             rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}"))
+    if results.get("retrieval"):
+        r = results["retrieval"]
+        rows += [(f"{r['dataset']} retrieval ({r['queries']} queries)", m, f"{r[m]:.4f}")
+                 for m in ("recall@1", "recall@10", "mrr@10")]  # fmt: skip
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]
@@ -231,6 +302,8 @@ PIPELINE_TAGS = {"ForMaskedLM": "fill-mask", "ForSequenceClassification": "text-
 
 
 def _pipeline_tag(folder: Path) -> str:
+    if (folder / "modules.json").is_file():  # a sentence-transformers encoder (hf-simplegpt contrastive)
+        return "sentence-similarity"
     config_path = folder / "config.json"
     architectures = json.loads(config_path.read_text()).get("architectures") if config_path.is_file() else None
     for suffix, tag in PIPELINE_TAGS.items():
@@ -246,6 +319,7 @@ def write_model_card(
     results: dict | None = None,
     model_name: str | None = None,
     license: str = "apache-2.0",
+    library_name: str = "transformers",
     language: str | list[str] = "en",
     datasets: list[str] | None = None,
     base_model: str | None = None,
@@ -273,7 +347,7 @@ def write_model_card(
         model_name=model_name,
         license=license,
         language=language,
-        library_name="transformers",
+        library_name=library_name,
         pipeline_tag=pipeline_tag,
         datasets=datasets,
         base_model=base_model,
@@ -331,16 +405,33 @@ def _code_files(auto_map: dict) -> list[str]:
     return sorted(names)
 
 
+def sentence_transformers_files(folder: str | Path) -> list[str]:
+    """The files of a sentence-transformers folder beyond the backbone's: modules.json, its configs, and each module's
+    files (relative paths such as 1_Pooling/config.json); empty for any other folder."""
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file():
+        return []
+    names = ["modules.json"] + [n for n in ("config_sentence_transformers.json", "sentence_bert_config.json")
+                                if (folder / n).is_file()]  # fmt: skip
+    for module in json.loads((folder / "modules.json").read_text()):
+        if module.get("path"):
+            names += sorted(str(p.relative_to(folder)) for p in (folder / module["path"]).rglob("*") if p.is_file())
+    return names
+
+
 def hub_files(folder: str | Path, extra_files: tuple[str, ...] = (), present: set[str] = frozenset()) -> list[str]:
     """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`, plus those of
     `extra_files` that are present (e.g. a recipe's loss_curve.png and trainer_state.json); `present` names files
     that count as present although they come from elsewhere.
 
     Raises ValueError naming what is missing: safetensors weights, config.json with auto_map, the code
-    files auto_map names, tokenizer files, generation_config.json, README.md.
+    files auto_map names, tokenizer files, generation_config.json (not for a sentence-transformers folder), README.md.
+    `extra_files` may name files in subfolders (`sentence_transformers_files`).
     """
     folder = Path(folder)
     present = set(present) | ({p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set())
+    present |= {n for n in extra_files if (folder / n).is_file()}  # files of subfolders (1_Pooling/config.json)
+    encoder = "modules.json" in present  # a sentence-transformers encoder: its backbone does not generate
     missing = []
     shards = sorted(n for n in present if n.startswith("model-") and n.endswith(".safetensors"))
     if "model.safetensors" in present:
@@ -364,12 +455,13 @@ def hub_files(folder: str | Path, extra_files: tuple[str, ...] = (), present: se
     if "tokenizer_config.json" not in present or not ({"tokenizer.json", "vocab.json"} & present):
         missing.append("tokenizer files (tokenizer.json + tokenizer_config.json; tokenizer.save_pretrained)")
     for name in ("generation_config.json", "README.md"):
-        if name not in present:
+        if name not in present and not (encoder and name == "generation_config.json"):
             missing.append(name + (" (hf_simplegpt.hub.write_model_card)" if name == "README.md" else " (model.save_pretrained)"))
     if missing:
         raise ValueError(f"{folder} is not ready for the Hub; missing: {'; '.join(missing)}. Found: {sorted(present)}.")
     extra = [n for n in ("results.json", *extra_files) if n in present]
-    return sorted(set(weights + ["config.json"] + code + tokenizer + ["generation_config.json", "README.md"] + extra))
+    generation = ["generation_config.json"] if "generation_config.json" in present else []
+    return sorted(set(weights + ["config.json"] + code + tokenizer + generation + ["README.md"] + extra))
 
 
 def push_to_hub(
@@ -393,7 +485,45 @@ def push_to_hub(
     files = hub_files(folder, extra_files, present=set(replacements))
     sources = {name: replacements.get(name, Path(folder) / name) for name in files}
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sources.items()]
-    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message,
+                                 repo_type="model")  # fmt: skip
+    except Exception as error:
+        if not is_connection_error(error):
+            raise
+        raise HubUnreachableError(
+            f"The Hugging Face Hub at {api.endpoint} is unreachable ({type(error).__name__}), so nothing was "
+            f"uploaded to {repo_id}. The local folder {folder} is complete: upload it later with "
+            f"`hf upload {repo_id} {folder}`, or rerun with network access."
+        ) from error
     return str(getattr(info, "commit_url", info))
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached for an upload; the local output is complete."""
+
+
+# How the HTTP clients under huggingface_hub (httpx, or its fork httpx2) and the socket layer say "no connection".
+_CONNECTION_ERRORS = {"TransportError", "ConnectError", "ConnectTimeout", "NetworkError", "OfflineModeIsEnabled"}
+
+
+def is_connection_error(error: BaseException | None) -> bool:
+    """True when `error`, or an exception it was raised from, is a failure to reach a host (no network, DNS, refused,
+    timeout, offline mode) rather than an answer from the Hub (401, 404, ...)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ConnectionError, TimeoutError, socket_errors())) or any(
+            cls.__name__ in _CONNECTION_ERRORS for cls in type(error).__mro__
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def socket_errors() -> tuple[type[BaseException], ...]:
+    import socket
+
+    return (socket.gaierror, socket.timeout)

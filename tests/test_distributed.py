@@ -131,3 +131,21 @@ def test_deepspeed_zero_on_cpus_trains_like_one_process_and_saves_the_trained_mo
     assert results["saved_model_max_logit_difference"] <= 1e-4  # checked by the job against the model in memory
     assert AutoModelForCausalLM.from_pretrained(out).num_parameters() == \
         AutoModelForCausalLM.from_pretrained(tmp_path / "one").num_parameters()  # fmt: skip
+
+
+@pytest.mark.slow  # a local Ray cluster starts in minutes on a loaded 2-core machine
+def test_ray_train_runs_the_job_in_two_workers_and_reports_its_checkpoints(tmp_path, corpus):
+    """`hf-simplegpt pretrain --ray_workers 2`: Ray's TorchTrainer, two CPU workers, one gloo process group."""
+    pytest.importorskip("ray.train")
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "hf_simplegpt", "pretrain", "--ray_workers", "2", "--config", PRETRAIN_TINY,
+           "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"), "--output_dir", str(out),
+           "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--num_sample_generations", "0",
+           "--disable_tqdm", "true", "--record_batch_fingerprints", "true"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((out / "batch_fingerprints" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4 and not set(ranks[0]) & set(ranks[1])  # 2 workers, 2 data shards
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    reported = sorted(p.name for p in (out / "ray_results").rglob("checkpoint_*") if p.is_dir())
+    assert len(reported) == 2, reported  # the Trainer's checkpoints at steps 2 and 4, reported to Ray

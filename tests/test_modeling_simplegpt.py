@@ -460,6 +460,18 @@ def test_torch_compile_fullgraph_forward_matches_eager(head_shape):
         torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=ATOL, rtol=1e-4)
 
 
+def test_torch_compile_fullgraph_training_step_matches_eager():
+    """The training forward (labels: the chunked loss) is one graph too, and its gradients are eager's."""
+    model = make_model(tie_word_embeddings=True).train()
+    ids = random_ids(2, 12)
+    eager, eager_grads = training_loss_and_grads(model, ids, labels=ids)
+    compiled, compiled_grads = training_loss_and_grads(torch.compile(model, fullgraph=True, backend="aot_eager"), ids,
+                                                       labels=ids)  # fmt: skip
+    torch.testing.assert_close(compiled.loss, eager.loss, atol=1e-6, rtol=1e-6)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[f"_orig_mod.{name}"], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_generate_with_a_static_cache_and_compile_config_compiles_the_decode_step():
     model = make_model()
     prompt = random_ids(2, 5)
@@ -749,7 +761,7 @@ def test_generate_reads_values_back_for_the_prompt_only_but_direct_calls_are_alw
             prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
             cache_implementation=cache_implementation,
         )
-        assert [ids.shape for ids, _ in checked] == [(2, 5)]  # no device read per new token
+        assert [args[0].shape for args in checked] == [(2, 5)]  # no device read per new token
         assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
     cache = DynamicCache(config=model.config)
     model(prompt, cache=cache, use_cache=True)

@@ -126,7 +126,7 @@ def report_markdown(rows: list[dict]) -> str:
 
 
 def plot_report(rows: list[dict], path) -> None:
-    """A PNG: one panel per section, a bar per model (sections a model lacks show no bar)."""
+    """A PNG: one panel per section, a bar per model ("not measured" where a model lacks the section)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +138,9 @@ def plot_report(rows: list[dict], path) -> None:
     for ax, row in zip(axes, rows):
         values = [row["values"][m] for m in models]
         ax.bar(range(len(models)), [v if v is not None else 0 for v in values], color=colors[: len(models)])
+        for i, v in enumerate(values):  # a measured 0 has no bar either: say which ones were not measured
+            if v is None:
+                ax.text(i, 0, "not\nmeasured", ha="center", va="bottom", fontsize=7)
         if row["section"] == "bias":
             ax.axhline(0.5, color="tab:red", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(models)), [f"M{i + 1}" for i in range(len(models))])

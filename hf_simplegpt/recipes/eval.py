@@ -1,8 +1,10 @@
-"""Evaluate a causal LM folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols), BLEU, safety,
-and a HELM-style holistic report of them (optionally beside a second model).
+"""Evaluate a model folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols), BLEU, safety,
+and a HELM-style holistic report of them (optionally beside a second model) for a causal LM; retrieval for an encoder
+(or a causal LM mean-pooled: the baseline before a contrastive step).
 
     hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
+    hf-simplegpt evaluate --model_name_or_path outputs/encoder --tasks retrieval --retrieval_file heldout.jsonl
     python recipes/eval.py ...                            # the same job, the same flags
 
 Writes results.json, samples_<task>.jsonl, mmlu_categories.png (holistic: holistic.md and holistic.png) and a model card (README.md) to --output_dir, never into
@@ -38,7 +40,7 @@ from hf_simplegpt.rewards import RewardModelScorer
 from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
 from hf_simplegpt.training import check_minimums, parse_args
 
-TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety", "holistic")
+TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety", "holistic", "retrieval")
 # holistic: a HELM-style report over these (and perplexity when --perplexity_file is given)
 HOLISTIC_TASKS = ("mmlu", "crows_pairs", "safety")
 
@@ -70,6 +72,7 @@ class EvalArguments:
     max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU and safety answers."})
     compare_model_name_or_path: str = field(default=None, metadata={"help": "--tasks holistic: a second model folder "
                                             "evaluated the same way, side by side in the report."})
+    retrieval_file: str = field(default=None, metadata={"help": "Held-out pairs (anchor, positive[, negative]) for retrieval."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
@@ -108,12 +111,14 @@ def bleu_pairs(path: str) -> list[dict]:
 
 
 def run_tasks(model_path: str, tasks: list[str], args, data: dict, device: str, out: Path) -> dict:
-    """Results of `tasks` for one model folder; samples files and charts go to `out`."""
+    """Results of the language-model `tasks` for one model folder; samples files and charts go to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    results: dict = {}
+    if not set(tasks) - {"retrieval"}:  # retrieval alone reads the folder as an encoder (main)
+        return results
     model = AutoModelForCausalLM.from_pretrained(model_path).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    results: dict = {}
     if "perplexity" in tasks:
         texts = [t.strip() for t in load_files(args.perplexity_file, "--perplexity_file")["text"] if t.strip()]
         start = time.perf_counter()
@@ -193,6 +198,8 @@ def main(argv=None) -> dict:
         raise ValueError("--tasks perplexity needs --perplexity_file (a .txt or .jsonl of texts).")
     if "bleu" in tasks and not args.bleu_file:
         raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
+    if "retrieval" in tasks and not args.retrieval_file:
+        raise ValueError("--tasks retrieval needs --retrieval_file (a .jsonl of held-out anchor/positive pairs).")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
 
@@ -203,6 +210,11 @@ def main(argv=None) -> dict:
     crows_rows = load_crows_pairs(args.crows_pairs_file) if "crows_pairs" in tasks else None
     harmful = (select_per_category(load_safety_prompts(args.safety_file, args.safety_dataset), args.limit)
                if "safety" in tasks else None)  # fmt: skip
+    retrieval_pairs = load_files(args.retrieval_file, "--retrieval_file") if "retrieval" in tasks else None
+    if retrieval_pairs is not None:
+        from hf_simplegpt import contrastive
+
+        contrastive.check_pairs(retrieval_pairs, f"--retrieval_file {args.retrieval_file}")
     held = safeguards.saved_work(args.output_dir)
     if held:
         raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
@@ -229,6 +241,13 @@ def main(argv=None) -> dict:
         plot_report(rows, out / "holistic.png")
         print(table)
         notes = f"### Holistic report\n\n{table}\n\n{notes}".rstrip()
+
+    if "retrieval" in tasks:
+        encoder = contrastive.load_encoder(args.model_name_or_path, device=device)
+        results["retrieval"] = {"dataset": Path(args.retrieval_file).name,
+                                "encoder": "sentence-transformers folder" if contrastive.is_encoder_folder(
+                                    args.model_name_or_path) else "mean-pooled language model",
+                                **contrastive.retrieval_metrics(encoder, retrieval_pairs.to_list(), args.batch_size)}  # fmt: skip
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))
