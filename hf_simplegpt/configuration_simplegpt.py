@@ -45,7 +45,7 @@ class SimpleGPTConfig(PreTrainedConfig):
         attention_bias, mlp_bias (`bool`, default `True`): biases of the attention and feed-forward projections.
         tie_word_embeddings (`bool`, defaults to `False`): share the output projection with the token embedding.
             The seed uses a separate output projection.
-        is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False`.
+        is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False` on its own copy.
 
     The seed's argument names are accepted as aliases: `num_layers`, `num_heads`, `max_seq_len`
     (`SimpleGPTConfig(num_layers=6).num_hidden_layers == 6` and `config.num_layers` reads it back).

@@ -163,6 +163,23 @@ def test_masked_lm_is_bidirectional():
     torch.testing.assert_close(out.loss, expected)
 
 
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_masked_lm_leaves_the_config_it_was_given_causal(attn_implementation):
+    """Building the masked model must not turn a causal model sharing its config object bidirectional."""
+    config = SimpleGPTConfig(**tiny_config_kwargs(), attn_implementation=attn_implementation)
+    torch.manual_seed(0)
+    before = SimpleGPTForCausalLM(config).eval()
+    masked = SimpleGPTForMaskedLM(config)
+    after = SimpleGPTForCausalLM(config).eval()
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, -1] = 5
+    with torch.no_grad():
+        for model in (before, after):  # the first token must not see the last
+            torch.testing.assert_close(model(ids).logits[:, 0], model(changed).logits[:, 0], atol=0, rtol=0)
+    assert masked.config.is_causal is False and config.is_causal is True and config.use_cache is True
+
+
 # ----------------------------------------------------------------------------------------------- loss
 
 
