@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
-from hf_simplegpt.recipes.alignment_demo import KeywordTask, write_jsonl
+from hf_simplegpt.synthetic import KeywordTask, write_jsonl
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -217,6 +217,16 @@ def run_recipe(name: str, *args):
 
 def metrics_of(output_dir: Path) -> dict:
     return json.loads((output_dir / "alignment_metrics.json").read_text())
+
+
+def largest_lora_b(output_dir: Path) -> float:
+    """The largest |weight| of the LoRA B matrices saved in `output_dir`: 0 until training moves them off their init."""
+    from safetensors.torch import load_file
+
+    weights = load_file(output_dir / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b, f"no LoRA B matrices in {output_dir}"
+    return max(w.abs().max().item() for w in lora_b)
 
 
 def make_model(tokenizer, **shape) -> SimpleGPTForCausalLM:

@@ -24,7 +24,8 @@ import torch
 from safetensors.torch import save_file
 
 from hf_simplegpt.checkpoints import write_manifest
-from hf_simplegpt.recipes.alignment_demo import KeywordTask
+from hf_simplegpt.cli import JOBS
+from hf_simplegpt.synthetic import KeywordTask
 from hf_simplegpt.tokenization import train_tokenizer
 from tests.conftest import PRETRAIN_TINY, REPO_ROOT, TINY_CORPUS, WORDS, make_model, write_mmlu_fixture
 
@@ -102,11 +103,11 @@ CASES = [
          "line 9: field 'rejected' is list where line 1 has str"),
     Case("data files", "dpo", "row 9: an empty chosen answer", ("--train_file", "{pairs_empty_chosen}"),
          "'chosen' is an empty string"),
-    Case("data files", "rl", "row 9: a prompt that is a number", ("--train_file", "{prompts_number}"),
+    Case("data files", "grpo", "row 9: a prompt that is a number", ("--train_file", "{prompts_number}"),
          "line 9: field 'prompt' is int where line 1 has str"),
-    Case("data files", "rl", "row 9: an empty prompt",
+    Case("data files", "rloo", "row 9: an empty prompt",
          ("--train_file", "{prompts_empty}"), "'prompt' is an empty string"),
-    Case("data files", "rl", "no prompt column", ("--train_file", "{text_jsonl}"), "lacks the field 'prompt'"),
+    Case("data files", "grpo", "no prompt column", ("--train_file", "{text_jsonl}"), "lacks the field 'prompt'"),
     Case("data files", "distill", "row 9: a null prompt", ("--train_file", "{prompts_null}"), "'prompt' is None"),
     Case("data files", "evaluate", "an empty --perplexity_file",
          ("--tasks", "perplexity", "--perplexity_file", "{empty_txt}"),
@@ -168,8 +169,8 @@ CASES = [
          ("--max_new_tokens", "0"), "--max_new_tokens 0 must be at least 1"),
     Case("numeric flags", "sft", "--num_sample_generations -1", ("--num_sample_generations", "-1"),
          "--num_sample_generations -1 must be >= 0"),
-    Case("numeric flags", "rl", "--num_generations 1", ("--num_generations", "1"), "at least 2 generations per prompt"),
-    Case("numeric flags", "rl", "--eval_max_new_tokens 0",
+    Case("numeric flags", "grpo", "--num_generations 1", ("--num_generations", "1"), "at least 2 generations per prompt"),
+    Case("numeric flags", "rloo", "--eval_max_new_tokens 0",
          ("--eval_max_new_tokens", "0"), "--eval_max_new_tokens 0 must be at least 1"),
     Case("numeric flags", "evaluate", "--batch_size 0", ("--batch_size", "0"), "--batch_size 0 must be at least 1"),
     Case("numeric flags", "evaluate", "--num_fewshot -1",
@@ -243,12 +244,12 @@ CASES = [
          "--max_length 128 is longer than the model's 64"),
     Case("combinations", "dpo", "a LoRA adapter folder as the model", ("--model_name_or_path", "{adapter}"),
          "is a LoRA adapter, not a standalone model"),
-    Case("combinations", "rl", "prompts + --max_completion_length beyond the context",
+    Case("combinations", "grpo", "prompts + --max_completion_length beyond the context",
          ("--max_completion_length", "60"),
          "with --max_completion_length 60 that is more than the model's 64 positions"),
-    Case("combinations", "rl", "a causal LM as the reward model", ("--reward_model_name_or_path", "{model}"),
+    Case("combinations", "rloo", "a causal LM as the reward model", ("--reward_model_name_or_path", "{model}"),
          "not a sequence-classification reward model"),
-    Case("combinations", "rl", "a dotted reward function without the flag", ("--reward_funcs", "os.system"),
+    Case("combinations", "grpo", "a dotted reward function without the flag", ("--reward_funcs", "os.system"),
          "is not one of the project's"),
     Case("combinations", "distill", "a teacher with another tokenizer of the same size",
          ("--teacher_model_name_or_path", "{other_model}"), "same size but map tokens differently"),
@@ -467,8 +468,8 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
                 "--num_sample_generations", "0", *quiet],
         "reward": ["--config", "reward_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["pairs_good"], *quiet],
         "dpo": ["--config", "dpo_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["pairs_good"], *quiet],
-        "rl": ["--config", "rl_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["prompts_good"],
-               "--reward_funcs", "keyword", *quiet],
+        **{job: ["--config", f"{job}_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["prompts_good"],
+                 "--reward_funcs", "keyword", *quiet] for job in ("grpo", "rloo")},
         "distill": ["--config", "distill_tiny.yaml", "--model_name_or_path", p["model"], "--teacher_model_name_or_path",
                     p["model"], "--train_file", p["prompts_good"], *quiet],
         "evaluate": ["--model_name_or_path", p["model"], "--tasks", "mmlu", "--mmlu_data_dir", p["mmlu"], "--output_dir", out],
@@ -481,14 +482,6 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
     }[job]  # fmt: skip
 
 
-JOB_MODULES = {"pretrain": "hf_simplegpt.recipes.pretrain", "sft": "hf_simplegpt.recipes.sft",
-               "reward": "hf_simplegpt.recipes.reward", "dpo": "hf_simplegpt.recipes.dpo", "rl": "hf_simplegpt.recipes.rl",
-               "distill": "hf_simplegpt.recipes.distill", "evaluate": "hf_simplegpt.recipes.eval",
-               "convert": "hf_simplegpt.conversion", "quantize": "hf_simplegpt.recipes.quantize",
-               "export": "hf_simplegpt.recipes.export", "prune": "hf_simplegpt.recipes.prune",
-               "serve": "hf_simplegpt.serving.server"}  # fmt: skip
-
-
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.job}: {c.input}" for c in CASES])
 def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, caplog):
     says = case.says.format(**paths)
@@ -497,7 +490,7 @@ def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, cap
             case.args(make_model(tiny_tokenizer).eval())
     else:
         args = base_args(case.job, paths, str(tmp_path / "out")) + [a.format(**paths) for a in case.args]
-        main = importlib.import_module(JOB_MODULES[case.job]).main
+        main = importlib.import_module(JOBS[case.job].module).main
         if case.warns:
             with caplog.at_level(logging.WARNING):
                 main(args)

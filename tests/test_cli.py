@@ -16,7 +16,7 @@ def run(*args, cwd=None):
 def test_help_lists_every_job(capsys):
     assert cli.main(["--help"]) == 0
     listed = capsys.readouterr().out
-    for job in ("pretrain", "sft", "reward", "rl", "dpo", "distill", "prune", "evaluate", "quantize", "export", "convert", "serve",
+    for job in ("pretrain", "sft", "reward", "grpo", "rloo", "dpo", "distill", "prune", "evaluate", "quantize", "export", "convert", "serve",
                 "chat-ui"):
         assert f"    {job} " in listed
 

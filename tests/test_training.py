@@ -3,7 +3,7 @@
 import pytest
 
 from hf_simplegpt import training
-from hf_simplegpt.data import CorpusArguments
+from hf_simplegpt.corpus import CorpusArguments
 from hf_simplegpt.pretraining import ModelArguments, PretrainingArguments
 from hf_simplegpt.training import parse_args
 

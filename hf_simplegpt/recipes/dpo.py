@@ -25,11 +25,11 @@ from hf_simplegpt.generation import check_fits_context
 
 
 @safeguards.guarded_main
-def main(args=None):
-    data_args, run_args, train_args, model_args = training.parse_args(
-        DataArguments, safeguards.RunArguments, DPOConfig, ModelConfig, args=args
+def main(argv: list[str] | None = None) -> dict:
+    """Run DPO; returns the held-out margins before and after (alignment_metrics.json)."""
+    data_args, run_args, train_args, model_args = training.parse_job_args(
+        DataArguments, safeguards.RunArguments, DPOConfig, ModelConfig, args=argv
     )
-    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) to align.")
@@ -55,29 +55,30 @@ def main(args=None):
     training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # before anything else can fail
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(train_args.output_dir)
-        reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
-        metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}
-        for name, gaps in (("before", before), ("after", after)):
-            metrics[f"logp_margin_{name}"] = gaps.mean().item()
-            metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
-        print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
-              f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
-              f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
-              " of pairs")  # fmt: skip
-        alignment.save_metrics_and_card(
-            train_args.output_dir,
-            metrics,
-            method="dpo",
-            base_model=path,
-            summary="A SimpleGPT aligned to preference pairs with direct preference optimisation (TRL DPOTrainer).",
-            hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                             "beta": train_args.beta, "loss_type": train_args.loss_type,
-                             "per_device_train_batch_size": train_args.per_device_train_batch_size,
-                             "lora": bool(peft_config)},  # fmt: skip
-        )
-    return trainer
+    reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
+    metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}
+    for name, gaps in (("before", before), ("after", after)):
+        metrics[f"logp_margin_{name}"] = gaps.mean().item()
+        metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
+    if not trainer.accelerator.is_main_process:
+        return metrics
+    tokenizer.save_pretrained(train_args.output_dir)
+    print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
+          f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
+          f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
+          " of pairs")  # fmt: skip
+    alignment.save_metrics_and_card(
+        train_args.output_dir,
+        metrics,
+        method="dpo",
+        base_model=path,
+        summary="A SimpleGPT aligned to preference pairs with direct preference optimisation (TRL DPOTrainer).",
+        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
+                         "beta": train_args.beta, "loss_type": train_args.loss_type,
+                         "per_device_train_batch_size": train_args.per_device_train_batch_size,
+                         "lora": bool(peft_config)},  # fmt: skip
+    )
+    return metrics
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def bleu_pairs(path: str) -> list[dict]:
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args(EvalArguments, args=argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]

@@ -18,7 +18,7 @@ import sys
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
 from hf_simplegpt import safeguards
-from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
+from hf_simplegpt.corpus import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
 from hf_simplegpt.pretraining import (
@@ -31,9 +31,9 @@ from hf_simplegpt.pretraining import (
     install_throughput_callback,
     plot_loss_curve,
 )
-from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, resolve_config, setup_logging
+from hf_simplegpt.training import parse_job_args, ready_for_inference, resolve_config
 
-logger = logging.getLogger("pretrain")
+logger = logging.getLogger("hf_simplegpt.pretrain")
 
 # Without --config, this YAML supplies the defaults: the small offline run the README's Quickstart launches.
 DEFAULT_CONFIG = "pretrain_default.yaml"
@@ -43,15 +43,13 @@ SAMPLE_PROMPTS = ["The ", "A function", "In Python, "]
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--config" not in argv:
         argv = ["--config", resolve_config(DEFAULT_CONFIG), *argv]
-    data_args, model_args, run_args, training_args = parse_args(
+    data_args, model_args, run_args, training_args = parse_job_args(
         CorpusArguments, ModelArguments, safeguards.RunArguments, PretrainingArguments, args=argv
     )
-    setup_logging(training_args, logger.name)
-    check_launch(training_args)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming.")
     if model_args.model_name_or_path:

@@ -34,9 +34,9 @@ from trl.import_utils import TRLExperimentalWarning
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import compression, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
-from hf_simplegpt.data import CorpusArguments, blocks_tensor, prepare_corpus, tokenize_and_pack
+from hf_simplegpt.corpus import CorpusArguments, blocks_tensor, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.hub import push_to_hub, write_model_card
-from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, setup_logging
+from hf_simplegpt.training import parse_job_args, ready_for_inference
 
 with warnings.catch_warnings():
     # GKDTrainer lives in trl.experimental: chosen on purpose (the one TRL trainer for off-policy logit distillation
@@ -44,7 +44,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", TRLExperimentalWarning)
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-logger = logging.getLogger("prune")
+logger = logging.getLogger("hf_simplegpt.prune")
 
 
 @dataclass
@@ -130,13 +130,11 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, pruning, run_args, recovery = parse_args(
+    data_args, pruning, run_args, recovery = parse_job_args(
         CorpusArguments, PruningArguments, safeguards.RunArguments, RecoveryConfig, args=argv
     )
-    setup_logging(recovery, logger.name)
-    check_launch(recovery)
     check_arguments(pruning, data_args, recovery)
     run = safeguards.start_run(recovery, run_args, inputs=[pruning.model_name_or_path])
     push, recovery.push_to_hub = recovery.push_to_hub, False  # one upload of exactly the published files at the end

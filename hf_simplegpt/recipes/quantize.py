@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt.data import CorpusArguments, heldout_blocks
+from hf_simplegpt.corpus import CorpusArguments, heldout_blocks
 from hf_simplegpt.hub import check_simplegpt_source, push_to_hub, write_model_card
 from hf_simplegpt.quantization import METHODS, check_method, comparison_results, markdown_table, quantize_folder
 from hf_simplegpt.safeguards import claim_output_dir, guarded_main
-from hf_simplegpt.training import check_minimums, parse_args
+from hf_simplegpt.training import check_minimums, parse_args, setup_logging
 
-logger = logging.getLogger("quantize")
+logger = logging.getLogger("hf_simplegpt.quantize")
 PUBLISHED_EXTRAS = ("quantization.json", "quantization.md")
 
 
@@ -66,9 +66,9 @@ class QuantizeArguments:
 
 
 @guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     args, data_args = parse_args(QuantizeArguments, CorpusArguments, args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = check_simplegpt_source(args.model_name_or_path, "quantize", args.output_dir)

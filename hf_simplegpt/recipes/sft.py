@@ -130,10 +130,9 @@ def write_card(
 @safeguards.guarded_main
 def main(argv: list[str] | None = None) -> dict:
     """Run SFT; returns the measured numbers (eval loss before/after, trainable parameters, paths)."""
-    data_args, script_args, run_args, training_args, model_args = training.parse_args(
+    data_args, script_args, run_args, training_args, model_args = training.parse_job_args(
         DataArguments, SFTScriptArguments, safeguards.RunArguments, SFTConfig, ModelConfig, args=argv
     )
-    training.check_launch(training_args)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: a SimpleGPT directory or any causal LM.")
     hub.check_model_source(model_args.model_name_or_path)
