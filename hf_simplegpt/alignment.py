@@ -113,7 +113,8 @@ def plot_reward_curve(log_history: Iterable[dict], path: str, title: str = "Rewa
 
 def save_metrics_and_card(output_dir: str, metrics: dict, *, method: str, base_model: str, summary: str,
                           hyperparameters: dict, template: str = "model_card.md") -> None:
-    """Write `alignment_metrics.json` and a model card (README.md) rendered from `model_cards/<template>`."""
+    """Write `alignment_metrics.json` and a model card (README.md) rendered from `model_cards/<template>`; both are
+    published with the model (`PUBLISHED_EXTRAS`)."""
     from .hub import write_model_card
 
     with open(os.path.join(output_dir, "alignment_metrics.json"), "w", encoding="utf-8") as f:
@@ -128,6 +129,10 @@ def save_metrics_and_card(output_dir: str, metrics: dict, *, method: str, base_m
         training_procedure=f"Trained with `hf-simplegpt {method}` (TRL). Measured on held-out data:\n\n{measured}",
         hyperparameters=hyperparameters,
     )
+
+
+# Published next to the model (hub.push): the measurements the card quotes, and an RL job's logged curve.
+PUBLISHED_EXTRAS = ("alignment_metrics.json", "reward_curve.png", "trainer_state.json")
 
 
 def train_online_rl(argv, config_class, trainer_class) -> dict:
@@ -146,7 +151,7 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from trl import ModelConfig
 
-    from . import adapters, data, rewards, safeguards, training
+    from . import adapters, data, hub, rewards, safeguards, training
     from .evaluation import alignment_metrics
 
     algorithm = trainer_class.__name__.removesuffix("Trainer").upper()
@@ -159,6 +164,7 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
     check_full_model_folder(path, "policy")
     if reward_args.reward_model_name_or_path:
         check_model_source(reward_args.reward_model_name_or_path, "--reward_model_name_or_path")
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[path, reward_args.reward_model_name_or_path])
     train, heldout = data.load_data(data_args, train_args.seed, check=validate_prompt_dataset)
     reward_funcs = rewards.build_reward_funcs(reward_args, train_args.device)
@@ -207,4 +213,6 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
                          "beta": train_args.beta, "num_generations": train_args.num_generations,
                          "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
     )  # fmt: skip
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=PUBLISHED_EXTRAS)
     return metrics

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DistillationConfig, DistillationTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, safeguards, tokenization, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, tokenization, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 from hf_simplegpt.generation import context_length
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     alignment.check_full_model_folder(student_path, "student")
     alignment.check_full_model_folder(teacher_path, "teacher", "--teacher_model_name_or_path")
     tokenization.check_same_vocabulary(student_path, teacher_path)
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[student_path, teacher_path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "beta (JSD interpolation)": train_args.beta, "temperature": train_args.temperature,
                          "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
     )  # fmt: skip
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)
     return metrics
 
 

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, safeguards, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 from hf_simplegpt.generation import check_fits_context
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) to align.")
     alignment.check_full_model_folder(path, "policy")
     check_fits_context(AutoConfig.from_pretrained(path), train_args.max_length, "--max_length")
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_preference_dataset)
     fmt = alignment.text_format(train[0]["chosen"])
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "per_device_train_batch_size": train_args.per_device_train_batch_size,
                          "lora": bool(peft_config)},  # fmt: skip
     )
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)
     return metrics
 
 

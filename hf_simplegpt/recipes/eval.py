@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import safeguards
+from hf_simplegpt import hub, safeguards
 from hf_simplegpt.data import check_rows, load_files, text_field_problem
 from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perplexity
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.generation import generate
-from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
+from hf_simplegpt.hub import check_model_source, merge_evaluation, results_table, write_model_card
 from hf_simplegpt.training import check_minimums, parse_args
 
 TASKS = ("perplexity", "mmlu", "bleu")
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--tasks perplexity needs --perplexity_file (a .txt or .jsonl of texts).")
     if "bleu" in tasks and not args.bleu_file:
         raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
+    push = hub.wants_push(args)
 
     check_model_source(args.model_name_or_path)
     held = safeguards.saved_work(args.output_dir)
@@ -152,9 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         write_model_card(out, results=results, model_name=model_dir.name, repo_id=args.hub_model_id,
                          model_dir=model_dir if model_dir.is_dir() else None)  # fmt: skip
-    if args.push_to_hub:
+    if push:
         upload = {name: out / name for name in ("README.md", "results.json")}
-        print("Pushed:", push_to_hub(model_dir, args.hub_model_id, replacements=upload))
+        hub.push(model_dir, args, replacements=upload)
     return results
 
 

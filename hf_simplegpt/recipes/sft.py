@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--max_length {training_args.max_length} must be at least 1 (or unset: no truncation).")
     model_config = AutoConfig.from_pretrained(model_args.model_name_or_path)
     check_fits_context(model_config, training_args.max_length, "--max_length")
+    push = hub.wants_push(training_args)
     run = safeguards.start_run(training_args, run_args, inputs=[model_args.model_name_or_path])
     if script_args.merge and script_args.merged_output_dir:
         safeguards.claim_output_dir(script_args.merged_output_dir, overwrite=run_args.overwrite_output_dir,
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model card: {write_card(training_args.output_dir, *card_args)}")
     if script_args.merge:
         print(f"model card: {write_card(results['merged_output_dir'], *card_args, merged=True)}")
+    if push:  # the trained model or adapter, with its card and results
+        hub.push(training_args.output_dir, training_args, extra_files=("sft_results.json",))
     print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
     return results
 

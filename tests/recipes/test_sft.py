@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 from hf_simplegpt.data import DataArguments
-from hf_simplegpt.hub import hub_files
+from hf_simplegpt.hub import TOKENIZER_FILES, hub_files
 from hf_simplegpt.recipes import sft
 from tests.conftest import expected_lora_params, tiny_config_kwargs, write_jsonl
 
@@ -196,3 +196,16 @@ def test_configs_parse(config, tmp_path):
     )
     assert sft_args.max_length >= 64 and data_args.heldout_size > 0
     assert model_args.load_in_4bit == (config == "sft_qlora.yaml") == model_args.use_peft
+
+
+def test_push_of_a_lora_run_uploads_the_adapter_its_card_and_results(tmp_path, base_dir, fake_hub):
+    out = tmp_path / "lora"
+    rows = write_jsonl([{"instruction": q, "response": a} for q, a in PAIRS], tmp_path / "train.jsonl")
+    run_sft(base_dir, rows, out, "--use_peft", "--max_steps", "2", "--num_sample_generations", "0",
+            "--push_to_hub", "true", "--hub_model_id", "me/tiny-lora")  # fmt: skip
+    (commit,) = fake_hub
+    tokenizer = {name for name in TOKENIZER_FILES if (out / name).exists()}
+    assert commit["repo_id"] == "me/tiny-lora" and "tokenizer.json" in tokenizer
+    assert set(commit["files"]) == {"adapter_config.json", "adapter_model.safetensors", "README.md",
+                                    "sft_results.json"} | tokenizer  # fmt: skip
+    assert "lora" in commit["card"] and commit["card"] == (out / "README.md").read_text()
