@@ -189,7 +189,7 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
                             processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
     training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # before anything else can fail
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = heldout_rewards(trainer.model)
     metrics = {"algorithm": algorithm.lower(), "heldout_prompts": len(heldout)}
     for name in before:
@@ -197,7 +197,6 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
         metrics[f"heldout_{name}_after"] = after[name]
     if not trainer.accelerator.is_main_process:
         return metrics
-    tokenizer.save_pretrained(train_args.output_dir)
     trainer.state.save_to_json(os.path.join(train_args.output_dir, "trainer_state.json"))  # the logged curve
     plot_reward_curve(trainer.state.log_history, os.path.join(train_args.output_dir, "reward_curve.png"),
                       title=f"{algorithm}: reward during training")  # fmt: skip

@@ -434,6 +434,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
     # `embedding_rowwise`), then gathered, so every rank gets the full logits.
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}  # FSDP2: the head's gathered weight is reused at once; keep it
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
@@ -553,6 +554,8 @@ class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: SimpleGPTConfig):
         # A copy: a causal model built from the same config object must stay causal.

@@ -401,6 +401,14 @@ def test_tied_weights_are_sharded_together(monkeypatch, model_class):
         assert placements[-1] == placements[-2] == [tensor_parallel.Shard(0)]  # both split along the vocabulary
 
 
+@pytest.mark.parametrize("model_class", [SimpleGPTForCausalLM, SimpleGPTForMaskedLM])
+def test_the_lm_head_is_a_pipeline_stage_and_kept_whole_under_fsdp(model_class):
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs()))
+    assert model.pp_plan["lm_head"] == (["hidden_states"], ["logits"])  # the last stage: hidden states -> logits
+    assert model.fsdp_plan == {"lm_head": "keep_full_weight", "model.embed_tokens": "free_full_weight",
+                               "model.layers.*": "free_full_weight", "model.norm": "keep_full_weight"}  # fmt: skip
+
+
 def test_generate_from_inputs_embeds_equals_generate_from_ids():
     model = make_model()
     prompt = random_ids(2, 5)

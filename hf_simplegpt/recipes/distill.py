@@ -53,15 +53,13 @@ def main(argv: list[str] | None = None) -> dict:
                                   processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
     training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # before anything else can fail
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
-    n_student = sum(p.numel() for p in student.parameters())
-    n_teacher = sum(p.numel() for p in teacher.parameters())
+    n_student, n_teacher = student.num_parameters(), teacher.num_parameters()
     metrics = {"heldout_prompts": len(prompts), "student_parameters": n_student, "teacher_parameters": n_teacher,
                "kl_teacher_student_before": before, "kl_teacher_student_after": after}  # fmt: skip
     if not trainer.accelerator.is_main_process:
         return metrics
-    tokenizer.save_pretrained(train_args.output_dir)
     print(f"Held-out KL(teacher || student) per token: {before:.4f} before -> {after:.4f} after distillation")
     alignment.save_metrics_and_card(
         train_args.output_dir,

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
                          processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
     training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # before anything else can fail
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
     reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
     metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}
@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> dict:
         metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
     if not trainer.accelerator.is_main_process:
         return metrics
-    tokenizer.save_pretrained(train_args.output_dir)
     print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
           f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
           f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"

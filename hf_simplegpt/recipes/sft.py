@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, SFTTrainer
+from trl import ModelConfig, SFTConfig, SFTTrainer, is_conversational
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import adapters, data, finetuning, hub, safeguards, training
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     for name, value in finetuning.loss_mask_args(train_dataset, script_args.train_on_all_tokens).items():
         setattr(training_args, name, value)
-    if finetuning.is_conversational_dataset(train_dataset) and training_args.chat_template_path is None:
+    if is_conversational(train_dataset[0]) and training_args.chat_template_path is None:
         finetuning.check_chat_template(tokenizer, training_args.assistant_only_loss)
 
     model = load_model(model_args, training_args)
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
+    trainable, total = trainer.model.num_parameters(only_trainable=True), trainer.model.num_parameters()
     print(f"format={fmt} train_rows={len(train_dataset)} trainable_params={trainable:,} / {total:,}")
 
     results = {"format": fmt, "trainable_params": trainable, "total_params": total}
