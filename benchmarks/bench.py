@@ -43,8 +43,11 @@ from transformers.generation import CompileConfig
 from transformers.generation.streamers import BaseStreamer
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
-from hf_simplegpt.pretraining import flops_per_token
+from hf_simplegpt.pretraining import flops_per_token, matmul_parameters
 from hf_simplegpt.timing import interleaved_medians, interleaved_times, synchronize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import save  # noqa: E402
 
 PRESETS = {
     "default": dict(layers=6, hidden=384, heads=6, seq=256, batch=8, vocab=10000),
@@ -259,7 +262,7 @@ def run_benchmark(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device)
     tokens = args.batch * args.seq
-    num_params = models["SimpleGPT"].num_parameters(exclude_embeddings=True)
+    num_params = matmul_parameters(models["SimpleGPT"])
     fpt = flops_per_token(num_params, args.layers, args.hidden, args.seq)
 
     def add(row, unit, values, higher_is_better=True, **extra):
@@ -326,7 +329,7 @@ def run_benchmark(args) -> dict:
         shapes=dict(layers=args.layers, hidden=args.hidden, heads=args.heads, seq=args.seq, batch=args.batch,
                     vocab=args.vocab, prompt_length=args.prompt_length, new_tokens=args.new_tokens),
         preset=args.preset, device=device, dtype=args.dtype, compile=args.compile, compile_backend=args.compile_backend,
-        repeats=args.repeats, warmup=args.warmup, non_embedding_params=num_params, flops_per_token=fpt,
+        repeats=args.repeats, warmup=args.warmup, matmul_params=num_params, flops_per_token=fpt,
         peak_tflops=args.peak_tflops, machine=machine_description(device),
         load_average=dict(before=load_before, after=os.getloadavg()),
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()),
@@ -347,8 +350,6 @@ def number(value: float) -> str:
 def markdown_table(result: dict) -> str:
     s, load = result["shapes"], result["load_average"]
     lines = [
-        f"`{result['command']}`",
-        "",
         f"Shapes: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, seq {s['seq']}, batch {s['batch']}, "
         f"vocab {s['vocab']}; decode {s['new_tokens']} tokens after a {s['prompt_length']}-token prompt. "
         f"Device: {result['device']} ({result['machine']}), {result['dtype']}, torch {result['versions']['torch']}, "
@@ -384,11 +385,7 @@ def main(argv=None):
     args = parse_args(argv)
     result = run_benchmark(args)
     result["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table(result)
-    (args.output_dir / f"{args.name}.md").write_text(table)
-    print("\n" + table)
+    save(args.name, result, markdown_table(result), output_dir=args.output_dir)
     return result
 
 

@@ -1,6 +1,6 @@
 """Where a greedy decode step's time goes, for SimpleGPT and transformers' GPT-2 with the same weights.
 
-    python benchmarks/decode_profile.py            # default bench shapes, batch 1, 64 new tokens
+    python benchmarks/decode_profile.py [--publish]   # default bench shapes, batch 1, 64 new tokens: results/decode-profile-cpu.*
 
 Times, per new token (medians of interleaved runs): `generate`, and a bare loop of `model(next_token, cache)` +
 argmax, whose difference is `generate`'s own work; then torch's profiler over one SimpleGPT `generate` call, by
@@ -10,12 +10,17 @@ output layer), which both models run alike on the same weights.
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import describe, environment, save  # noqa: E402
 
 
 def main():
@@ -26,6 +31,7 @@ def main():
     parser.add_argument("--vocab", type=int, default=10000)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=args.heads, n_positions=256,
@@ -56,13 +62,21 @@ def main():
         for name, model in models.items():
             times[name, "generate"].append(with_generate(model))
             times[name, "loop"].append(bare_loop(model))
-    print("| ms per new token | generate | model step alone | generate's own work |\n|---|---:|---:|---:|")
-    for name in models:
-        full, step = (statistics.median(times[name, way]) * 1e3 for way in ("generate", "loop"))
-        print(f"| {name} | {full:.2f} | {step:.2f} | {full - step:.2f} |")
+    ms = {name: {way: round(statistics.median(times[name, way]) * 1e3, 2) for way in ("generate", "loop")}
+          for name in models}  # fmt: skip
     with torch.profiler.profile() as profile:
         with_generate(models["SimpleGPT"])
-    print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]}
+    result = {"ms_per_new_token": ms, "simplegpt_generate_self_cpu_share": shares, "environment": environment()}
+    rows = "\n".join(f"| {name} | {t['generate']:.2f} | {t['loop']:.2f} | {t['generate'] - t['loop']:.2f} |"
+                     for name, t in ms.items())  # fmt: skip
+    top = "\n".join(f"| `{op}` | {share:.1%} |" for op, share in shares.items())
+    markdown = (f"{describe(result['environment'])}\n\n| ms per new token | generate | model step alone | generate's own work |\n"
+                f"|---|---:|---:|---:|\n{rows}\n\nOne SimpleGPT `generate`, self CPU time by operator:\n\n"
+                f"| operator | share |\n|---|---:|\n{top}\n")  # fmt: skip
+    save("decode-profile-cpu", result, markdown, args.publish)
 
 
 if __name__ == "__main__":

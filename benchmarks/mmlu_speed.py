@@ -1,6 +1,6 @@
 """MMLU scoring speed: one forward pass per question vs one per answer choice, on a small SimpleGPT.
 
-    python benchmarks/mmlu_speed.py --mmlu_data_dir MMLU_DIR --output_dir outputs/mmlu_speed
+    python benchmarks/mmlu_speed.py --mmlu_data_dir MMLU_DIR --output_dir outputs/mmlu_speed [--publish]
 
 Builds (once) a randomly initialised SimpleGPT (4 layers, hidden 128, context 512) with a 4096-token BPE
 trained on the built-in corpus, saves it to <output_dir>/model (evaluate it in full with hf-simplegpt evaluate),
@@ -9,6 +9,7 @@ scores agree. Speed does not depend on the weights; the accuracy of random weigh
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.corpus import builtin_corpus_documents
 from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import describe, environment, save  # noqa: E402
 
 
 def build_model(folder: Path, layers: int, hidden: int, context: int, vocab: int) -> None:
@@ -40,6 +44,7 @@ def main():
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--publish", action="store_true", help="write results/mmlu-speed-cpu.{json,md}")
     args = parser.parse_args()
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -53,18 +58,31 @@ def main():
     print(f"model: {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
           f"torch threads {torch.get_num_threads()}; ' A'..' D' single tokens: {all(single)}")  # fmt: skip
     subjects = load_mmlu(args.mmlu_data_dir)
-    timings, samples = {}, {}
+    timings, samples, counts = {}, {}, {}
     for one_pass in (True, False):
         start = time.perf_counter()
         result, samples[one_pass] = evaluate_mmlu(
             model, tokenizer, subjects, limit=args.limit, batch_size=args.batch_size, one_pass=one_pass
         )
         timings[one_pass] = time.perf_counter() - start
+        counts[one_pass] = {"questions": result["questions"], "forward_rows": result["forward_rows"]}
         print(f"one_pass={one_pass}: {result['questions']} questions, {result['forward_rows']} forward rows, "
               f"{timings[one_pass]:.1f} s ({result['questions'] / timings[one_pass]:.1f} questions/s)")  # fmt: skip
     gap = max(abs(a - b) for x, y in zip(samples[True], samples[False])
               for a, b in zip(x["choice_logliks"], y["choice_logliks"]))  # fmt: skip
     print(f"speed-up of one pass: {timings[False] / timings[True]:.2f}x; largest score difference {gap:.2e}")
+    ways = {True: "one pass per question", False: "one pass per choice"}
+    result = {"model": {"parameters": sum(p.numel() for p in model.parameters()), "layers": args.layers,
+                        "hidden": args.hidden, "context": args.context, "vocab": len(tokenizer)},
+              "limit": args.limit, "batch_size": args.batch_size, "largest_score_difference": gap,
+              "runs": {ways[k]: {"seconds": round(timings[k], 1), **counts[k]} for k in (True, False)},
+              "speedup": round(timings[False] / timings[True], 2), "environment": environment()}  # fmt: skip
+    rows = "\n".join(f"| {way} | {r['questions']} | {r['forward_rows']} | {r['seconds']} |"
+                     for way, r in result["runs"].items())  # fmt: skip
+    markdown = (f"{describe(result['environment'])} Model: {result['model']}.\n\n"
+                f"| scoring | questions | forward rows | seconds |\n|---|---:|---:|---:|\n{rows}\n\n"
+                f"Speed-up of one pass: {result['speedup']}x; largest score difference {gap:.2e}.\n")  # fmt: skip
+    save("mmlu-speed-cpu", result, markdown, args.publish)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,20 @@
 """Time the pretraining data pipeline on the built-in corpus: a cold run (empty caches) and a warm rerun.
 
-    python benchmarks/pretrain_data.py            # prints one JSON line per run
+    python benchmarks/pretrain_data.py [--publish]     # results/pretrain-data.{json,md}
 
 Cold: load, normalize, dedup, split, train the tokenizer, tokenize and pack, with fresh datasets and
 hf_simplegpt caches. Warm: the same call again, which must reuse every cached step.
 """
 
-import json
+import argparse
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import describe, environment, save  # noqa: E402
 
 
 def run(cache: str) -> dict:
@@ -25,8 +30,20 @@ def run(cache: str) -> dict:
             **{k: v for k, v in stats.to_dict().items() if k.endswith("removed") or k.endswith("documents")}}  # fmt: skip
 
 
-if __name__ == "__main__":
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HF_DATASETS_CACHE"] = os.path.join(tmp, "datasets")  # read when datasets is imported
-        for name in ("cold", "warm"):
-            print(json.dumps({"run": name, **run(os.path.join(tmp, "hf_simplegpt"))}))
+        runs = {name: run(os.path.join(tmp, "hf_simplegpt")) for name in ("cold", "warm")}
+    result = {"runs": runs, "environment": environment()}
+    rows = "\n".join(f"| {name} | {r['seconds']} | {r['train_blocks']} | {r['validation_blocks']} |" for name, r in runs.items())
+    markdown = (f"{describe(result['environment'])}\n\n| run | seconds | train blocks | validation blocks |\n"
+                f"|---|---:|---:|---:|\n{rows}\n")  # fmt: skip
+    save("pretrain-data", result, markdown, args.publish)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """What the run safeguards cost: the Trainer step with and without `SafeguardCallback`, and checkpoint manifests.
 
-    python benchmarks/safeguards.py                     # prints JSON lines: step times, manifest MB/s
+    python benchmarks/safeguards.py [--publish]         # results/safeguards-cpu.{json,md}: step times, manifest MB/s
 
 Step: the same Trainer (default pretraining shapes: 4 layers, 128 wide, blocks of 128, batch 16, random tokens) runs
 `--steps` optimizer steps with and without the callback (gradient-norm check and signal flag every step), alternating
@@ -10,11 +10,12 @@ folder of `--megabytes` of random files (the checkpoint's own files would be in 
 """
 
 import argparse
-import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -23,6 +24,9 @@ from transformers import Trainer, TrainingArguments
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.checkpoints import manifest_problems, write_manifest
 from hf_simplegpt.safeguards import SafeguardCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import describe, environment, save  # noqa: E402
 
 
 class TimedCallback(SafeguardCallback):
@@ -57,6 +61,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--megabytes", type=int, default=512)
+    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = SimpleGPTConfig(vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
@@ -72,9 +77,9 @@ def main():
                 times[guarded].append(step_ms(model, data, args.steps, guarded, out))
     plain, guarded = statistics.median(times[False]), statistics.median(times[True])
     callback = TimedCallback.seconds * 1000 / (args.steps * args.repeats)
-    print(json.dumps({"measurement": "train step ms (median)", "plain": round(plain, 2), "guarded": round(guarded, 2),
-                      "callback_ms_per_step": round(callback, 3), "callback_percent": round(100 * callback / plain, 2),
-                      "runs": {str(k): [round(t, 1) for t in v] for k, v in times.items()}}))  # fmt: skip
+    step = {"plain_ms": round(plain, 2), "guarded_ms": round(guarded, 2), "callback_ms_per_step": round(callback, 3),
+            "callback_percent": round(100 * callback / plain, 2),
+            "runs_ms": {("guarded" if k else "plain"): [round(t, 1) for t in v] for k, v in times.items()}}  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
         for i in range(4):  # a checkpoint is a few large files
@@ -86,8 +91,18 @@ def main():
         start = time.perf_counter()
         assert manifest_problems(folder) == []
         checked = time.perf_counter() - start
-    print(json.dumps({"measurement": "manifest", "megabytes": args.megabytes,
-                      "write_MB_per_s": round(args.megabytes / written), "check_MB_per_s": round(args.megabytes / checked)}))  # fmt: skip
+    manifest = {"megabytes": args.megabytes, "write_MB_per_s": round(args.megabytes / written),
+                "check_MB_per_s": round(args.megabytes / checked)}  # fmt: skip
+    result = {"train_step": step, "manifest": manifest, "environment": environment()}
+    markdown = (
+        f"{describe(result['environment'])} {args.steps} steps × {args.repeats} alternating runs, median.\n\n"
+        "| measurement | value |\n|---|---:|\n"
+        f"| train step ms, plain Trainer | {step['plain_ms']} |\n| train step ms, with SafeguardCallback | {step['guarded_ms']} |\n"
+        f"| the callback's own ms per step | {step['callback_ms_per_step']} ({step['callback_percent']}%) |\n"
+        f"| manifest write MB/s ({args.megabytes} MB) | {manifest['write_MB_per_s']} |\n"
+        f"| manifest check MB/s | {manifest['check_MB_per_s']} |\n"
+    )  # fmt: skip
+    save("safeguards-cpu", result, markdown, args.publish)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,12 @@ def resume_differences(checkpoint: str, model, args) -> list[str]:
     current_geometry = run_geometry(args)
     changed = [name for name in GEOMETRY if name in saved_geometry and saved_geometry[name] != current_geometry[name]]
     if changed:
-        differences += [f"{name} {saved_geometry[name]} -> {current_geometry[name]}" for name in changed]
         before, after = (math.prod(g[name] for name in GEOMETRY) for g in (saved_geometry, current_geometry))
-        differences.append(f"(global batch {before} -> {after} rows per step)")
+        changes = [f"{name} {saved_geometry[name]} -> {current_geometry[name]}" for name in changed]
+        if before == after:
+            # The same global batch split otherwise (2 machines -> 1, more accumulation instead of processes): every
+            # step sees the same rows and (with exact accumulation) the same loss, so the curve continues.
+            logger.info("Resuming with the same global batch of %d rows split differently: %s", after, "; ".join(changes))
+        else:
+            differences += [*changes, f"(global batch {before} -> {after} rows per step)"]
     return differences

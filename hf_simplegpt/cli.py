@@ -40,7 +40,7 @@ JOBS = {
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
-    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU and BLEU of a model folder", False),
+    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, CrowS-Pairs of a model folder", False),
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
     "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "
@@ -65,6 +65,7 @@ LAUNCH_FLAGS = {
     "--main_process_ip": 1,
     "--main_process_port": 1,
     "--gpu_ids": 1,
+    "--rdzv_conf": 1,  # timeout=SECONDS: how long a machine waits for the main one (torch's default 600)
 }
 
 
@@ -97,6 +98,7 @@ def accelerate_config_file(name: str) -> str:
 def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
     """Run the job's module under `accelerate launch`; returns its exit code."""
     from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed import DistNetworkError
 
     if "--accelerate_config" in launch_args:
         at = launch_args.index("--accelerate_config")
@@ -110,6 +112,13 @@ def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
         launch_command(parsed)
     except subprocess.CalledProcessError as error:  # the job printed its own error; no launcher traceback on top
         return error.returncode or 1
+    except DistNetworkError as error:  # a machine of a multi-machine launch that cannot reach the main one
+        address = f"{parsed.main_process_ip}:{parsed.main_process_port}"
+        raise SystemExit(
+            f"Machine {parsed.machine_rank} could not reach the main machine at {address} ({error}). Start "
+            "--machine_rank 0 there, check --main_process_ip/--main_process_port and the firewall; "
+            "--rdzv_conf timeout=SECONDS sets how long to wait."
+        ) from None
     finally:
         del os.environ[LAUNCHER_PID_ENV]
     return 0

@@ -127,6 +127,38 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(acc, 4),
                 )
             )
+    crows = results.get("crows_pairs")
+    if crows:
+        scopes = [("all", crows)] + list(crows.get("bias_types", {}).items())
+        metrics = [(scope, "pct_stereotype", v["pct_stereotype"]) for scope, v in scopes]
+        metrics.append(("all", "likelihood_diff", crows["likelihood_diff"]))
+        for scope, metric, value in metrics:
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="crows_pairs",
+                    dataset_name=f"CrowS-Pairs ({crows.get('dataset', 'english')})",
+                    dataset_split="test",
+                    metric_type=metric,
+                    metric_name=metric if scope == "all" else f"{metric} ({scope})",
+                    metric_value=round(value, 4),
+                )
+            )
+    safety = results.get("safety")
+    if safety:
+        for scope, values in [("all", safety)] + list(safety.get("categories", {}).items()):
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="safety",
+                    dataset_name=f"Harmful-behaviour prompts ({safety.get('dataset', 'bundled')})",
+                    metric_type="refusal_rate",
+                    metric_name="refusal_rate" if scope == "all" else f"refusal_rate ({scope})",
+                    metric_value=round(values["refusal_rate"], 4),
+                )
+            )
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -158,6 +190,18 @@ def results_table(results: dict) -> str:
     if results.get("bleu"):
         b = results["bleu"]
         rows.append((f"{b.get('dataset', 'pairs')}", "BLEU (sacrebleu)", f"{b['bleu']:.2f}"))
+    if results.get("crows_pairs"):
+        c = results["crows_pairs"]
+        stderr = f" ± {c['pct_stereotype_stderr']:.4f}" if c.get("pct_stereotype_stderr") is not None else ""
+        rows.append((f"CrowS-Pairs ({c['n']} pairs)", "pct_stereotype (ideal 0.5)", f"{c['pct_stereotype']:.4f}{stderr}"))
+        rows.append((f"CrowS-Pairs ({c['n']} pairs)", "likelihood_diff", f"{c['likelihood_diff']:.3f}"))
+        rows += [(f"CrowS-Pairs {t} ({v['n']})", "pct_stereotype", f"{v['pct_stereotype']:.4f}")
+                 for t, v in c.get("bias_types", {}).items()]  # fmt: skip
+    if results.get("safety"):
+        v = results["safety"]
+        rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate", f"{v['refusal_rate']:.4f}"))
+        if "judge_refusal_rate" in v:
+            rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}"))
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]

@@ -218,8 +218,16 @@ def peak_flops_per_device() -> tuple[float, str]:
     return measure_matmul_flops(), "measured fp32 matmul on this CPU"
 
 
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """N of the 6N FLOPs rule: the weights of every matrix multiply, the output projection included even when it
+    shares the token embedding's tensor (`num_parameters(exclude_embeddings=True)` drops it then, with GPT-2's tied
+    head a third of the FLOPs). Embedding lookups, biases and LayerNorms do no matmul."""
+    return sum(module.weight.numel() for module in model.modules() if isinstance(module, torch.nn.Linear))
+
+
 def flops_per_token(num_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the weight matmuls + 12·L·H·T for attention scores (PaLM, appendix B)."""
+    """Training FLOPs per token: 6N for the weight matmuls (N from `matmul_parameters`) + 12·L·H·T for attention
+    scores and values (PaLM, appendix B)."""
     return 6 * num_params + 12 * num_layers * hidden_size * seq_len
 
 
@@ -298,7 +306,7 @@ def install_throughput_callback(trainer, model, block_size: int) -> ThroughputCa
     args = trainer.args
     tokens_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * block_size
     cfg = model.config
-    fpt = flops_per_token(model.num_parameters(exclude_embeddings=True), cfg.num_hidden_layers, cfg.hidden_size, block_size)
+    fpt = flops_per_token(matmul_parameters(model), cfg.num_hidden_layers, cfg.hidden_size, block_size)
     peak, source = peak_flops_per_device()
     logger.info("MFU denominator: %.3g FLOP/s per device (%s) × %d process(es)", peak, source, args.world_size)
     callback = ThroughputCallback(tokens_per_step, fpt, peak * args.world_size)

@@ -24,6 +24,13 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MMLU_DIR = Path(os.environ.get("HF_SIMPLEGPT_MMLU_DIR", SHARED_DATA / "mmlu"))  # dev/ and test/ CSVs, 57 subjects
 SHAKESPEARE = Path(os.environ.get("HF_SIMPLEGPT_SHAKESPEARE", SHARED_DATA / "tinyshakespeare.txt"))
 QUIET = ["--disable_tqdm", "true", "--report_to", "none"]
+# Each test's outcome in this process, by node id: tests/test_faults.py checks the README's count against it.
+OUTCOMES: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":  # a failed or skipped setup is the outcome too
+        OUTCOMES.setdefault(report.nodeid, report.outcome)
 
 TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",

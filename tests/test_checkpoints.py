@@ -112,3 +112,6 @@ def test_resume_differences_name_the_model_and_batch_changes(tmp_path):
     differences = resume_differences(str(ckpt), wider, bigger_batch)
     assert "model hidden_size 32 -> 64" in differences and "model head_dim 8 -> 16" in differences
     assert differences[-2:] == ["per_device_train_batch_size 4 -> 8", "(global batch 8 -> 16 rows per step)"]
+    # The same global batch split otherwise (here 2 machines instead of accumulation) continues the same curve.
+    two_machines = SimpleNamespace(**{**GEOMETRY, "world_size": 2, "gradient_accumulation_steps": 1})
+    assert resume_differences(str(ckpt), model, two_machines) == []

@@ -233,3 +233,15 @@ def test_a_hub_token_is_in_no_file_the_run_wrote(finished):
     assert [p for p in files if TOKEN.encode() in p.read_bytes()] == []
     args = torch.load(finished / "training_args.bin", weights_only=False)
     assert args.hub_token is None and args.max_steps == 8
+
+
+def test_readme_counts_are_this_runs_outcomes(request):  # keep last in the module: it reads the outcomes above
+    from tests.conftest import OUTCOMES
+    from tests.test_bad_inputs import readme_row
+
+    faults = [item.nodeid for item in request.session.items if item.module is request.module and item is not request.node]
+    if not all(node in OUTCOMES for node in faults):
+        pytest.skip("the README's count is checked when every fault test ran in this process (the whole module)")
+    handled = sum(OUTCOMES[node] == "passed" for node in faults)
+    row = readme_row("Faults (tests/test_faults.py)", handled, len(faults))
+    assert row in (REPO_ROOT / "README.md").read_text(), f"README.md's row should read:\n{row}"

@@ -28,6 +28,8 @@ def test_the_wheel_carries_templates_and_configs(wheel):
     for config in (REPO_ROOT / "recipes" / "configs").glob("*.yaml"):
         assert f"hf_simplegpt/recipes/configs/{config.name}" in names
     assert "hf_simplegpt/recipes/accelerate/multi_gpu.yaml" in names
+    assert {"hf_simplegpt/evaluation/safety_data/harmbench/LICENSE", "hf_simplegpt/evaluation/safety_data/README.md",
+            "hf_simplegpt/evaluation/safety_data/donotanswer/malicious_uses.jsonl"} <= set(names)  # safety prompts
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

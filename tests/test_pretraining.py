@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -27,9 +26,22 @@ def test_build_model_takes_a_head_dim_so_a_pruned_shape_can_be_trained_from_scra
     assert model.model.layers[0].self_attn.q_proj.weight.shape == (16, 32)  # 2 heads x 8 from the 32-wide stream
 
 
-def test_flops_per_token_formula():
-    # 6N for the weights, 12·L·H·T for attention (PaLM appendix B).
-    assert flops_per_token(1000, 2, 32, 64) == 6 * 1000 + 12 * 2 * 32 * 64
+@pytest.mark.parametrize("tied", [False, True])
+def test_flops_per_token_equals_torchs_flop_counter_over_a_training_step(tiny_tokenizer, tied):
+    # torch.utils.flop_counter counts every matmul and SDPA call of one forward and backward pass: an independent
+    # count of what 6N + 12·L·H·T predicts. With a tied output projection, N must still count its matmul.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    args = ModelArguments(hidden_size=32, num_attention_heads=2, intermediate_size=48, num_hidden_layers=2,
+                          max_position_embeddings=16, tie_word_embeddings=tied)  # fmt: skip
+    model = pretraining.build_model(args, tiny_tokenizer)
+    ids = torch.randint(0, model.config.vocab_size, (3, 16))
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=ids, labels=ids).loss.backward()
+    cfg = model.config
+    predicted = flops_per_token(pretraining.matmul_parameters(model), cfg.num_hidden_layers, cfg.hidden_size, 16)
+    assert counter.get_total_flops() == predicted * ids.numel()
 
 
 def test_throughput_callback_adds_tokens_per_second_mfu_and_perplexity(monkeypatch):
@@ -60,13 +72,26 @@ def test_measure_matmul_flops_is_positive_and_finite():
     assert 1e6 < flops < 1e15
 
 
-def test_plot_loss_curve_writes_png_with_both_curves(tmp_path):
+def test_plot_loss_curve_draws_the_training_and_validation_losses(tmp_path, monkeypatch):
+    import matplotlib.figure
+    import matplotlib.image
+
+    drawn, savefig = {}, matplotlib.figure.Figure.savefig
+
+    def keep_lines(fig, *args, **kwargs):  # what is on the axes when the PNG is written
+        drawn.update({line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[0].lines})
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", keep_lines)
     history = [{"loss": 5.0 - i * 0.1, "step": i} for i in range(1, 20)]
     history += [{"eval_loss": 5.5 - i * 0.01, "step": i} for i in (0, 10, 19)]
     path = plot_loss_curve(history, str(tmp_path / "loss.png"))
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert os.path.getsize(path) > 10_000  # two curves, axes and legend, not an empty canvas
+    assert drawn == {"train": (list(range(1, 20)), [5.0 - i * 0.1 for i in range(1, 20)]),
+                     "validation": ([0, 10, 19], [5.5 - i * 0.01 for i in (0, 10, 19)])}  # fmt: skip
+    # And the PNG shows both: matplotlib's first two colours (train blue, validation orange) cover pixels.
+    pixels = matplotlib.image.imread(path)[..., :3]
+    for rgb in ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055)):
+        assert (abs(pixels - torch.tensor(rgb).numpy()).max(axis=-1) < 0.02).sum() > 100
 
 
 def test_batch_fingerprint_callback_records_training_batches_only(tmp_path):

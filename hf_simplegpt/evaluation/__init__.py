@@ -1,10 +1,11 @@
-"""Evaluation: MMLU harness (lm-evaluation-harness protocol), perplexity, and `evaluate` metric modules.
+"""Evaluation: MMLU and CrowS-Pairs (lm-evaluation-harness protocols), perplexity, and `evaluate` metric modules.
 
 The metric modules live as files under `metrics/` so that `evaluate.load(METRICS_DIR / "bleu.py")` works offline.
 """
 
 from pathlib import Path
 
+from .crows_pairs import evaluate_crows_pairs, load_crows_pairs
 from .loglikelihood import encode_pair, encode_pairs, score_token_pairs
 from .mmlu import aggregate, evaluate_mmlu, load_mmlu
 from .perplexity import perplexity
@@ -26,8 +27,10 @@ __all__ = [
     "METRICS_DIR",
     "aggregate",
     "encode_pair",
+    "evaluate_crows_pairs",
     "encode_pairs",
     "evaluate_mmlu",
+    "load_crows_pairs",
     "load_mmlu",
     "metric_path",
     "perplexity",

@@ -1,10 +1,10 @@
-"""Evaluate a causal LM folder: perplexity, MMLU (lm-evaluation-harness protocol) and BLEU.
+"""Evaluate a causal LM folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols), BLEU, safety.
 
     hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
     python recipes/eval.py ...                            # the same job, the same flags
 
-Writes results.json, samples_mmlu.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
+Writes results.json, samples_<task>.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
 the model folder. The card is the model folder's own card with the results merged in (its `model-index` updated, an
 evaluation section added or replaced), or a new card when the folder has none; --push_to_hub uploads the model
 folder with that card and results.json in place of its own.
@@ -20,13 +20,15 @@ import torch
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import hub, safeguards
 from hf_simplegpt.data import check_rows, load_files, text_field_problem
-from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu, metric_path, perplexity
+from hf_simplegpt.evaluation import evaluate_crows_pairs, evaluate_mmlu, load_crows_pairs, load_mmlu, metric_path, perplexity
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
+from hf_simplegpt.evaluation.safety import evaluate_safety, examples_markdown, load_safety_prompts, select_per_category
 from hf_simplegpt.generation import generate
 from hf_simplegpt.hub import check_model_source, merge_evaluation, results_table, write_model_card
+from hf_simplegpt.rewards import RewardModelScorer
 from hf_simplegpt.training import check_minimums, parse_args
 
-TASKS = ("perplexity", "mmlu", "bleu")
+TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety")
 
 
 @dataclass
@@ -39,12 +41,21 @@ class EvalArguments:
     mmlu_data_dir: str = field(default=None, metadata={"help": "Folder with dev/ and test/ csvs; unset: Hub cais/mmlu."})
     num_fewshot: int = field(default=0, metadata={"help": "MMLU shots (first k dev questions), 0-5."})
     subjects: str = field(default=None, metadata={"help": "Comma-separated MMLU subjects; unset: all."})
-    limit: int = field(default=None, metadata={"help": "Score only the first N test questions per subject."})
+    limit: int = field(default=None, metadata={"help": "Only the first N questions per MMLU subject / prompts per "
+                                               "safety category."})
     one_pass: bool = field(default=True, metadata={"help": "Score single-token answers from one forward pass."})
     perplexity_file: str = field(default=None, metadata={"help": ".txt (documents split by blank lines) or .jsonl with 'text'."})
     stride: int = field(default=None, metadata={"help": "Perplexity window stride; unset: half the context."})
     bleu_file: str = field(default=None, metadata={"help": ".jsonl with 'prompt' and 'reference' (str or list)."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU."})
+    crows_pairs_file: str = field(default=None, metadata={"help": "CrowS-Pairs .csv/.jsonl (sent_more, sent_less, "
+                                   "bias_type); unset: the Hub copy lm-evaluation-harness uses."})
+    safety_file: str = field(default=None, metadata={"help": "Harmful prompts: .txt (one per line) or .jsonl/.csv with "
+                             "'prompt' (and 'category'); unset: the bundled HarmBench and Do-Not-Answer sets."})
+    safety_dataset: str = field(default=None, metadata={"help": "A Hub dataset of harmful prompts instead (train split)."})
+    safety_judge: str = field(default=None, metadata={"help": "Optional judge: a 1-label sequence-classification folder "
+                              "(hf-simplegpt reward's output); scores above --safety_judge_threshold count as refusals."})
+    safety_judge_threshold: float = field(default=0.0, metadata={"help": "Judge score above which an answer is a refusal."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU and safety answers."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
@@ -96,6 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     push = hub.wants_push(args)
 
     check_model_source(args.model_name_or_path)
+    # bad data fails before the model loads
+    pairs = load_crows_pairs(args.crows_pairs_file) if "crows_pairs" in tasks else None
+    harmful = (select_per_category(load_safety_prompts(args.safety_file, args.safety_dataset), args.limit)
+               if "safety" in tasks else None)  # fmt: skip
     held = safeguards.saved_work(args.output_dir)
     if held:
         raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
@@ -104,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    judge = RewardModelScorer.from_pretrained(args.safety_judge, device) if "safety" in tasks and args.safety_judge else None
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
     out = Path(args.output_dir)
@@ -143,14 +159,33 @@ def main(argv: list[str] | None = None) -> dict:
         bleu = evaluate.load(metric_path("bleu")).compute(predictions=predictions, references=references)
         results["bleu"] = {"dataset": Path(args.bleu_file).name, **bleu}
 
+    if "crows_pairs" in tasks:
+        start = time.perf_counter()
+        crows, samples = evaluate_crows_pairs(model, tokenizer, pairs, batch_size=args.batch_size)
+        dataset = Path(args.crows_pairs_file).name if args.crows_pairs_file else "crows_pairs_multilingual (english)"
+        results["crows_pairs"] = {"dataset": dataset, **crows, "seconds": time.perf_counter() - start}
+        write_samples(samples, out / "samples_crows_pairs.jsonl")
+
+    notes = ""
+    if "safety" in tasks:
+        start = time.perf_counter()
+        safety, samples = evaluate_safety(model, tokenizer, harmful, max_new_tokens=args.max_new_tokens,
+                                          batch_size=args.batch_size, judge=judge,
+                                          judge_threshold=args.safety_judge_threshold)  # fmt: skip
+        dataset = args.safety_dataset or (Path(args.safety_file).name if args.safety_file else "HarmBench + Do-Not-Answer")
+        results["safety"] = {"dataset": dataset, **safety, "seconds": time.perf_counter() - start}
+        write_samples(samples, out / "samples_safety.jsonl")
+        notes = examples_markdown(safety)
+
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))
     model_dir = Path(args.model_name_or_path)
     if (model_dir / "README.md").is_file():  # the model's own card, results merged in (the model folder is untouched)
-        merge_evaluation(model_dir / "README.md", results, model_dir.name).save(out / "README.md")
+        merge_evaluation(model_dir / "README.md", results, model_dir.name, notes=notes).save(out / "README.md")
     else:
         write_model_card(out, results=results, model_name=model_dir.name, repo_id=args.hub_model_id,
-                         model_dir=model_dir if model_dir.is_dir() else None)  # fmt: skip
+                         model_dir=model_dir if model_dir.is_dir() else None,
+                         **({"evaluation_notes": notes} if notes else {}))  # fmt: skip
     if push:
         upload = {name: out / name for name in ("README.md", "results.json")}
         hub.push(model_dir, args, replacements=upload)

@@ -20,15 +20,17 @@ def test_distillation_lowers_the_students_divergence_from_the_teacher(workspace,
     assert metrics["student_parameters"] < metrics["teacher_parameters"]
 
 
-def test_distillation_with_lora_trains_the_adapter(workspace, tmp_path):
-    # LoRA cannot touch the embeddings and the LM head, where most of a 16-wide student's capacity to reshape its
-    # next-token distribution lives, so on this toy the divergence barely moves: check the adapter trains and does
-    # no harm.
+def test_distillation_with_lora_and_a_trained_head_lowers_the_divergence(workspace, tmp_path):
+    # A 16-wide student reshapes its next-token distribution mostly through the LM head, which LoRA cannot adapt here
+    # (TRL's distillation loss reads `lm_head.weight` directly): with adapters on the blocks alone the divergence
+    # does not fall (measured 1.241 -> 1.269 after 20 steps). Training the head in full beside them
+    # (`--lora_modules_to_save lm_head`) makes LoRA distillation work.
     out = tmp_path / "distill_lora"
-    run_recipe("distill", *distill_args(workspace, out, "--use_peft", "--lora_r", "8", "--max_steps", "6"))
+    run_recipe("distill", *distill_args(workspace, out, "--use_peft", "--lora_r", "8", "--max_steps", "12",
+                                        "--learning_rate", "1e-2", "--lora_modules_to_save", "lm_head"))  # fmt: skip
     assert largest_lora_b(out) > 0
     metrics = metrics_of(out)
-    assert metrics["kl_teacher_student_after"] < 1.05 * metrics["kl_teacher_student_before"]
+    assert metrics["kl_teacher_student_after"] < 0.8 * metrics["kl_teacher_student_before"]
     assert (out / "adapter_config.json").exists()
 
 

@@ -107,3 +107,35 @@ def test_shipped_config_parses(recipe):
     config = CONFIGS / "evaluate_mmlu.yaml"
     (args,) = recipe.parse_args(recipe.EvalArguments, args=["--config", str(config), "--model_name_or_path", "m"])
     assert (args.tasks, args.num_fewshot, args.batch_size, args.mmlu_data_dir) == ("mmlu", 0, 16, None)
+
+
+def test_crows_pairs_task_writes_results_samples_and_card(recipe, model_dir, tmp_path, capsys):
+    from tests.evaluation.test_crows_pairs import PAIRS, write_csv
+
+    out = tmp_path / "eval-crows"
+    results = recipe.main(["--model_name_or_path", str(model_dir), "--tasks", "crows_pairs", "--crows_pairs_file",
+                           str(write_csv(tmp_path / "pairs.csv", PAIRS)), "--output_dir", str(out)])  # fmt: skip
+    crows = json.loads((out / "results.json").read_text())["crows_pairs"]
+    samples = [json.loads(line) for line in (out / "samples_crows_pairs.jsonl").read_text().splitlines()]
+    assert crows["n"] == 4 and crows["ideal"] == 0.5 and crows == results["crows_pairs"]
+    assert crows["pct_stereotype"] == sum(s["loglik_more"] > s["loglik_less"] for s in samples) / 4
+    assert set(crows["bias_types"]) == {"age", "gender", "race-color"}
+    card = ModelCard.load(out / "README.md")
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert values["pct_stereotype"] == round(crows["pct_stereotype"], 4) and "pct_stereotype (gender)" in values
+    assert "| CrowS-Pairs (4 pairs) | pct_stereotype (ideal 0.5) |" in capsys.readouterr().out
+
+
+def test_safety_task_scores_refusals_per_category_into_results_and_card(recipe, model_dir, tmp_path):
+    out = tmp_path / "eval-safety"
+    results = recipe.main(["--model_name_or_path", str(model_dir), "--tasks", "safety", "--limit", "2",
+                           "--max_new_tokens", "4", "--output_dir", str(out)])  # fmt: skip
+    safety = json.loads((out / "results.json").read_text())["safety"]
+    samples = [json.loads(line) for line in (out / "samples_safety.jsonl").read_text().splitlines()]
+    assert safety == results["safety"] and safety["n"] == 12 == len(samples)  # 2 prompts of each of 6 categories
+    assert safety["refusal_rate"] == sum(s["refusal"] for s in samples) / 12
+    assert set(safety["categories"]) == {"harmbench", "discrimination_exclusion_toxicity_hateful_offensive",
+                                         "human_chatbox", "information_hazard", "malicious_uses", "misinformation_harms"}  # fmt: skip
+    card = ModelCard.load(out / "README.md")
+    assert {r.metric_name for r in card.data.eval_results} >= {"refusal_rate", "refusal_rate (harmbench)"}
+    assert "### Safety: refusal rate per category" in card.text and samples[0]["prompt"][:40] in card.text
