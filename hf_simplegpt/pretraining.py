@@ -99,6 +99,31 @@ class ModelArguments:
                              "context length and the block size (a token and the one it predicts).")  # fmt: skip
         if self.num_sample_generations < 0:
             raise ValueError(f"--num_sample_generations must be >= 0 (0: none), got {self.num_sample_generations}.")
+        if self.model_name_or_path is None:
+            from huggingface_hub.errors import StrictDataclassError
+
+            try:  # a shape the model cannot have fails here, before the data are prepared
+                self.simplegpt_config()
+            except StrictDataclassError as err:
+                raise ValueError(" ".join(str(err).split()) + " (the model shape flags)") from err
+
+    def simplegpt_config(self, vocab_size: int | None = None, **token_ids):
+        """The `SimpleGPTConfig` of these flags (`vocab_size`: the tokenizer's, default `--vocab_size`)."""
+        from . import SimpleGPTConfig
+
+        return SimpleGPTConfig(
+            vocab_size=vocab_size or self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            head_dim=self.head_dim,
+            max_position_embeddings=self.max_position_embeddings,
+            intermediate_size=self.intermediate_size,
+            norm_position=self.norm_position,
+            dropout=self.dropout,
+            tie_word_embeddings=self.tie_word_embeddings,
+            **token_ids,
+        )
 
     @property
     def auto_class(self):
@@ -137,7 +162,6 @@ def check_continued_model(model_args: ModelArguments) -> None:
 def build_model(model_args: ModelArguments, tokenizer):
     """A fresh SimpleGPT sized by `model_args` with the tokenizer's vocabulary and special ids, or the saved model
     at `model_args.model_name_or_path` (checked against the tokenizer)."""
-    from . import SimpleGPTConfig
     from .tokenization import special_token_ids
 
     if model_args.model_name_or_path:
@@ -148,19 +172,7 @@ def build_model(model_args: ModelArguments, tokenizer):
                 f"{len(tokenizer)} tokens. Pass the model's own tokenizer with --tokenizer_name."
             )
         return model
-    config = SimpleGPTConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        head_dim=model_args.head_dim,
-        max_position_embeddings=model_args.max_position_embeddings,
-        intermediate_size=model_args.intermediate_size,
-        norm_position=model_args.norm_position,
-        dropout=model_args.dropout,
-        tie_word_embeddings=model_args.tie_word_embeddings,
-        **special_token_ids(tokenizer),
-    )
+    config = model_args.simplegpt_config(len(tokenizer), **special_token_ids(tokenizer))
     return model_args.auto_class.from_config(config)
 
 
