@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-FORMATS = ("executorch",)
+FORMATS = ("executorch", "gguf")
 BACKENDS = ("xnnpack", "portable")
 
 
@@ -162,10 +162,11 @@ class ExecuTorchLM:
 
 
 @torch.no_grad()
-def greedy_parity(model, runner: ExecuTorchLM, prompts: list[list[int]], max_new_tokens: int) -> list[dict]:
-    """Per prompt (token ids): transformers' greedy `generate` and the exported program's greedy tokens, whether
-    they are equal, and the largest |logit difference| over every position the program computed, against one eager
-    forward pass over the prompt and the program's new tokens."""
+def greedy_parity(model, runner, prompts: list[list[int]], max_new_tokens: int, name: str = "executorch") -> list[dict]:
+    """Per prompt (token ids): transformers' greedy `generate` and the runner's greedy tokens (under `name`), whether
+    they are equal, and the largest |logit difference| over every position the runner computed, against one eager
+    forward pass over the prompt and the runner's new tokens. `runner` is an `ExecuTorchLM`, or anything with its
+    `greedy(prompt, max_new_tokens, eos_token_id) -> (new tokens, logits)` (hf_simplegpt.gguf's runners)."""
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     pad = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else eos
@@ -176,7 +177,7 @@ def greedy_parity(model, runner: ExecuTorchLM, prompts: list[list[int]], max_new
                                   do_sample=False, pad_token_id=pad)[0, len(ids):].tolist()  # fmt: skip
         got, logits = runner.greedy(ids, max_new_tokens, eos)
         eager = model(torch.tensor([ids + got[:-1]])).logits[0]
-        rows.append({"prompt_ids": ids, "generate": expected, "executorch": got, "match": expected == got,
+        rows.append({"prompt_ids": ids, "generate": expected, name: got, "match": expected == got,
                      "max_logit_diff": (logits - eager).abs().max().item()})  # fmt: skip
     return rows
 

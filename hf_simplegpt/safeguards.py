@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".hf_simplegpt.lock"
 # Files whose presence means a folder holds a saved model (full, or a LoRA adapter).
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "adapter_config.json", "adapter_model.safetensors", "model.pte")  # fmt: skip
+               "adapter_config.json", "adapter_model.safetensors", "model.pte", "model.gguf")  # fmt: skip
 # Set by `hf-simplegpt` for the processes it launches: the pid their parent must have.
 LAUNCHER_PID_ENV = "HF_SIMPLEGPT_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1

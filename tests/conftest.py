@@ -100,14 +100,12 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
-    """A saved tiny SimpleGPT trained for a second on TINY_CORPUS (peaked next-token distributions, as a real model
-    has), with its tokenizer and a held-out text file `heldout.txt` beside it."""
-    root = tmp_path_factory.mktemp("trained-tiny")
+def train_tiny(tokenizer, corpus: list[str], **config) -> SimpleGPTForCausalLM:
+    """A tiny SimpleGPT (`tiny_config_kwargs(**config)`) trained for a second on `corpus`, in eval mode: peaked
+    next-token distributions, as a real model has."""
     torch.manual_seed(0)
-    model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs()))
-    ids = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] + [tiny_tokenizer.eos_token_id] for t in tiny_corpus]
+    model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs(**config)))
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in corpus]
     flat = torch.tensor([i for row in ids for i in row])
     blocks = flat[: len(flat) // 64 * 64].view(-1, 64)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -115,7 +113,15 @@ def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
         model(blocks, labels=blocks).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.eval().save_pretrained(root / "model")
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory, tiny_tokenizer, tiny_corpus) -> Path:
+    """A saved tiny SimpleGPT trained for a second on TINY_CORPUS (peaked next-token distributions, as a real model
+    has), with its tokenizer and a held-out text file `heldout.txt` beside it."""
+    root = tmp_path_factory.mktemp("trained-tiny")
+    train_tiny(tiny_tokenizer, tiny_corpus).save_pretrained(root / "model")
     tiny_tokenizer.save_pretrained(root / "model")
     (root / "heldout.txt").write_text("\n\n".join(tiny_corpus[:16]) + "\n")
     return root / "model"

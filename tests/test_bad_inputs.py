@@ -317,6 +317,14 @@ CASES = [
          "is a LoRA adapter, not a whole model"),
     Case("numeric flags", "export", "an unknown --format", ("--format", "onnx"), "--format 'onnx' is not an export format"),
     Case("output paths", "export", "--output_dir holding a model", ("--output_dir", "{finished}"), "already holds a model"),
+    Case("model inputs", "export", "--format gguf of a post-norm model", ("--format", "gguf"),
+         "llama.cpp has no post-norm decoder graph"),
+    Case("model inputs", "export", "--format gguf of a model with pruned heads",
+         ("--format", "gguf", "--model_name_or_path", "{pruned_prenorm}"), "not hidden_size 32 (pruned heads)"),
+    Case("combinations", "export", "--format gguf of a LoRA adapter folder",
+         ("--format", "gguf", "--model_name_or_path", "{adapter}"), "is a LoRA adapter, not a whole model"),
+    Case("output paths", "export", "--format gguf, --output_dir holding a model",
+         ("--format", "gguf", "--model_name_or_path", "{prenorm}", "--output_dir", "{finished}"), "already holds a model"),
     Case("numeric flags", "prune", "--keep_ratio 0", ("--keep_ratio", "0"), "--keep_ratio 0.0: the fraction of units kept must be in (0, 1]"),
     Case("numeric flags", "prune", "--drop_layers as many as the model has", ("--drop_layers", "2"),
          "--drop_layers 2: the model has 2 layers and at least one must stay"),
@@ -359,8 +367,11 @@ def paths(tmp_path_factory, corpus):
     other = train_tokenizer([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 20 + TINY_CORPUS * 3,
                             vocab_size=len(tokenizer), model_max_length=64)  # fmt: skip
     assert len(other) == len(tokenizer)  # the same size, other tokens
-    for name, tok, positions in (("model", tokenizer, 64), ("other_model", other, 64), ("short_model", tokenizer, 16)):
-        make_model(tok, max_position_embeddings=positions).save_pretrained(root / name)
+    shapes = {"model": (tokenizer, {}), "other_model": (other, {}), "short_model": (tokenizer, {"max_position_embeddings": 16}),
+              "prenorm": (tokenizer, {"norm_position": "pre"}),
+              "pruned_prenorm": (tokenizer, {"norm_position": "pre", "head_dim": 4})}  # fmt: skip
+    for name, (tok, shape) in shapes.items():
+        make_model(tok, **shape).save_pretrained(root / name)
         tok.save_pretrained(root / name)
         p[name] = str(root / name)
     other.save_pretrained(root / "other_tokenizer")

@@ -1,6 +1,8 @@
 """recipes/export.py (hf-simplegpt export) end to end on a tiny trained model: the .pte decodes exactly as `generate`
-on ExecuTorch's Python runtime and its C++ LLM runner, bad input is refused, and the source folder is never touched.
-The library side, hf_simplegpt/export.py, is tested in tests/test_export.py.
+on ExecuTorch's Python runtime and its C++ LLM runner, the GGUF reloads with the same greedy tokens (and runs in
+llama.cpp where llama-cpp-python is installed), bad input is refused, and the source folder is never touched.
+The library sides, hf_simplegpt/export.py and hf_simplegpt/gguf.py, are tested in tests/test_export.py and
+tests/test_gguf.py.
 
 The export uses ExecuTorch's portable kernels: lowering to XNNPACK (the default) takes 4x as long, and its parity
 on the default pretrained model is the documented run in benchmarks/README.md."""
@@ -11,7 +13,7 @@ import shutil
 import pytest
 
 from hf_simplegpt.recipes import export as recipe
-from tests.conftest import folder_digest
+from tests.conftest import folder_digest, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +62,47 @@ def test_bad_input_is_refused_and_the_source_folder_is_never_touched(exported, t
         with pytest.raises(ValueError, match=message):
             recipe.main(argv)
         assert folder_digest(trained_tiny_dir) == before, argv
+
+
+@pytest.fixture(scope="module")
+def prenorm_dir(tiny_tokenizer, tiny_corpus, tmp_path_factory):
+    """A saved tiny pre-norm SimpleGPT (llama.cpp's gpt2 block) with SimpleGPT's default erf-GELU."""
+    folder = tmp_path_factory.mktemp("prenorm") / "model"
+    train_tiny(tiny_tokenizer, tiny_corpus, norm_position="pre").save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_gguf_reloads_with_the_same_greedy_tokens_and_reports_its_differences(prenorm_dir, tmp_path):
+    before = folder_digest(prenorm_dir)
+    out = tmp_path / "gguf"
+    results = recipe.main(["--model_name_or_path", str(prenorm_dir), "--format", "gguf", "--output_dir", str(out),
+                           "--prompts", "The quick brown", "All that", "--max_new_tokens", "12", "--repeats", "1"])  # fmt: skip
+    assert {p.name for p in out.iterdir()} >= {"model.gguf", "export.json", "export.md"}
+    assert results["gguf_dtype"] == "f16" and results["hidden_act"] == "gelu" and not results["exact"]
+    for row in results["parity"]:
+        assert row["tokenizer_match"] and row["match"] and row["transformers_gguf"] == row["generate"]
+        assert 1e-4 < row["max_logit_diff"] < 1e-2  # f16 weights and tanh-GELU for erf: measured, not exact
+        if results["llama_cpp_version"]:
+            assert row["llama_cpp_match"]
+    assert max(len(row["generate"]) for row in results["parity"]) == 12  # one stops at EOS, one runs to the limit
+    report = (out / "export.md").read_text()
+    assert "The model's activation is 'gelu' (erf)" in report and report.count("| yes | yes |") == 2
+    assert folder_digest(prenorm_dir) == before
+    with pytest.raises(ValueError, match="already holds a model or checkpoints \\(model.gguf\\)"):
+        recipe.main(["--model_name_or_path", str(prenorm_dir), "--format", "gguf", "--output_dir", str(out)])
+
+
+def test_gguf_refuses_what_llama_cpp_cannot_run_and_flags_of_the_other_format(trained_tiny_dir, prenorm_dir, tmp_path):
+    out = str(tmp_path / "out")
+    cases = [
+        ([str(trained_tiny_dir), "--format", "gguf"], "llama.cpp has no post-norm decoder graph"),
+        ([str(prenorm_dir), "--format", "gguf", "--backend", "portable"], "--backend does not apply to --format gguf"),
+        ([str(prenorm_dir), "--format", "gguf", "--max_cache_len", "8"], "--max_cache_len does not apply"),
+        ([str(prenorm_dir), "--format", "executorch", "--gguf_dtype", "f32"], "--gguf_dtype does not apply"),
+        ([str(prenorm_dir), "--format", "gguf", "--gguf_dtype", "q4_0"], "--gguf_dtype 'q4_0' is not offered"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ValueError, match=message):
+            recipe.main(["--model_name_or_path", *argv, "--output_dir", out])
+    assert not (tmp_path / "out").exists()  # refused before the output folder was claimed
