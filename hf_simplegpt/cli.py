@@ -4,6 +4,7 @@ scripts (`hf-simplegpt pretrain ...` == `accelerate launch recipes/pretrain.py .
     hf-simplegpt pretrain --config recipes/configs/pretrain_tiny.yaml --train_file my.txt --output_dir out
     hf-simplegpt sft --multi_gpu --num_processes 2 --config sft_tiny.yaml ...   # launcher flags go to accelerate
     hf-simplegpt pretrain --accelerate_config fsdp ...                          # recipes/accelerate/fsdp.yaml
+    hf-simplegpt pretrain --ray_workers 4 ...                                   # Ray Train workers (hf_simplegpt.ray_train)
 
 Training jobs start through `accelerate launch`, as `trl sft` does, so multi-process and multi-GPU runs work; the
 other jobs run in this process. `--config` takes a YAML file or the name of a bundled config
@@ -40,17 +41,23 @@ JOBS = {
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
-    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, CrowS-Pairs of a model folder", False),
+    "contrastive": Job("hf_simplegpt.recipes.contrastive", "train a sentence encoder on text pairs, in-batch negatives "
+                       "(sentence-transformers)", True),  # fmt: skip
+    "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, bias, safety, a holistic report", False),
+    "arena": Job("hf_simplegpt.evaluation.arena", "blind side-by-side votes on 2+ models (gradio), exported as DPO "
+                 "preference data, with win rates and Bradley-Terry scores", False),  # fmt: skip
     "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
                     False),  # fmt: skip
-    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) and check it decodes as "
-                  "generate does", False),  # fmt: skip
+    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and "
+                  "check it decodes as generate does", False),  # fmt: skip
     "convert": Job("hf_simplegpt.recipes.convert", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
     "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",
                  False),  # fmt: skip
     "chat-ui": Job("hf_simplegpt.serving.chat_page", "a chat page for any OpenAI-compatible server (gradio)", False),
+    "make-pairs": Job("hf_simplegpt.recipes.make_pairs", "write contrastive pairs from a text file or an MMLU folder",
+                      False),  # fmt: skip
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 
@@ -147,6 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown job {argv[0]!r}; choose one of: {', '.join(JOBS)}")
     job, rest = JOBS[argv[0]], argv[1:]
     launch_args, job_args = split_launch_args(rest)
+    if job.launched and "--ray_workers" in job_args:  # Ray Train's workers instead of accelerate's processes
+        at = job_args.index("--ray_workers")
+        if launch_args or at + 1 == len(job_args):
+            parser.error(f"--ray_workers N replaces the launcher flags {launch_args}: pass one or the other.")
+        workers = int(job_args[at + 1])
+        from .ray_train import launch as ray_launch
+
+        result = ray_launch(job.module, job_args[:at] + job_args[at + 2 :], workers)
+        return 1 if result.error else 0
     if job.launched and "-h" not in job_args and "--help" not in job_args:
         return launch(job, launch_args, job_args)
     if launch_args:

@@ -249,6 +249,9 @@ def require_llama_cpp():
     except ImportError as error:
         raise ImportError("Running a GGUF here needs llama-cpp-python: pip install llama-cpp-python (it builds "
                           "llama.cpp from source where no wheel fits: about 12 minutes on 2 cores).") from error  # fmt: skip
+    except (OSError, RuntimeError, AttributeError) as error:  # installed, but its llama.cpp library does not load
+        raise ImportError(f"llama-cpp-python is installed but its llama.cpp library does not load ({error}); "
+                          "reinstall it: pip install --force-reinstall --no-cache-dir llama-cpp-python.") from error  # fmt: skip
     return llama_cpp
 
 
@@ -256,12 +259,12 @@ class LlamaCppLM:
     """A GGUF run by llama.cpp through llama-cpp-python: the prompt in one `eval`, then one `eval` per new token, each
     reading the argmax of llama.cpp's own logits (no sampler in between)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, logits_all: bool = True):
+    def __init__(self, path: str | Path, threads: int | None = None):
         llama_cpp = require_llama_cpp()
-        # n_ctx 0: the model's context (the file's context_length). logits_all keeps every position's logits.
+        # n_ctx 0: the model's context (the file's context_length). logits_all: llama-cpp-python 0.3 copies llama.cpp's
+        # logits into `scores` only with it (every position's row, which the parity check compares too).
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads,
-                                   logits_all=logits_all, verbose=False)  # fmt: skip
-        self.logits_all = logits_all
+                                   logits_all=True, verbose=False)  # fmt: skip
 
     def tokenize(self, text: str) -> list[int]:
         """llama.cpp's token ids of `text` (special tokens written in the text are parsed, as transformers does)."""
@@ -269,7 +272,7 @@ class LlamaCppLM:
 
     def greedy(self, prompt: list[int], max_new_tokens: int, eos_token_id: int | None = None):
         """Greedy decoding after `prompt`, stopping after EOS or at the context's end. Returns (new tokens, logits
-        (len(prompt) + len(new) - 1, vocab) of every position llama.cpp computed, or None without `logits_all`)."""
+        (len(prompt) + len(new) - 1, vocab) of every position llama.cpp computed)."""
         if not prompt:
             raise ValueError("The prompt is empty: greedy decoding needs at least one token.")
         max_new_tokens = min(max_new_tokens, self.llm.n_ctx() - len(prompt))
@@ -282,5 +285,4 @@ class LlamaCppLM:
         while len(new) < max_new_tokens and new[-1] != eos_token_id:
             self.llm.eval(new[-1:])
             new.append(int(np.argmax(self.llm.scores[self.llm.n_tokens - 1])))
-        logits = torch.from_numpy(self.llm.scores[: self.llm.n_tokens].copy()) if self.logits_all else None
-        return new, logits
+        return new, torch.from_numpy(self.llm.scores[: self.llm.n_tokens].copy())

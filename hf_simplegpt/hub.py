@@ -6,7 +6,8 @@
 A published folder holds exactly: safetensors weights, config.json (with `auto_map`), the remote-code
 modules that `auto_map` names (configuration_simplegpt.py, modeling_simplegpt.py), tokenizer files,
 generation_config.json (for a causal LM), README.md, and results.json when present; a LoRA adapter folder, its
-adapter_config.json and adapter_model.safetensors instead of the model's files. Nothing else (no optimizer states,
+adapter_config.json and adapter_model.safetensors instead of the model's files; a sentence-transformers encoder, its
+modules.json and module folders (`sentence_transformers_files`). Nothing else (no optimizer states,
 checkpoints, training_args.bin or pickled weights) leaves the machine.
 
 Every job publishes the same way: `wants_push(args)` checks `--push_to_hub`/`--hub_model_id` before any work (and
@@ -104,7 +105,8 @@ def eval_results_from(results: dict) -> list[EvalResult]:
     """`model-index` entries for the tasks of a results.json written by hf-simplegpt evaluate.
 
     results["mmlu"] gives overall and per-category accuracy; results["perplexity"] and results["bleu"]
-    give one entry each, on the dataset named by their "dataset" field.
+    give one entry each, on the dataset named by their "dataset" field; results["retrieval"] three (recall@1,
+    recall@10, MRR@10).
     """
     entries = []
     mmlu = results.get("mmlu")
@@ -159,6 +161,26 @@ def eval_results_from(results: dict) -> list[EvalResult]:
                     metric_value=round(values["refusal_rate"], 4),
                 )
             )
+    holistic = results.get("holistic")
+    if holistic:  # the report's own sections (accuracy, bias, safety, perplexity have their tasks' entries above)
+        for metric, name in (("ece", "calibration: MMLU ECE (10 bins)"), ("robust_acc", "robustness: MMLU accuracy, "
+                             "worst perturbation"), ("decode_tokens_per_s", "efficiency: decode tokens/s, batch 1")):  # fmt: skip
+            entries.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Text Generation",
+                    dataset_type="holistic",
+                    dataset_name="hf-simplegpt holistic report",
+                    metric_type=metric,
+                    metric_name=name,
+                    metric_value=round(holistic[metric], 4),
+                )
+            )
+    retrieval = results.get("retrieval")
+    for metric in ("recall@1", "recall@10", "mrr@10") if retrieval else ():
+        entries.append(EvalResult(task_type="sentence-similarity", task_name="Retrieval", dataset_type=retrieval["dataset"],
+                                  dataset_name=retrieval["dataset"], metric_type=metric, metric_name=metric,
+                                  metric_value=round(retrieval[metric], 4)))  # fmt: skip
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -202,6 +224,10 @@ def results_table(results: dict) -> str:
         rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate", f"{v['refusal_rate']:.4f}"))
         if "judge_refusal_rate" in v:
             rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}"))
+    if results.get("retrieval"):
+        r = results["retrieval"]
+        rows += [(f"{r['dataset']} retrieval ({r['queries']} queries)", m, f"{r[m]:.4f}")
+                 for m in ("recall@1", "recall@10", "mrr@10")]  # fmt: skip
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]
@@ -224,6 +250,8 @@ PIPELINE_TAGS = {"ForMaskedLM": "fill-mask", "ForSequenceClassification": "text-
 
 
 def _pipeline_tag(folder: Path) -> str:
+    if (folder / "modules.json").is_file():  # a sentence-transformers encoder (hf-simplegpt contrastive)
+        return "sentence-similarity"
     config_path = folder / "config.json"
     architectures = json.loads(config_path.read_text()).get("architectures") if config_path.is_file() else None
     for suffix, tag in PIPELINE_TAGS.items():
@@ -239,6 +267,7 @@ def write_model_card(
     results: dict | None = None,
     model_name: str | None = None,
     license: str = "apache-2.0",
+    library_name: str = "transformers",
     language: str | list[str] = "en",
     datasets: list[str] | None = None,
     base_model: str | None = None,
@@ -266,7 +295,7 @@ def write_model_card(
         model_name=model_name,
         license=license,
         language=language,
-        library_name="transformers",
+        library_name=library_name,
         pipeline_tag=pipeline_tag,
         datasets=datasets,
         base_model=base_model,
@@ -324,16 +353,32 @@ def _code_files(auto_map: dict) -> list[str]:
     return sorted(names)
 
 
+def sentence_transformers_files(folder: str | Path) -> list[str]:
+    """The files of a sentence-transformers folder beyond the backbone's: modules.json, its configs, and each module's
+    files (relative paths such as 1_Pooling/config.json); empty for any other folder."""
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file():
+        return []
+    names = ["modules.json"] + [n for n in ("config_sentence_transformers.json", "sentence_bert_config.json")
+                                if (folder / n).is_file()]  # fmt: skip
+    for module in json.loads((folder / "modules.json").read_text()):
+        if module.get("path"):
+            names += sorted(str(p.relative_to(folder)) for p in (folder / module["path"]).rglob("*") if p.is_file())
+    return names
+
+
 def hub_files(folder: str | Path, extra_files: tuple[str, ...] = (), present: set[str] = frozenset()) -> list[str]:
     """The exact files (relative names, sorted) that `push_to_hub` uploads from `folder`, plus those of
     `extra_files` that are present (e.g. a recipe's loss_curve.png and trainer_state.json); `present` names files
     that count as present although they come from elsewhere.
 
     Raises ValueError naming what is missing: safetensors weights, config.json with auto_map, the code
-    files auto_map names, tokenizer files, generation_config.json, README.md.
+    files auto_map names, tokenizer files, generation_config.json (not for a sentence-transformers folder), README.md.
+    `extra_files` may name files in subfolders (`sentence_transformers_files`).
     """
     folder = Path(folder)
     present = set(present) | ({p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set())
+    present |= {n for n in extra_files if (folder / n).is_file()}  # files of subfolders (1_Pooling/config.json)
     missing = []
     if "adapter_config.json" in present:
         # A LoRA adapter (e.g. `--use_peft` without merging): it loads onto its base model, which brings the config,

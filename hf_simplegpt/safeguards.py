@@ -56,6 +56,8 @@ from .checkpoints import (
     run_geometry,
     write_manifest,
 )
+from . import ray_train
+from .training import check_engine, use_global_step_in_trackio
 
 logger = logging.getLogger(__name__)
 
@@ -379,6 +381,9 @@ class GuardedRun:
         NonFiniteError for NaN/inf gradients or weights, NoSpaceError when a checkpoint cannot be written (the
         partial checkpoint is removed; the previous one is intact).
         """
+        check_engine(trainer.accelerator)  # FSDP/DeepSpeed asked for, DDP set up: refuse
+        use_global_step_in_trackio(trainer)
+        ray_train.prepare(trainer)  # in a Ray Train worker (hf-simplegpt <job> --ray_workers N): report to Ray
         resume = self.resume_from_checkpoint
         if resume:
             differences = resume_differences(resume, trainer.model, trainer.args)

@@ -5,6 +5,7 @@ The engines are transformers' `Trainer` and TRL's trainers; nothing here re-impl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -32,33 +33,154 @@ def hardware_defaults() -> dict[str, Any]:
     """
     if not has_accelerator():
         # TRL's configs turn bf16 on unless told otherwise (None -> True): slow autocast on a CPU, so say no.
+        if requested_engine() == "DEEPSPEED":
+            # DeepSpeed runs on CPUs (its CPU accelerator) only without use_cpu: with it accelerate runs DDP. Without
+            # a named backend accelerate would count 1 process in each, and none would get its own shard of data.
+            return {"use_cpu": False, "ddp_backend": "gloo", "bf16": False}
         return {"use_cpu": True, "bf16": False}
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
     return {}
 
 
+def requested_engine() -> str | None:
+    """The sharding engine the launch asked for, "FSDP" or "DEEPSPEED" (what accelerate's config, its flags and
+    TrainingArguments' --fsdp/--deepspeed set in the environment), or None."""
+    for engine in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+            return engine
+    return None
+
+
 def check_launch(training_args: TrainingArguments) -> None:
     """Reject launches that accelerate would silently turn into something else on a machine without accelerators.
 
-    accelerate 1.15 enables FSDP/DeepSpeed only for accelerator process groups (`AcceleratorState` switches to
-    `DistributedType.FSDP` from MULTI_GPU/XPU/... types, never from MULTI_CPU), and without `use_cpu` it forms no
-    process group at all on a CPU machine: N processes would each train their own copy into the same folder.
+    accelerate enables FSDP only for accelerator process groups (`AcceleratorState` switches to
+    `DistributedType.FSDP` from MULTI_GPU/XPU/... types, never from MULTI_CPU: a CPU launch of FSDP exits 0 having
+    trained plain DDP). DeepSpeed runs on CPUs, but only without `use_cpu` (with it, DDP again). And without
+    `use_cpu` a CPU machine forms no process group at all: N processes would each train their own copy.
+    `check_engine` checks the engine accelerate actually set up, once the trainer exists.
     """
     if has_accelerator():
         return
-    for engine in ("FSDP", "DEEPSPEED"):
-        if os.environ.get(f"ACCELERATE_USE_{engine}", "false").lower() == "true":
+    engine = requested_engine()
+    if engine == "FSDP":
+        raise ValueError(
+            "FSDP needs GPUs (accelerate runs it only on accelerators; on a CPU it would silently run plain DDP) and "
+            "this machine has none. On CPU launch data parallel instead: hf-simplegpt <job> --multi_gpu "
+            "--num_processes 2 ..., or DeepSpeed ZeRO: --accelerate_config deepspeed_zero2 (or deepspeed_zero3)."
+        )
+    if engine == "DEEPSPEED":
+        if training_args.use_cpu or training_args.ddp_backend != "gloo":
             raise ValueError(
-                f"{engine} needs GPUs (accelerate runs it only on accelerators) and this machine has none. On CPU "
-                "launch data parallel instead: hf-simplegpt <job> --multi_gpu --num_processes 2 ..."
+                "DeepSpeed on a CPU needs --use_cpu false --ddp_backend gloo (the defaults when DeepSpeed is "
+                "launched): with use_cpu accelerate would silently run plain DDP, and without the backend each "
+                "process would count itself alone and train on the same data."
             )
+        return
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not training_args.use_cpu:
         raise ValueError(
             f"{world_size} processes on a machine without accelerators need --use_cpu true (the default there); "
             "with --use_cpu false each process would train its own copy."
         )
+
+
+def check_engine(accelerator) -> None:
+    """Refuse to train when the engine accelerate set up is not the one the launch asked for (FSDP or DeepSpeed):
+    nobody should believe their model was sharded when it was not. Called with the trainer's accelerator."""
+    engine, got = requested_engine(), accelerator.distributed_type.name
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise ValueError(
+            f"The launch started {launched} processes but accelerate set up {accelerator.num_processes} per process "
+            f"group ({got}): each would train alone on the same data. Stopping before training."
+        )
+    if engine is not None and got != engine:
+        raise ValueError(
+            f"The launch asked for {engine} but accelerate set up {got} (on {accelerator.device.type}), which "
+            f"does not shard the model; stopping before training. {engine} needs "
+            f"{'GPUs' if engine == 'FSDP' else '--use_cpu false on a CPU'}; for data parallel launch --multi_gpu."
+        )
+
+
+class _TrackioAtStep:
+    """The trackio module, with every `log` placed at one step."""
+
+    def __init__(self, trackio, step: int):
+        self._trackio, self._step = trackio, step
+
+    def __getattr__(self, name):
+        return getattr(self._trackio, name)
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self._trackio.log(metrics, step=self._step)
+
+
+def use_global_step_in_trackio(trainer) -> None:
+    """Make the trainer's Trackio logs use the optimizer step as their x-axis, like TensorBoard's: transformers'
+    `TrackioCallback` logs without a step, so trackio counts its own calls (each evaluation adds one), and the train
+    and eval curves would not line up with `global_step`. A no-op without `--report_to trackio`."""
+    from transformers.integrations import TrackioCallback
+
+    class TrackioStepCallback(TrackioCallback):
+        def on_log(self, args, state, control, **kwargs):
+            trackio, self._trackio = self._trackio, _TrackioAtStep(self._trackio, state.global_step)
+            try:
+                super().on_log(args, state, control, **kwargs)
+            finally:
+                self._trackio = trackio
+
+    callbacks = trainer.callback_handler.callbacks
+    for i, callback in enumerate(callbacks):
+        if type(callback) is TrackioCallback:
+            callbacks[i] = TrackioStepCallback()
+
+
+@contextlib.contextmanager
+def loading_on_one_process():
+    """`from_pretrained` on the main process alone, also while DeepSpeed ZeRO-3 trains: transformers would otherwise
+    partition the loaded weights across all processes (zero.Init) and wait for the others, which never come."""
+    from transformers.integrations import deepspeed
+
+    active = deepspeed._hf_deepspeed_config_weak_ref() if deepspeed._hf_deepspeed_config_weak_ref else None
+    deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if active is not None:
+            deepspeed.set_hf_deepspeed_config(active)
+
+
+def check_saved_model(trainer, folder: str, input_ids: torch.Tensor) -> float | None:
+    """Reload the model saved in `folder` and compare its logits on `input_ids` with the trained model in memory;
+    returns the largest absolute difference (on the main process; None on the others) or raises ValueError.
+
+    Every process must call it: under DeepSpeed ZeRO-3 or FSDP the model in memory is sharded, and its forward
+    gathers the weights from all processes. A gather that went wrong at save time (a ZeRO-3 folder without
+    `zero3_save_16bit_model`, a sharded state dict) would otherwise leave a folder that loads but is not the model.
+    """
+    model = trainer.model
+    model.eval()
+    with torch.no_grad():
+        trained = model(input_ids.to(trainer.args.device)).logits.float().cpu()
+    if not trainer.is_world_process_zero():
+        return None
+    with loading_on_one_process():
+        saved = type(trainer.accelerator.unwrap_model(model)).from_pretrained(folder).eval()
+    with torch.no_grad():
+        logits = saved(input_ids).logits.float()
+    difference = (logits - trained).abs().max().item()
+    # float32 weights reload exactly; 16-bit ones (ZeRO-3's 16-bit save) differ by their rounding.
+    tolerance = 1e-4 if saved.dtype == torch.float32 else 0.05 * trained.abs().max().item()
+    if not difference <= tolerance:
+        raise ValueError(
+            f"The model saved in {folder} is not the trained model: its logits differ by up to {difference:.3g} "
+            f"(tolerance {tolerance:.3g}). Check the engine's save settings (FSDP FULL_STATE_DICT, DeepSpeed "
+            "zero3_save_16bit_model) before using this folder."
+        )
+    logger.info("The saved folder reproduces the trained model's logits (max |difference| %.3g)", difference)
+    return difference
 
 
 def bundled_configs() -> list[str]:

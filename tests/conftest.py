@@ -4,11 +4,15 @@ import csv
 import importlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 # One thread per test process, set before torch starts its pool (and inherited by the jobs and servers the tests
 # start): the suite runs one process per core, and two threads per process on the same cores spin-wait for each other.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Trackio (--report_to trackio, and pretraining's default where it is installed) keeps its store in TRACKIO_DIR, read
+# when trackio is imported: a folder of this test process, never the user's ~/.cache.
+os.environ.setdefault("TRACKIO_DIR", os.path.join(tempfile.gettempdir(), f"hf_simplegpt-tests-trackio-{os.getpid()}"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

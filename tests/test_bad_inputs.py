@@ -331,6 +331,15 @@ CASES = [
     Case("output paths", "prune", "--output_dir = the source model folder", ("--output_dir", "{model}"),
          "is the folder this job reads its model from"),
     Case("combinations", "serve", "MODEL_DIR that does not exist", ("{missing}/model",), "no such folder"),
+    Case("data files", "contrastive", "text rows, not pairs", ("--train_file", "{text_jsonl}"),
+         "lacks the column(s) ['anchor', 'positive']"),
+    Case("data files", "contrastive", "row 9: an empty positive", ("--train_file", "{anchors_empty_positive}"),
+         "Row 9 of the training data"),
+    Case("data files", "contrastive", "row 9 repeats row 1's pair (a false negative)",
+         ("--train_file", "{anchors_duplicate}"), "repeats the pair of row 1"),
+    Case("combinations", "contrastive", "--pooling cls", ("--pooling", "cls"), "choose one of mean, last-token"),
+    Case("combinations", "evaluate", "--tasks retrieval without --retrieval_file", ("--tasks", "retrieval"),
+         "--tasks retrieval needs --retrieval_file"),
 ]  # fmt: skip
 
 
@@ -431,6 +440,10 @@ def paths(tmp_path_factory, corpus):
     p["pairs_no_rejected"] = jsonl("pairs_no_rejected.jsonl", [{"prompt": "a", "chosen": " b"}] * 9)
     p["pairs_mixed"] = jsonl("pairs_mixed.jsonl", _rows_then(pair, {**pair, "rejected": [{"role": "assistant", "content": "red"}]}))
     p["pairs_empty_chosen"] = jsonl("pairs_empty.jsonl", _rows_then(pair, {**pair, "chosen": ""}))
+    anchors = [{"anchor": f"line {i} of a passage", "positive": f"the line after line {i}"} for i in range(8)]
+    p["anchors_good"] = jsonl("anchors_good.jsonl", anchors)
+    p["anchors_empty_positive"] = jsonl("anchors_empty.jsonl", anchors + [{"anchor": "one more line", "positive": ""}])
+    p["anchors_duplicate"] = jsonl("anchors_duplicate.jsonl", anchors + [dict(anchors[0])])
     p["prompts_good"] = jsonl("prompts_good.jsonl", task.prompts(16))
     prompt = {"prompt": "Tell me about the fox."}
     p["prompts_number"] = jsonl("prompts_number.jsonl", _rows_then(prompt, {"prompt": 7}))
@@ -490,6 +503,7 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
         "prune": ["--config", "prune_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["corpus"],
                   "--data_cache_dir", p["cache"], "--output_dir", out, "--report_to", "none"],
         "serve": [],
+        "contrastive": ["--model_name_or_path", p["model"], "--train_file", p["anchors_good"], *quiet],
     }[job]  # fmt: skip
 
 

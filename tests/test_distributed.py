@@ -1,11 +1,11 @@
 """Training beyond one process, on CPUs: two machines on 127.0.0.1 (one process each, gloo) against one process,
 resuming a 2-machine checkpoint on one machine, and a machine that cannot reach the main one."""
 
+import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,11 +67,85 @@ def test_two_machines_train_like_one_process_with_the_same_global_batch_and_resu
 
 def test_a_machine_that_cannot_reach_the_main_one_fails_in_bounded_time_naming_it(tmp_path, corpus):
     port = free_port()  # nothing listens there: machine 0 never started
-    start = time.monotonic()
     proc = machine(1, port, "--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(tmp_path / "o"),
                    rdzv_timeout=3)  # fmt: skip
-    output = proc.communicate(timeout=120)[0]
+    output = proc.communicate(timeout=300)[0]  # start-up included; the wait itself is the 3 s below
     assert proc.returncode != 0
-    assert time.monotonic() - start < 90
     assert f"could not reach the main machine at 127.0.0.1:{port}" in output, output[-3000:]
-    assert "--rdzv_conf timeout=SECONDS" in output
+    assert "timed out after 3000ms" in output and "--rdzv_conf timeout=SECONDS" in output
+
+
+def test_fsdp2_fully_shard_trains_like_ddp_and_its_full_state_dict_loads(tmp_path):
+    """accelerate runs FSDP only on GPUs; on CPUs the closest honest test is torch's own `fully_shard` (FSDP2, each
+    SimpleGPTBlock a unit, as recipes/accelerate/fsdp.yaml asks accelerate for) over gloo, against DDP."""
+    from transformers import AutoModelForCausalLM
+
+    jobs = {}
+    for engine in ("fsdp2", "ddp"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "tests/fully_shard_job.py", engine, str(tmp_path)]  # fmt: skip
+        jobs[engine] = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    for engine, job in jobs.items():
+        output = job.communicate(timeout=300)[0]
+        assert job.returncode == 0, output[-4000:]
+    fsdp2, ddp = (json.loads((tmp_path / f"{engine}.json").read_text()) for engine in ("fsdp2", "ddp"))
+    assert fsdp2["sharded"] == ["DTensor"] and ddp["sharded"] == ["Parameter"]  # FSDP2 really sharded the weights
+    assert fsdp2["losses"] == pytest.approx(ddp["losses"], abs=1e-5)
+    assert fsdp2["losses"][-1] != fsdp2["losses"][0]  # it trained
+    # The gathered full state dict is an ordinary model folder with the logits of the sharded model in memory.
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
+    with torch.no_grad():
+        logits = saved(torch.tensor(fsdp2["probe"])).logits
+    torch.testing.assert_close(logits, torch.tensor(fsdp2["logits"]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, torch.tensor(ddp["logits"]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow  # DeepSpeed's first launch JIT-builds its CPU comm op with g++ (minutes); .ci/run runs these
+@pytest.mark.parametrize("config", ["deepspeed_zero2", "deepspeed_zero3"])
+def test_deepspeed_zero_on_cpus_trains_like_one_process_and_saves_the_trained_model(tmp_path, corpus, config):
+    """`--accelerate_config deepspeed_zero2|3` with 2 CPU processes: really DeepSpeed, really 2 data shards, the
+    1-process curve at the same global batch, and a folder that reloads with the trained model's logits."""
+    pytest.importorskip("deepspeed")
+    from transformers import AutoModelForCausalLM
+
+    common = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"),
+              "--max_steps", "4", "--logging_steps", "1", "--eval_steps", "4", "--eval_on_start", "false",
+              "--num_sample_generations", "0", "--disable_tqdm", "true"]  # fmt: skip
+    out = tmp_path / config
+    proc = subprocess.run([sys.executable, "-m", "hf_simplegpt", "pretrain", "--accelerate_config", config,
+                           "--num_processes", "2", *common, "--output_dir", str(out),
+                           "--record_batch_fingerprints", "true"],
+                          cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "Launch: DistributedType.DEEPSPEED, 2 process(es) on cpu" in proc.stdout
+    ranks = [json.loads((out / "batch_fingerprints" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4 and not set(ranks[0]) & set(ranks[1])  # one shard each
+
+    run_pretrain(tmp_path, corpus, *common[4:], "--per_device_train_batch_size", "8", out="one")
+    if config == "deepspeed_zero2":
+        assert losses(out) == pytest.approx(losses(tmp_path / "one"), abs=1e-4)
+    else:  # ZeRO-3 builds the model partitioned (zero3_init_flag), drawing other initial weights: it must train
+        assert losses(out)[4] < losses(out)[1] - 0.1
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["saved_model_max_logit_difference"] <= 1e-4  # checked by the job against the model in memory
+    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() == \
+        AutoModelForCausalLM.from_pretrained(tmp_path / "one").num_parameters()  # fmt: skip
+
+
+@pytest.mark.slow  # a local Ray cluster starts in minutes on a loaded 2-core machine
+def test_ray_train_runs_the_job_in_two_workers_and_reports_its_checkpoints(tmp_path, corpus):
+    """`hf-simplegpt pretrain --ray_workers 2`: Ray's TorchTrainer, two CPU workers, one gloo process group."""
+    pytest.importorskip("ray.train")
+    out = tmp_path / "ray"
+    cmd = [sys.executable, "-m", "hf_simplegpt", "pretrain", "--ray_workers", "2", "--config", PRETRAIN_TINY,
+           "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"), "--output_dir", str(out),
+           "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--num_sample_generations", "0",
+           "--disable_tqdm", "true", "--record_batch_fingerprints", "true"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((out / "batch_fingerprints" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 4 and not set(ranks[0]) & set(ranks[1])  # 2 workers, 2 data shards
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 4
+    reported = sorted(p.name for p in (out / "ray_results").rglob("checkpoint_*") if p.is_dir())
+    assert len(reported) == 2, reported  # the Trainer's checkpoints at steps 2 and 4, reported to Ray

@@ -485,6 +485,18 @@ def test_torch_compile_fullgraph_forward_matches_eager(head_shape):
         torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=ATOL, rtol=1e-4)
 
 
+def test_torch_compile_fullgraph_training_step_matches_eager():
+    """The training forward (labels: the chunked loss) is one graph too, and its gradients are eager's."""
+    model = make_model(tie_word_embeddings=True).train()
+    ids = random_ids(2, 12)
+    eager, eager_grads = training_loss_and_grads(model, ids, labels=ids)
+    compiled, compiled_grads = training_loss_and_grads(torch.compile(model, fullgraph=True, backend="aot_eager"), ids,
+                                                       labels=ids)  # fmt: skip
+    torch.testing.assert_close(compiled.loss, eager.loss, atol=1e-6, rtol=1e-6)
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(compiled_grads[f"_orig_mod.{name}"], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_generate_with_a_static_cache_and_compile_config_compiles_the_decode_step():
     model = make_model()
     prompt = random_ids(2, 5)

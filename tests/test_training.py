@@ -1,6 +1,9 @@
 """hf_simplegpt.training: argument parsing (YAML + CLI, bundled configs), hardware defaults, launch checks."""
 
+from types import SimpleNamespace
+
 import pytest
+import torch
 
 from hf_simplegpt import training
 from hf_simplegpt.corpus import CorpusArguments
@@ -77,6 +80,32 @@ def test_fsdp_or_deepspeed_launch_without_gpus_is_rejected(monkeypatch, tmp_path
     args.use_cpu = False
     with pytest.raises(ValueError, match="need --use_cpu true"):
         training.check_launch(args)
+    # DeepSpeed runs on CPUs, but only without use_cpu (with it accelerate sets up DDP): the default says so.
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert training.hardware_defaults() == {"use_cpu": False, "ddp_backend": "gloo", "bf16": False}
+    # (TrainingArguments with a backend would set up the process group here: the checks read these two fields.)
+    training.check_launch(SimpleNamespace(use_cpu=False, ddp_backend="gloo"))
+    for wrong in ({"use_cpu": True, "ddp_backend": "gloo"}, {"use_cpu": False, "ddp_backend": None}):
+        with pytest.raises(ValueError, match="DeepSpeed on a CPU needs --use_cpu false --ddp_backend gloo"):
+            training.check_launch(SimpleNamespace(**wrong))
+
+
+@pytest.mark.parametrize("engine", ["FSDP", "DEEPSPEED"])
+def test_an_engine_accelerate_replaced_stops_the_run(monkeypatch, engine):
+    """Whatever the machine, a launch that asked for FSDP or DeepSpeed and got another engine does not train."""
+    from accelerate.utils import DistributedType
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    accelerator = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"), num_processes=2)
+    training.check_engine(accelerator)  # nothing asked for: fine
+    monkeypatch.setenv(f"ACCELERATE_USE_{engine}", "true")
+    with pytest.raises(ValueError, match=f"asked for {engine} but accelerate set up MULTI_CPU.*does not shard"):
+        training.check_engine(accelerator)
+    accelerator.distributed_type = DistributedType[engine]
+    training.check_engine(accelerator)
+    accelerator.num_processes = 1  # DeepSpeed on a CPU without a named backend: each process alone
+    with pytest.raises(ValueError, match="started 2 processes but accelerate set up 1 .*train alone"):
+        training.check_engine(accelerator)
 
 
 def test_an_explicit_precision_replaces_the_hardware_one(monkeypatch, tmp_path):

@@ -1,10 +1,13 @@
-"""Evaluate a causal LM folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols), BLEU, safety.
+"""Evaluate a model folder: perplexity, MMLU and CrowS-Pairs (lm-evaluation-harness protocols), BLEU, safety,
+and a HELM-style holistic report of them (optionally beside a second model) for a causal LM; retrieval for an encoder
+(or a causal LM mean-pooled: the baseline before a contrastive step).
 
     hf-simplegpt evaluate --model_name_or_path outputs/pretrain-default --tasks mmlu \
         --mmlu_data_dir data/mmlu --num_fewshot 0 --batch_size 16 --output_dir outputs/eval
+    hf-simplegpt evaluate --model_name_or_path outputs/encoder --tasks retrieval --retrieval_file heldout.jsonl
     python recipes/eval.py ...                            # the same job, the same flags
 
-Writes results.json, samples_<task>.jsonl, mmlu_categories.png and a model card (README.md) to --output_dir, never into
+Writes results.json, samples_<task>.jsonl, mmlu_categories.png (holistic: holistic.md and holistic.png) and a model card (README.md) to --output_dir, never into
 the model folder. The card is the model folder's own card with the results merged in (its `model-index` updated, an
 evaluation section added or replaced), or a new card when the folder has none; --push_to_hub uploads the model
 folder with that card and results.json in place of its own.
@@ -21,6 +24,15 @@ import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import hub, safeguards
 from hf_simplegpt.data import check_rows, load_files, text_field_problem
 from hf_simplegpt.evaluation import evaluate_crows_pairs, evaluate_mmlu, load_crows_pairs, load_mmlu, metric_path, perplexity
+from hf_simplegpt.evaluation.holistic import (
+    PERTURBATIONS,
+    decode_tokens_per_second,
+    expected_calibration_error,
+    perturb_subjects,
+    plot_report,
+    report_markdown,
+    report_rows,
+)
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.evaluation.safety import evaluate_safety, examples_markdown, load_safety_prompts, select_per_category
 from hf_simplegpt.generation import generate
@@ -28,7 +40,9 @@ from hf_simplegpt.hub import check_model_source, merge_evaluation, results_table
 from hf_simplegpt.rewards import RewardModelScorer
 from hf_simplegpt.training import check_minimums, parse_args
 
-TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety")
+TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety", "holistic", "retrieval")
+# holistic: a HELM-style report over these (and perplexity when --perplexity_file is given)
+HOLISTIC_TASKS = ("mmlu", "crows_pairs", "safety")
 
 
 @dataclass
@@ -56,6 +70,9 @@ class EvalArguments:
                               "(hf-simplegpt reward's output); scores above --safety_judge_threshold count as refusals."})
     safety_judge_threshold: float = field(default=0.0, metadata={"help": "Judge score above which an answer is a refusal."})
     max_new_tokens: int = field(default=64, metadata={"help": "Generation length for BLEU and safety answers."})
+    compare_model_name_or_path: str = field(default=None, metadata={"help": "--tasks holistic: a second model folder "
+                                            "evaluated the same way, side by side in the report."})
+    retrieval_file: str = field(default=None, metadata={"help": "Held-out pairs (anchor, positive[, negative]) for retrieval."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the model folder with card and results."})
     hub_model_id: str = field(default=None, metadata={"help": "Hub repo id for --push_to_hub, e.g. user/simplegpt."})
 
@@ -93,38 +110,15 @@ def bleu_pairs(path: str) -> list[dict]:
     return rows.to_list()
 
 
-@safeguards.guarded_main
-def main(argv: list[str] | None = None) -> dict:
-    (args,) = parse_args(EvalArguments, args=argv)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"Unknown task(s) {unknown} in --tasks {args.tasks!r}; choose from {', '.join(TASKS)}.")
-    if "perplexity" in tasks and not args.perplexity_file:
-        raise ValueError("--tasks perplexity needs --perplexity_file (a .txt or .jsonl of texts).")
-    if "bleu" in tasks and not args.bleu_file:
-        raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
-    push = hub.wants_push(args)
-
-    check_model_source(args.model_name_or_path)
-    # bad data fails before the model loads
-    pairs = load_crows_pairs(args.crows_pairs_file) if "crows_pairs" in tasks else None
-    harmful = (select_per_category(load_safety_prompts(args.safety_file, args.safety_dataset), args.limit)
-               if "safety" in tasks else None)  # fmt: skip
-    held = safeguards.saved_work(args.output_dir)
-    if held:
-        raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
-                         "evaluation never writes into a model folder. Pass another --output_dir.")
-    safeguards.claim_output_dir(args.output_dir, inputs=[args.model_name_or_path])
+def run_tasks(model_path: str, tasks: list[str], args, data: dict, device: str, out: Path) -> dict:
+    """Results of the language-model `tasks` for one model folder; samples files and charts go to `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    judge = RewardModelScorer.from_pretrained(args.safety_judge, device) if "safety" in tasks and args.safety_judge else None
-    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path)
-    out = Path(args.output_dir)
-    results: dict = {"model": args.model_name_or_path, "args": asdict(args)}
-
+    results: dict = {}
+    if not set(tasks) - {"retrieval"}:  # retrieval alone reads the folder as an encoder (main)
+        return results
+    model = AutoModelForCausalLM.from_pretrained(model_path).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
     if "perplexity" in tasks:
         texts = [t.strip() for t in load_files(args.perplexity_file, "--perplexity_file")["text"] if t.strip()]
         start = time.perf_counter()
@@ -137,16 +131,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     if "mmlu" in tasks:
         subjects = [s.strip() for s in args.subjects.split(",") if s.strip()] if args.subjects else None
-        data = load_mmlu(args.mmlu_data_dir, subjects, args.num_fewshot)
+        mmlu_data = load_mmlu(args.mmlu_data_dir, subjects, args.num_fewshot)
         start = time.perf_counter()
         mmlu, samples = evaluate_mmlu(
-            model, tokenizer, data, num_fewshot=args.num_fewshot, limit=args.limit,
+            model, tokenizer, mmlu_data, num_fewshot=args.num_fewshot, limit=args.limit,
             batch_size=args.batch_size, one_pass=args.one_pass,
         )  # fmt: skip
         mmlu["seconds"] = time.perf_counter() - start
         results["mmlu"] = mmlu
         write_samples(samples, out / "samples_mmlu.jsonl")
         plot_categories(mmlu, out / "mmlu_categories.png")
+        if "holistic" in tasks:  # calibration and robustness from the same questions
+            holistic = {"ece": expected_calibration_error([s["choice_logliks"] for s in samples],
+                                                          [s["answer"] for s in samples]), "perturbed_acc": {}}  # fmt: skip
+            for name in PERTURBATIONS:
+                perturbed, _ = evaluate_mmlu(
+                    model, tokenizer, perturb_subjects(mmlu_data, name), num_fewshot=args.num_fewshot,
+                    limit=args.limit, batch_size=args.batch_size, one_pass=args.one_pass, progress=False,
+                )  # fmt: skip
+                holistic["perturbed_acc"][name] = perturbed["acc"]
+            holistic["robust_acc"] = min(holistic["perturbed_acc"].values())
+            holistic["decode_tokens_per_s"] = decode_tokens_per_second(model, tokenizer)
+            results["holistic"] = holistic
 
     if "bleu" in tasks:
         import evaluate
@@ -161,21 +167,86 @@ def main(argv: list[str] | None = None) -> dict:
 
     if "crows_pairs" in tasks:
         start = time.perf_counter()
-        crows, samples = evaluate_crows_pairs(model, tokenizer, pairs, batch_size=args.batch_size)
+        crows, samples = evaluate_crows_pairs(model, tokenizer, data["crows_pairs"], batch_size=args.batch_size)
         dataset = Path(args.crows_pairs_file).name if args.crows_pairs_file else "crows_pairs_multilingual (english)"
         results["crows_pairs"] = {"dataset": dataset, **crows, "seconds": time.perf_counter() - start}
         write_samples(samples, out / "samples_crows_pairs.jsonl")
 
-    notes = ""
     if "safety" in tasks:
         start = time.perf_counter()
-        safety, samples = evaluate_safety(model, tokenizer, harmful, max_new_tokens=args.max_new_tokens,
-                                          batch_size=args.batch_size, judge=judge,
+        safety, samples = evaluate_safety(model, tokenizer, data["safety"], max_new_tokens=args.max_new_tokens,
+                                          batch_size=args.batch_size, judge=data["judge"],
                                           judge_threshold=args.safety_judge_threshold)  # fmt: skip
         dataset = args.safety_dataset or (Path(args.safety_file).name if args.safety_file else "HarmBench + Do-Not-Answer")
         results["safety"] = {"dataset": dataset, **safety, "seconds": time.perf_counter() - start}
         write_samples(samples, out / "samples_safety.jsonl")
-        notes = examples_markdown(safety)
+    return results
+
+
+@safeguards.guarded_main
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = parse_args(EvalArguments, args=argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise ValueError(f"Unknown task(s) {unknown} in --tasks {args.tasks!r}; choose from {', '.join(TASKS)}.")
+    if "holistic" in tasks:
+        tasks += [t for t in HOLISTIC_TASKS + (("perplexity",) if args.perplexity_file else ()) if t not in tasks]
+    elif args.compare_model_name_or_path:
+        raise ValueError("--compare_model_name_or_path is for --tasks holistic (a side-by-side report); add it.")
+    if "perplexity" in tasks and not args.perplexity_file:
+        raise ValueError("--tasks perplexity needs --perplexity_file (a .txt or .jsonl of texts).")
+    if "bleu" in tasks and not args.bleu_file:
+        raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
+    if "retrieval" in tasks and not args.retrieval_file:
+        raise ValueError("--tasks retrieval needs --retrieval_file (a .jsonl of held-out anchor/positive pairs).")
+    push = hub.wants_push(args)
+
+    check_model_source(args.model_name_or_path)
+    if args.compare_model_name_or_path:
+        check_model_source(args.compare_model_name_or_path, "--compare_model_name_or_path")
+    # bad data fails before the model loads
+    crows_rows = load_crows_pairs(args.crows_pairs_file) if "crows_pairs" in tasks else None
+    harmful = (select_per_category(load_safety_prompts(args.safety_file, args.safety_dataset), args.limit)
+               if "safety" in tasks else None)  # fmt: skip
+    retrieval_pairs = load_files(args.retrieval_file, "--retrieval_file") if "retrieval" in tasks else None
+    if retrieval_pairs is not None:
+        from hf_simplegpt import contrastive
+
+        contrastive.check_pairs(retrieval_pairs, f"--retrieval_file {args.retrieval_file}")
+    held = safeguards.saved_work(args.output_dir)
+    if held:
+        raise ValueError(f"--output_dir {args.output_dir} holds a model or checkpoints ({', '.join(held)}): the "
+                         "evaluation never writes into a model folder. Pass another --output_dir.")
+    safeguards.claim_output_dir(args.output_dir, inputs=[args.model_name_or_path, args.compare_model_name_or_path])
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    judge = RewardModelScorer.from_pretrained(args.safety_judge, device) if "safety" in tasks and args.safety_judge else None
+    out = Path(args.output_dir)
+    data = {"crows_pairs": crows_rows, "safety": harmful, "judge": judge}
+    results = {"model": args.model_name_or_path, "args": asdict(args),
+               **run_tasks(args.model_name_or_path, tasks, args, data, device, out)}  # fmt: skip
+    notes = examples_markdown(results["safety"]) if "safety" in results else ""
+    if "holistic" in tasks:
+        by_model = {Path(args.model_name_or_path).name: results}
+        if args.compare_model_name_or_path:  # the same tasks on the same data, its files under compare/
+            (out / "compare").mkdir(exist_ok=True)
+            other = run_tasks(args.compare_model_name_or_path, tasks, args, data, device, out / "compare")
+            (out / "compare" / "results.json").write_text(json.dumps(other, indent=2) + "\n")
+            by_model[Path(args.compare_model_name_or_path).name + " (compare)"] = other
+        rows = report_rows(by_model)
+        results["holistic"]["report"] = rows
+        table = report_markdown(rows)
+        (out / "holistic.md").write_text(table + "\n")
+        plot_report(rows, out / "holistic.png")
+        print(table)
+        notes = f"### Holistic report\n\n{table}\n\n{notes}".rstrip()
+
+    if "retrieval" in tasks:
+        encoder = contrastive.load_encoder(args.model_name_or_path, device=device)
+        results["retrieval"] = {"dataset": Path(args.retrieval_file).name,
+                                "encoder": "sentence-transformers folder" if contrastive.is_encoder_folder(
+                                    args.model_name_or_path) else "mean-pooled language model",
+                                **contrastive.retrieval_metrics(encoder, retrieval_pairs.to_list(), args.batch_size)}  # fmt: skip
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(results_table(results))

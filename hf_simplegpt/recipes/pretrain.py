@@ -14,6 +14,7 @@ import logging
 import math
 import os
 
+import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
 from hf_simplegpt import hub, safeguards
@@ -30,7 +31,7 @@ from hf_simplegpt.pretraining import (
     install_throughput_callback,
     plot_loss_curve,
 )
-from hf_simplegpt.training import parse_job_args, ready_for_inference
+from hf_simplegpt.training import check_saved_model, loading_on_one_process, parse_job_args, ready_for_inference
 
 logger = logging.getLogger("hf_simplegpt.pretrain")
 
@@ -97,11 +98,14 @@ def main(argv: list[str] | None = None) -> dict:
     ready_for_inference(trainer.model)
     trainer.save_model()  # model (safetensors) + custom code + tokenizer + generation config
     trainer.save_state()  # trainer_state.json with the full log history
+    # Under every engine (DDP, DeepSpeed ZeRO-2/3, FSDP) the folder must hold the trained model: check on real blocks.
+    probe = torch.tensor([row["input_ids"] for _, row in zip(range(2), eval_dataset)])
+    saved_difference = check_saved_model(trainer, training_args.output_dir, probe)
     # Reuse the evaluation of the last step when the schedule already ran it.
     last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
     if last_eval is None or last_eval["step"] != trainer.state.global_step:
         last_eval = trainer.evaluate()
-    metrics = {**train_result.metrics, "eval_loss": last_eval["eval_loss"]}
+    metrics = {**train_result.metrics, "eval_loss": last_eval["eval_loss"], "saved_model_max_logit_difference": saved_difference}
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     trainer.save_metrics("all", metrics)
     if not trainer.is_world_process_zero():
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     samples = []
     if model_args.objective == "clm" and model_args.num_sample_generations:
         # Reload from the output folder: the samples then also prove the saved model works on its own.
-        saved = model_args.auto_class.from_pretrained(out).to(training_args.device)
+        with loading_on_one_process():
+            saved = model_args.auto_class.from_pretrained(out).to(training_args.device)
         prompts = SAMPLE_PROMPTS[: model_args.num_sample_generations]
         continuations = generate(saved, tokenizer, prompts, max_new_tokens=40, do_sample=True, temperature=0.8,
                                  top_k=50, seed=0)  # fmt: skip

@@ -3,6 +3,7 @@
     hf-simplegpt serve outputs/sft-lora --port 8000             # /v1/chat/completions, /v1/completions, /v1/models
     hf-simplegpt serve outputs/sft-lora --chat                  # and a chat page at http://127.0.0.1:8000/chat
     hf-simplegpt serve outputs/sft-lora --ray --replicas 2      # Ray Serve: 2 replicas behind one address
+    hf-simplegpt serve outputs/encoder                          # a sentence encoder: /v1/embeddings (embeddings.py)
 
 It is transformers' own serving app (`transformers serve`) with continuous batching on, configured for SimpleGPT
 (see hf_simplegpt/serving/app.py for what is added and why). The model name clients send is MODEL_DIR as given.
@@ -17,6 +18,7 @@ import signal
 from contextlib import asynccontextmanager
 from dataclasses import fields
 
+from hf_simplegpt.contrastive import is_encoder_folder
 from hf_simplegpt.serving.app import ServeOptions, build_app, check_model_dir
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--chat serves the page from the server's own process; with --ray run the page beside it: "
                          f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}")  # fmt: skip
     check_model_dir(args.model_dir)
+    embeddings = is_encoder_folder(args.model_dir)  # a sentence encoder answers /v1/embeddings instead of generating
+    if embeddings and (args.ray or args.chat):
+        raise ValueError(f"{args.model_dir} is a sentence encoder: it is served for /v1/embeddings alone, without "
+                         "--ray or --chat.")  # fmt: skip
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again: exit 0 rather than die of it.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -98,8 +104,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     import uvicorn
 
-    app = build_app(args.model_dir, options_from(args))
-    stop_generation_on_shutdown(app)
+    if embeddings:
+        from hf_simplegpt.serving.embeddings import build_embeddings_app
+
+        app = build_embeddings_app(args.model_dir, args.device)
+    else:
+        app = build_app(args.model_dir, options_from(args))
+        stop_generation_on_shutdown(app)
     if args.chat:
         from hf_simplegpt.serving.chat_page import mount_chat_page
 

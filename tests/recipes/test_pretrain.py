@@ -90,6 +90,26 @@ def test_activation_checkpointing_run_logs_throughput_to_tensorboard(tmp_path, c
     assert {"train/loss", "train/tokens_per_second", "train/mfu", "eval/loss", "eval/perplexity"} <= tags, tags
 
 
+def test_trackio_logs_loss_and_eval_metrics_at_the_optimizer_step(tmp_path, corpus):
+    """--report_to trackio writes to the local store (TRACKIO_DIR, set by conftest), which `trackio show` serves:
+    read back, the train and eval metrics are the Trainer's own, at its global steps (not trackio's log count)."""
+    pytest.importorskip("trackio")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    _, out = _run(tmp_path, corpus, "--max_steps", "6", "--logging_steps", "2", "--eval_steps", "3",
+                  "--num_sample_generations", "0", "--report_to", "trackio", "--project", "hf-simplegpt-tests",
+                  "--run_name", tmp_path.name)  # fmt: skip
+    logged = SQLiteStorage.get_logs("hf-simplegpt-tests", tmp_path.name)
+    history = _history(out)
+    train = {h["step"]: h["loss"] for h in history if "loss" in h}
+    evals = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
+    assert sorted(train) == [1, 2, 4, 6] and sorted(evals) == [0, 3, 6]  # logging_first_step, eval_on_start
+    assert {row["step"]: row["train/loss"] for row in logged if "train/loss" in row} == pytest.approx(train)
+    assert {row["step"]: row["eval/loss"] for row in logged if "eval/loss" in row} == pytest.approx(evals)
+    assert all(row["step"] == row["train/global_step"] for row in logged if "train/global_step" in row)
+    assert any("eval/perplexity" in row for row in logged)  # ThroughputCallback's metrics reach the tracker too
+
+
 def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus):
     first, out = _run(tmp_path, corpus, "--max_steps", "5", "--num_sample_generations", "0", out="first")
     _, again = _run(tmp_path, corpus, "--max_steps", "2", "--model_name_or_path", out,
@@ -99,16 +119,24 @@ def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus
     assert start == pytest.approx(first["eval_loss"], rel=1e-5)  # it starts where the first run ended
 
 
-def test_torch_compile_run_saves_plain_weights(tmp_path, corpus):
-    """--torch_compile goes through dynamo (aot_eager: no C++ build in tests) and the saved keys carry no _orig_mod."""
+def test_torch_compile_run_trains_the_eager_curve_and_saves_plain_weights(tmp_path, corpus):
+    """--torch_compile goes through dynamo (aot_eager: no C++ build in tests; inductor's difference from eager is
+    measured by benchmarks/compile_train.py) and the saved keys carry no _orig_mod."""
     from safetensors import safe_open
 
-    metrics, out = _run(tmp_path, corpus, "--max_steps", "2", "--torch_compile", "true",
-                        "--torch_compile_backend", "aot_eager", "--num_sample_generations", "0")  # fmt: skip
+    common = ("--max_steps", "3", "--logging_steps", "1", "--eval_on_start", "false", "--num_sample_generations", "0")
+    metrics, out = _run(tmp_path, corpus, *common, "--torch_compile", "true", "--torch_compile_backend", "aot_eager")
+    _, eager = _run(tmp_path, corpus, *common, out="eager")
     with safe_open(os.path.join(out, "model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert "model.embed_tokens.weight" in keys and not any("_orig_mod" in k for k in keys)
     assert AutoModelForCausalLM.from_pretrained(out).num_parameters() > 0 and metrics["eval_loss"] < 6
+
+    def steps(folder):
+        return [h["loss"] for h in _history(folder) if "grad_norm" in h]
+
+    assert len(steps(out)) == 3 and steps(out) == pytest.approx(steps(eager), abs=1e-5)
+    assert metrics["saved_model_max_logit_difference"] <= 1e-4  # the compiled run's folder is its trained model
 
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):

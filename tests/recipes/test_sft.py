@@ -87,6 +87,50 @@ def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
     assert "all 46,720 parameters trained" in card and "LoRA settings" not in card
 
 
+def test_gradient_accumulation_with_padding_equals_the_full_batch(tmp_path, base_dir, base_model):
+    """4 micro-batches of 2 padded rows take the same step as one batch of 8: the num_items_in_batch trap. Each
+    micro-batch has its own number of completion tokens, so averaging 4 per-micro-batch means would weight tokens
+    unequally; the Trainer passes the whole batch's count to the model's loss instead. Plain SGD with lr 1 and no
+    clipping makes the weight change the gradient itself."""
+    from safetensors.torch import load_file
+
+    rows = [{"instruction": q, "response": a * (1 + i % 3)} for i, (q, a) in enumerate(PAIRS)]  # uneven lengths
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:2])  # all 8 rows train, in one step
+    exact = ["--max_steps", "1", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0",
+             "--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+             "--max_grad_norm", "0", "--weight_decay", "0", "--packing", "false"]  # fmt: skip
+    results = {
+        "big": run_sft(base_dir, train_file, tmp_path / "big", *exact, "--per_device_train_batch_size", "8"),
+        "accum": run_sft(base_dir, train_file, tmp_path / "accum", *exact, "--per_device_train_batch_size", "2",
+                         "--gradient_accumulation_steps", "4"),
+    }  # fmt: skip
+    before = {k: v.detach() for k, v in base_model.state_dict().items()}
+    steps = {}
+    for name in ("big", "accum"):
+        after = load_file(tmp_path / name / "model.safetensors")
+        steps[name] = (results[name]["train_loss"], {k: before[k] - after[k] for k in after})  # one step: its loss
+    (big_loss, big_grads), (accum_loss, accum_grads) = steps["big"], steps["accum"]
+    assert accum_loss == pytest.approx(big_loss, rel=1e-5)
+    assert big_grads.keys() == accum_grads.keys()
+    assert max(g.abs().max() for g in big_grads.values()) > 1e-3  # the step moved the weights
+    for key, grad in big_grads.items():
+        torch.testing.assert_close(accum_grads[key], grad, atol=1e-6, rtol=1e-4, msg=key)
+
+
+def test_torch_compile_sft_takes_the_eager_steps(tmp_path, base_dir):
+    rows = [{"instruction": q, "response": a} for q, a in PAIRS]
+    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:2])
+    common = ["--max_steps", "2", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0"]
+    compiled = run_sft(base_dir, train_file, tmp_path / "compiled", *common, "--torch_compile", "true",
+                       "--torch_compile_backend", "aot_eager")  # fmt: skip
+    eager = run_sft(base_dir, train_file, tmp_path / "eager", *common)
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-5)
+    assert compiled["eval_loss_after"] == pytest.approx(eager["eval_loss_after"], abs=1e-5)
+    assert compiled["eval_loss_after"] < compiled["eval_loss_before"]
+
+
 def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model, tiny_tokenizer):
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS] * 4
     train_file = write_jsonl(rows, tmp_path / "train.jsonl")

@@ -1,0 +1,173 @@
+"""Does contrastive training make a SimpleGPT a better retriever? Held-out pair retrieval, four ways.
+
+1. Tiny Shakespeare's passages (blank-line separated) are split: every 10th is held out. `hf-simplegpt pretrain`
+   trains a 4-layer, 128-wide SimpleGPT (2048-token BPE, context 64: the lines are short) on the other passages.
+2. `hf-simplegpt make-pairs`' rule gives (line, next line) pairs within each passage: the training pairs from the
+   training passages (a seeded sample of `--train-pairs`), `--heldout-pairs` held-out pairs from the held-out
+   passages (never seen in any training).
+3. Retrieval on the held-out pairs (sentence-transformers' InformationRetrievalEvaluator: each anchor ranks every
+   held-out positive; recall@1, recall@10, MRR@10) of:
+   (a) the pretrained model mean-pooled, before any contrastive step (its own causal attention, and switched to
+       bidirectional);
+   (b) `hf-simplegpt contrastive` from (a), one epoch over the training pairs, for each pooling x attention;
+   (c) a lexical baseline: scikit-learn's TF-IDF (word 1-2 grams), idf fitted on the training pairs' texts;
+   (d) `hf-simplegpt contrastive --from_scratch true`: (b)'s encoder, same pairs and steps, from random weights
+       (at (b)'s learning rate and at 5x it; the better is reported).
+
+    python benchmarks/contrastive_compare.py                 # a few minutes on 2 CPU cores
+    python benchmarks/contrastive_compare.py --publish       # update benchmarks/results/contrastive-compare.*
+    python benchmarks/contrastive_compare.py --dataset mmlu  # MMLU question -> correct answer pairs instead
+
+Writes benchmarks/out/contrastive-compare-<dataset>.json and .md (`--publish`: benchmarks/results/).
+"""
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import sentence_transformers
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import record  # noqa: E402
+from hf_simplegpt import contrastive
+from hf_simplegpt.recipes import contrastive as contrastive_recipe
+from hf_simplegpt.recipes import pretrain
+from hf_simplegpt.synthetic import write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS_DIR = REPO / "benchmarks" / "results"
+QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
+COMBOS = [(p, a) for a in contrastive.ATTENTION for p in contrastive.POOLING]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("shakespeare", "mmlu"), default="shakespeare")
+    parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "out" / "contrastive-compare"))
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--heldout-pairs", type=int, default=300)
+    parser.add_argument("--train-pairs", type=int, default=6000, help="a seeded sample of the training pairs")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--reuse", action="store_true", help="reuse trained folders in --output-dir")
+    parser.add_argument("--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*")
+    return parser.parse_args(argv)
+
+
+def split_data(dataset: str, out: Path, heldout_pairs: int, train_pairs: int) -> tuple[Path, Path, list[dict], list[dict]]:
+    """(pretraining text file, training pairs file, training pairs, held-out pairs)."""
+    if dataset == "shakespeare":
+        passages = re.split(r"\n\s*\n", (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8"))
+        train_passages = [p for i, p in enumerate(passages) if i % 10]
+        heldout_passages = [p for i, p in enumerate(passages) if not i % 10]
+        train = contrastive.make_text_pairs("\n\n".join(train_passages))
+        heldout = contrastive.make_text_pairs("\n\n".join(heldout_passages))
+        text = "\n\n".join(train_passages)
+    else:
+        pairs = contrastive.make_mmlu_pairs(str(SHARED / "mmlu"), "test")
+        random.Random(0).shuffle(pairs)
+        heldout, train = pairs[: 2 * heldout_pairs], pairs[2 * heldout_pairs :]
+        text = "\n\n".join(f"{p['anchor']}\n{p['positive']}" for p in train)
+    heldout = random.Random(0).sample(heldout, min(heldout_pairs, len(heldout)))
+    train = random.Random(1).sample(train, min(train_pairs, len(train)))
+    text_file = out / "pretrain.txt"
+    text_file.write_text(text + "\n", encoding="utf-8")
+    return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, heldout
+
+
+def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, *extra) -> dict:
+    folder = out / name
+    if not (args.reuse and (folder / "contrastive.json").is_file()):
+        start = time.perf_counter()
+        contrastive_recipe.main(["--model_name_or_path", str(source), "--train_file", str(pairs), "--output_dir",
+                                 str(folder), "--overwrite_output_dir", "true", "--heldout_size", "64",
+                                 "--num_train_epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
+                                 *QUIET, *map(str, extra)])  # fmt: skip
+        (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    return json.loads((folder / "contrastive.json").read_text())
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.output_dir) / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
+    torch.manual_seed(0)
+
+    base = out / "pretrained"
+    if not (args.reuse and (base / "model.safetensors").is_file()):
+        pretrain.main(["--train_file", str(text_file), "--output_dir", str(base), "--overwrite_output_dir", "true",
+                       "--max_position_embeddings", "64", "--max_steps", str(args.pretrain_steps), "--eval_steps", str(args.pretrain_steps),
+                       "--save_steps", str(args.pretrain_steps), "--num_sample_generations", "0",
+                       "--data_cache_dir", str(out / "cache"), *QUIET])  # fmt: skip
+
+    rows = []
+
+    def measure(label: str, encoder, **facts):
+        metrics = contrastive.retrieval_metrics(encoder, heldout)
+        rows.append({"model": label, **facts, **metrics})
+        print(f"{label}: recall@10 {metrics['recall@10']:.3f}", flush=True)
+
+    for attention in ("causal", "bidirectional"):
+        encoder = contrastive.build_encoder(str(base), "mean", attention)
+        measure(f"(a) pretrained, mean pooling, {attention}", encoder, kind="a", pooling="mean", attention=attention)
+
+    reports = {}
+    for pooling, attention in COMBOS:
+        name = f"contrastive-{pooling}-{attention}"
+        reports[name] = train_encoder(out, name, base, pairs_file, args, "--pooling", pooling, "--attention", attention)
+        measure(f"(b) pretrained + contrastive, {pooling} pooling, {attention}",
+                contrastive.load_encoder(str(out / name)), kind="b", pooling=pooling, attention=attention,
+                steps=reports[name]["steps"], train_pairs=reports[name]["train_pairs"],
+                train_tokens=reports[name]["train_tokens_per_epoch"])  # fmt: skip
+
+    fit = [t for p in train for t in (p["anchor"], p["positive"])]
+    rows.append({"model": "(c) TF-IDF (scikit-learn, word 1-2 grams)", "kind": "c",
+                 **contrastive.tfidf_retrieval_metrics(heldout, fit)})  # fmt: skip
+    print(f"(c) TF-IDF: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
+
+    best = max((r for r in rows if r["kind"] == "b"), key=lambda r: r["recall@10"])
+    scratch = []
+    for factor in (1, 5):
+        name = f"scratch-{best['pooling']}-{best['attention']}-lr{factor}x"
+        lr = args.learning_rate * factor
+        report = train_encoder(out, name, base, pairs_file, args, "--pooling", best["pooling"], "--attention",
+                               best["attention"], "--from_scratch", "true", "--learning_rate", lr)  # fmt: skip
+        metrics = contrastive.retrieval_metrics(contrastive.load_encoder(str(out / name)), heldout)
+        scratch.append({"model": f"(d) from scratch + contrastive, {best['pooling']} pooling, {best['attention']}",
+                        "kind": "d", "pooling": best["pooling"], "attention": best["attention"], "learning_rate": lr,
+                        "steps": report["steps"], "train_pairs": report["train_pairs"],
+                        "train_tokens": report["train_tokens_per_epoch"], **metrics})  # fmt: skip
+    rows.append(max(scratch, key=lambda r: r["recall@10"]))
+    print(f"(d) from scratch: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
+
+    others = [r for r in rows if r["kind"] in ("a", "c", "d")]
+    results = {
+        "dataset": args.dataset,
+        "train_pairs": len(train),
+        "heldout_pairs": len(heldout),
+        "pretrain_steps": args.pretrain_steps,
+        "contrastive": {"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": 64},
+        "best": best["model"],
+        "goal_met": all(best["recall@10"] > r["recall@10"] for r in others),
+        "rows": rows,
+        "scratch_runs": scratch,
+        "environment": {**record.environment(), "sentence_transformers": sentence_transformers.__version__},
+    }  # fmt: skip
+    table = ["| model | recall@1 | recall@10 | MRR@10 |", "|---|---:|---:|---:|"]
+    table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
+    md = "\n".join([f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs.",
+                    "", *table, "", f"Best: {best['model']}. Goal (b) > (a), (c), (d) on recall@10: "
+                    f"{'met' if results['goal_met'] else 'not met'}.", "", record.describe(results["environment"])])  # fmt: skip
+    record.save(f"contrastive-compare-{args.dataset}", results, md, publish=args.publish)
+    return results
+
+
+if __name__ == "__main__":
+    main()
