@@ -491,11 +491,13 @@ def load_or_train_tokenizer(
     """
     from transformers import AutoTokenizer
 
-    from .tokenization import train_tokenizer
+    from .tokenization import check_tokenizer_files, train_tokenizer
 
     if name_or_path:
         if is_local_path(name_or_path) and not os.path.exists(name_or_path):
             raise ValueError(f"--tokenizer_name {name_or_path!r}: no such folder. Pass a saved tokenizer folder or a Hub id.")
+        if os.path.isdir(name_or_path):
+            check_tokenizer_files(name_or_path, "--tokenizer_name")
         return AutoTokenizer.from_pretrained(name_or_path, model_max_length=model_max_length)
     if isinstance(train, IterableDataset):
         texts = (row["text"] for row in train.take(max_documents))

@@ -19,7 +19,7 @@ from typing import Any
 import datasets
 from datasets import Dataset, IterableDataset
 
-from .hub import is_local_path
+from .hub import is_connection_error, is_local_path
 
 # File extension -> `datasets` packaged builder.
 BUILDERS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -234,7 +234,9 @@ def load_hub_dataset(args: DataArguments, streaming: bool = False) -> tuple[Data
         raise ValueError(f"--dataset_name {name}: no such folder (and not a Hub id). Pass an existing folder or a Hub id.")
     try:
         loaded = datasets.load_dataset(name, args.dataset_config, streaming=streaming)
-    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ConnectionError) as err:
+    except Exception as err:
+        if not isinstance(err, (FileNotFoundError, datasets.exceptions.DatasetNotFoundError)) and not is_connection_error(err):
+            raise
         raise ValueError(
             f"Could not load --dataset_name {name!r}: {err}. Check the name/config (and network), "
             f"or pass local files with --train_file."
