@@ -35,7 +35,7 @@ import datasets
 import numpy as np
 from datasets import Dataset, IterableDataset
 
-from .hub import is_local_path
+from .hub import is_connection_error, is_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,9 @@ def load_hub_dataset(args: DataArguments, streaming: bool = False) -> tuple[Data
         raise ValueError(f"--dataset_name {name}: no such folder (and not a Hub id). Pass an existing folder or a Hub id.")
     try:
         loaded = datasets.load_dataset(name, args.dataset_config, streaming=streaming)
-    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError, ConnectionError) as err:
+    except Exception as err:
+        if not isinstance(err, (FileNotFoundError, datasets.exceptions.DatasetNotFoundError)) and not is_connection_error(err):
+            raise
         raise ValueError(
             f"Could not load --dataset_name {name!r}: {err}. Check the name/config (and network), "
             f"or pass local files with --train_file."
@@ -790,11 +792,13 @@ def load_or_train_tokenizer(
     """
     from transformers import AutoTokenizer
 
-    from .tokenization import train_tokenizer
+    from .tokenization import check_tokenizer_files, train_tokenizer
 
     if name_or_path:
         if is_local_path(name_or_path) and not os.path.exists(name_or_path):
             raise ValueError(f"--tokenizer_name {name_or_path!r}: no such folder. Pass a saved tokenizer folder or a Hub id.")
+        if os.path.isdir(name_or_path):
+            check_tokenizer_files(name_or_path, "--tokenizer_name")
         return AutoTokenizer.from_pretrained(name_or_path, model_max_length=model_max_length)
     if isinstance(train, IterableDataset):
         texts = (row["text"] for row in train.take(max_documents))

@@ -18,6 +18,18 @@ logger = logging.getLogger(__name__)
 
 Prompt = str | list[dict[str, str]]
 
+# The decoding a pretrained folder's generation_config.json asks for, used by `generate`, `pipeline`, `hf-simplegpt
+# serve` and its chat page whenever a call sets nothing else: sampling, as language models on the Hub ship (Llama 3:
+# temperature 0.6, top_p 0.9; Qwen2.5: 0.7, 0.8, top_k 20). A small model's greedy continuation is often a loop of
+# newlines; a moderate temperature with top-k and nucleus cut-offs gives readable text without the tail's noise.
+SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.95}
+
+
+def set_sampling_defaults(model) -> None:
+    """Give `model.generation_config` the `SAMPLING_DEFAULTS` (saved with the model as generation_config.json)."""
+    for name, value in SAMPLING_DEFAULTS.items():
+        setattr(model.generation_config, name, value)
+
 
 def context_length(model) -> int | None:
     """The number of positions a model (or its config) can attend over (`max_position_embeddings`), or None when

@@ -51,15 +51,75 @@ def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
     otherwise `from_pretrained` would spend a minute trying the Hub and end in a connection error."""
     name = str(name)
     if os.path.isdir(name):
+        from .tokenization import check_tokenizer_files
+
         if os.path.isfile(os.path.join(name, "adapter_config.json")):
+            check_tokenizer_files(name, flag)
             return
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ValueError(f"{flag} {name}: the folder holds no model (no config.json). Pass a saved model folder.")
         if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
             raise ValueError(f"{flag} {name} holds a config.json but no weights (model.safetensors): the save did not "
                              "finish, or this is not a model folder. Pass a complete saved model folder.")  # fmt: skip
+        check_weights_match_config(name, flag)
+        check_tokenizer_files(name, flag)
     elif is_local_path(name) or os.path.exists(name):
         raise ValueError(f"{flag} {name}: no such folder. Pass a saved model folder or a Hub id such as owner/name.")
+
+
+def _some(keys, shown: int = 4) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") -> None:
+    """Raise ValueError, naming the keys, when the weights of a saved model `folder` do not fit the model its
+    config.json describes: weights it lacks (which loading would silently initialise at random), weights it has that
+    the model does not (a config claiming fewer layers), or weights of another shape. transformers' own loading
+    report decides (`output_loading_info`), on the meta device, so no tensor is read."""
+    import warnings
+
+    import torch
+    import transformers
+    from transformers import PretrainedConfig
+
+    from . import modeling_simplegpt
+
+    config = PretrainedConfig.get_config_dict(folder)[0]
+    if config.get("quantization_config"):  # a quantizer's own weight layout, which its loader checks
+        return
+    architectures = config.get("architectures") or []
+    cls = next((getattr(module, a, None) for a in architectures[:1] for module in (modeling_simplegpt, transformers)
+                if getattr(module, a, None) is not None), None)  # fmt: skip
+    if cls is None:  # an architecture neither we nor transformers know (remote code): nothing to compare with
+        return
+    verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()  # the refusal below says it once, with the keys
+    transformers.logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, info = cls.from_pretrained(folder, device_map=torch.device("meta"), output_loading_info=True,
+                                          ignore_mismatched_sizes=True)  # fmt: skip
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"config.json describes {len(info['missing_keys'])} weight(s) the file lacks "
+                        f"({_some(info['missing_keys'])}), which loading would fill with random values")  # fmt: skip
+    if info["unexpected_keys"]:
+        problems.append(f"the file holds {len(info['unexpected_keys'])} weight(s) the model of config.json has no "
+                        f"place for ({_some(info['unexpected_keys'])})")  # fmt: skip
+    if info["mismatched_keys"]:
+        shapes = [f"{k} {tuple(saved)} vs {tuple(expected)}" for k, saved, expected in info["mismatched_keys"]]
+        problems.append(f"{len(shapes)} weight(s) have another shape than config.json gives (file vs config: "
+                        f"{_some(shapes, 3)})")  # fmt: skip
+    if problems:
+        raise ValueError(f"{flag} {folder}: its config.json and its weights disagree: {'; '.join(problems)}. "
+                         "Was config.json edited, or copied from another model? Restore the config.json saved with "
+                         "these weights.")  # fmt: skip
 
 
 def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--model_name_or_path") -> dict:
@@ -425,7 +485,45 @@ def push_to_hub(
     files = hub_files(folder, extra_files, present=set(replacements))
     sources = {name: replacements.get(name, Path(folder) / name) for name in files}
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sources.items()]
-    info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message,
+                                 repo_type="model")  # fmt: skip
+    except Exception as error:
+        if not is_connection_error(error):
+            raise
+        raise HubUnreachableError(
+            f"The Hugging Face Hub at {api.endpoint} is unreachable ({type(error).__name__}), so nothing was "
+            f"uploaded to {repo_id}. The local folder {folder} is complete: upload it later with "
+            f"`hf upload {repo_id} {folder}`, or rerun with network access."
+        ) from error
     return str(getattr(info, "commit_url", info))
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hub could not be reached for an upload; the local output is complete."""
+
+
+# How the HTTP clients under huggingface_hub (httpx, or its fork httpx2) and the socket layer say "no connection".
+_CONNECTION_ERRORS = {"TransportError", "ConnectError", "ConnectTimeout", "NetworkError", "OfflineModeIsEnabled"}
+
+
+def is_connection_error(error: BaseException | None) -> bool:
+    """True when `error`, or an exception it was raised from, is a failure to reach a host (no network, DNS, refused,
+    timeout, offline mode) rather than an answer from the Hub (401, 404, ...)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ConnectionError, TimeoutError, socket_errors())) or any(
+            cls.__name__ in _CONNECTION_ERRORS for cls in type(error).__mro__
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def socket_errors() -> tuple[type[BaseException], ...]:
+    import socket
+
+    return (socket.gaierror, socket.timeout)

@@ -272,7 +272,7 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
         # graph (continuous batching on GPUs), where out-of-range indices are the caller's responsibility.
         if validate_inputs and not torch.compiler.is_compiling():
             if not (position_ids.is_cuda and torch.cuda.is_current_stream_capturing()):
-                self._check_values(input_ids, position_ids)
+                self._check_values(input_ids, position_ids, attention_mask)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -293,17 +293,30 @@ class SimpleGPTModel(SimpleGPTPreTrainedModel):
             )
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
-    def _check_values(self, input_ids: torch.Tensor | None, position_ids: torch.Tensor):
-        """Reject positions outside the position table and ids outside the vocabulary, reading the device once.
+    def _check_values(
+        self, input_ids: torch.Tensor | None, position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ):
+        """Reject positions outside the position table, ids outside the vocabulary and a 2-D attention mask holding
+        anything but 0 and 1, reading the device once.
 
         Out-of-range indices would otherwise fail inside the embedding lookup with an opaque error (a device-side
-        assert on GPUs). The four reductions are tiny; the cost is the host-device sync, so there is only one.
-        input_ids: (batch, seq) or None; position_ids: (batch or 1, seq).
+        assert on GPUs), and a mask of 2s (a segment id, a count) would silently be read as "attend". The reductions
+        are tiny; the cost is the host-device sync, so there is only one.
+        input_ids: (batch, seq) or None; position_ids: (batch or 1, seq); attention_mask: (batch, past + seq) or None.
         """
         extremes = list(torch.aminmax(position_ids)) if position_ids.numel() else [position_ids.new_zeros(())] * 2
+        mask_values = attention_mask is not None and attention_mask.ndim == 2 and attention_mask.numel() > 0
+        # One flag: does the mask hold a value other than 0 and 1? (Counted as a 0/1 long, stacked with the rest.)
+        extremes.append(((attention_mask != 0) & (attention_mask != 1)).any() if mask_values else extremes[0] * 0)
         if input_ids is not None and input_ids.numel():
             extremes += torch.aminmax(input_ids)
-        min_position, max_position, *id_range = torch.stack([x.long() for x in extremes]).tolist()
+        min_position, max_position, bad_mask, *id_range = torch.stack([x.long() for x in extremes]).tolist()
+        if bad_mask:
+            values = torch.unique(attention_mask.detach()).tolist()  # only on the error path: a second read is fine
+            raise ValueError(
+                f"attention_mask holds {[v for v in values if v not in (0, 1)][:5]}: it must hold 1 for tokens to "
+                "attend to and 0 for padding, nothing else (pass tokenizer(...)['attention_mask'])."
+            )
         if min_position < 0:
             raise ValueError(f"position_ids hold {min_position}; positions count from 0.")
         if max_position >= self.config.max_position_embeddings:

@@ -104,3 +104,27 @@ def differing_tokens(tokenizer, other, limit: int = 5) -> list[tuple[str, int]]:
     """Up to `limit` (token, id) pairs that one tokenizer has and the other has not: empty when they map every token
     to the same id. Two tokenizers of the same size trained on different text differ almost everywhere."""
     return sorted(set(tokenizer.get_vocab().items()) ^ set(other.get_vocab().items()))[:limit]
+
+
+def check_tokenizer_files(folder: str, flag: str) -> None:
+    """Raise ValueError naming the file when a saved tokenizer in `folder` is damaged (a truncated or garbage
+    tokenizer.json, a tokenizer_config.json that is not JSON): `AutoTokenizer.from_pretrained` would otherwise end in
+    a bare JSONDecodeError or KeyError naming no file."""
+    import json
+    import os
+
+    config = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as f:
+                json.load(f)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(f"{flag} {folder}: {config} is not valid JSON ({error}); the file is truncated or "
+                             "damaged. Restore it from where the folder came from.") from None  # fmt: skip
+    path = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(path):
+        try:
+            Tokenizer.from_file(path)
+        except Exception as error:  # the tokenizers library raises a bare Exception for any unreadable file
+            raise ValueError(f"{flag} {folder}: {path} is not a readable tokenizer ({error}); the file is truncated "
+                             "or damaged. Restore it from where the folder came from.") from None  # fmt: skip

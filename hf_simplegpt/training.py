@@ -5,6 +5,7 @@ The engines are transformers' `Trainer` and TRL's trainers; nothing here re-impl
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -212,6 +213,27 @@ def check_minimums(args, minimums: Mapping[str, int]) -> None:
             raise ValueError(f"--{name} {value} must be at least {least}{unset}.")
 
 
+def check_config_types(parser, config: Mapping[str, Any], path: str) -> None:
+    """Raise ValueError naming the key and the flag when a YAML value cannot be what an int, float or bool flag
+    takes (a list, a mapping, text). The parser takes YAML values as they are (only command-line strings are
+    converted), so without this check a `max_steps: [1, 2]` fails much later in a comparison that names nothing."""
+    # By the converter's name: TRL's parser has its own string_to_bool, and wraps `T | None` converters (same name).
+    kinds = {"int": "an integer", "float": "a number", "string_to_bool": "true or false"}
+    for action in parser._actions:
+        value, kind = config.get(action.dest), kinds.get(getattr(action.type, "__name__", None))
+        if value is None or kind is None:
+            continue
+        values = value if isinstance(value, list) and action.nargs in ("+", "*") else [value]
+        for item in values:
+            try:
+                if isinstance(item, (list, dict)) or (kind != kinds["string_to_bool"] and isinstance(item, bool)):
+                    raise ValueError
+                action.type(str(item))
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                raise ValueError(f"--config {path}: {action.dest}: {value!r} is not {kind}, which --{action.dest} "
+                                 "takes. Fix that line of the YAML file.") from None  # fmt: skip
+
+
 def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:
     """Parse `--config file.yaml` plus command-line flags into one instance per dataclass type.
 
@@ -235,6 +257,8 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
             raise ValueError(f"--config {args[at]} must hold a YAML mapping of flag: value, got {type(config).__name__}.")
         given |= set(config)
     parser = TrlParser(list(dataclass_types))
+    if "--config" in args:
+        check_config_types(parser, config, args[args.index("--config") + 1])
     fields = {f for t in dataclass_types for f in t.__dataclass_fields__}
     defaults = {k: v for k, v in hardware_defaults().items() if k in fields}
     if given & {"bf16", "fp16"}:

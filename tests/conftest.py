@@ -139,14 +139,6 @@ def real_mmlu() -> Path:
     return MMLU_DIR
 
 
-@pytest.fixture
-def shakespeare() -> Path:
-    """Tiny Shakespeare, a real 1.1 MB text (HF_SIMPLEGPT_SHAKESPEARE, default ../shared/data); skips where absent."""
-    if not SHAKESPEARE.is_file():
-        pytest.skip(f"no {SHAKESPEARE}: set HF_SIMPLEGPT_SHAKESPEARE to a copy of tinyshakespeare.txt")
-    return SHAKESPEARE
-
-
 # A miniature MMLU folder in the original layout: abstract_algebra without a header and with letter answers
 # (Hendrycks' files), marketing with a header row and 0-3 answers (the shared copy's format).
 MMLU_FIXTURE = {

@@ -204,6 +204,11 @@ CASES = [
     Case("model inputs", "model", "an attention mask shorter than the input",
          lambda m: m(ids(1, 2, 3), attention_mask=torch.ones(1, 2)),
          "attention_mask has shape (1, 2), expected (batch_size=1, past + current length=3)"),
+    Case("model inputs", "model", "an attention mask holding 2s", lambda m: m(ids(1, 2, 3), attention_mask=ids(1, 2, 1)),
+         "attention_mask holds [2]: it must hold 1 for tokens to attend to and 0 for padding"),
+    Case("model inputs", "model", "a float attention mask of 0.5s, training",
+         lambda m: m(ids(1, 2, 3), attention_mask=torch.full((1, 3), 0.5), labels=ids(1, 2, 3)),
+         "attention_mask holds [0.5]"),
     Case("model inputs", "model", "position_ids of another length",
          lambda m: m(ids(1, 2, 3), position_ids=torch.arange(2)[None]),
          "position_ids must have shape (batch or 1, seq=3)"),
@@ -232,6 +237,15 @@ CASES = [
     Case("combinations", "pretrain", "resume from a checkpoint that --overwrite_output_dir would remove",
          ("--output_dir", "{resumable}", "--resume_from_checkpoint", "true", "--overwrite_output_dir", "true"),
          "--overwrite_output_dir would remove"),
+    Case("combinations", "pretrain", "a YAML list where an integer goes", ("--config", "{list_yaml}"),
+         "max_steps: [1, 2] is not an integer, which --max_steps takes"),
+    Case("combinations", "pretrain", "a YAML word where a number goes", ("--config", "{word_yaml}"),
+         "learning_rate: 'fast' is not a number, which --learning_rate takes"),
+    Case("combinations", "pretrain", "a --model_name_or_path with a truncated tokenizer.json",
+         ("--model_name_or_path", "{truncated_tokenizer}", "--max_position_embeddings", "64"),
+         "{truncated_tokenizer}/tokenizer.json is not a readable tokenizer"),
+    Case("combinations", "pretrain", "a --tokenizer_name whose tokenizer.json is garbage",
+         ("--tokenizer_name", "{garbage_tokenizer}"), "{garbage_tokenizer}/tokenizer.json is not a readable tokenizer"),
     Case("combinations", "pretrain", "--streaming without --dataset_name",
          ("--streaming", "true"), "--streaming applies to Hub datasets"),
     Case("combinations", "pretrain", "--dataset_name and --train_file", ("--dataset_name", "wikitext"),
@@ -273,6 +287,15 @@ CASES = [
          "holds a config.json but no weights"),
     Case("evaluation", "evaluate", "a model folder that does not exist", ("--model_name_or_path", "{missing}/model"),
          "no such folder"),
+    Case("evaluation", "evaluate", "a config.json claiming more layers than the weights hold",
+         ("--model_name_or_path", "{more_layers}"),
+         "its config.json and its weights disagree: config.json describes 16 weight(s) the file lacks "
+         "(model.layers.2.attention_norm.bias"),
+    Case("evaluation", "evaluate", "a config.json claiming fewer layers than the weights hold",
+         ("--model_name_or_path", "{fewer_layers}"),
+         "the file holds 16 weight(s) the model of config.json has no place for (model.layers.1.attention_norm.bias"),
+    Case("evaluation", "evaluate", "a tokenizer_config.json that is not JSON", ("--model_name_or_path", "{broken_tokenizer_config}"),
+         "{broken_tokenizer_config}/tokenizer_config.json is not valid JSON"),
     Case("evaluation", "evaluate", "a context too short for the prompts (a warning)",
          ("--model_name_or_path", "{short_model}", "--num_fewshot", "1"),
          "20 of 20 scored requests are longer than the model's 16-token context", warns=True),
@@ -330,6 +353,12 @@ CASES = [
     Case("output paths", "prune", "--output_dir = the source model folder", ("--output_dir", "{model}"),
          "is the folder this job reads its model from"),
     Case("combinations", "serve", "MODEL_DIR that does not exist", ("{missing}/model",), "no such folder"),
+    Case("combinations", "serve", "MODEL_DIR whose config.json claims more layers", ("{more_layers}",),
+         "its config.json and its weights disagree"),
+    Case("combinations", "sft", "a config.json whose MLP width is not the weights'", ("--model_name_or_path", "{wider_config}"),
+         "weight(s) have another shape than config.json gives (file vs config: model.layers.0.mlp.down_proj.weight"),
+    Case("combinations", "quantize", "a config.json claiming fewer layers", ("--model_name_or_path", "{fewer_layers}"),
+         "its config.json and its weights disagree"),
     Case("data files", "contrastive", "text rows, not pairs", ("--train_file", "{text_jsonl}"),
          "lacks the column(s) ['anchor', 'positive']"),
     Case("data files", "contrastive", "row 9: an empty positive", ("--train_file", "{anchors_empty_positive}"),
@@ -388,6 +417,22 @@ def paths(tmp_path_factory, corpus):
     p["no_weights"] = str(root / "no_weights")
     os.makedirs(p["no_weights"])
     shutil.copy(root / "model" / "config.json", p["no_weights"])
+    # Folders whose config.json and weights disagree, and damaged tokenizer files.
+    for name, edit in (("more_layers", {"num_hidden_layers": 3}), ("fewer_layers", {"num_hidden_layers": 1}),
+                       ("wider_config", {"intermediate_size": 64})):  # fmt: skip
+        folder = shutil.copytree(root / "model", root / name)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **edit}))
+        p[name] = str(folder)
+    for name, damaged, content in (("truncated_tokenizer", "tokenizer.json", None),
+                                   ("garbage_tokenizer", "tokenizer.json", "not a tokenizer"),
+                                   ("broken_tokenizer_config", "tokenizer_config.json", '{"model_max_length": 64,')):  # fmt: skip
+        folder = shutil.copytree(root / "model", root / name)
+        text = (folder / damaged).read_text()
+        (folder / damaged).write_text(text[: len(text) // 2] if content is None else content)
+        p[name] = str(folder)
+    p["list_yaml"] = file("list.yaml", Path(PRETRAIN_TINY).read_text().replace("max_steps: 10", "max_steps: [1, 2]"))
+    p["word_yaml"] = file("word.yaml", Path(PRETRAIN_TINY).read_text().replace("learning_rate: 1.0e-3", "learning_rate: fast"))
     p["adapter"] = file("adapter/adapter_config.json", "{}").rsplit("/", 1)[0]
     p["empty_dir"] = str(root / "empty_dir")
     os.makedirs(p["empty_dir"])
@@ -530,7 +575,11 @@ def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, cap
             VERDICTS[key] = "silent"
             case.args(make_model(tiny_tokenizer).eval())
     else:
-        args = base_args(case.job, paths, str(tmp_path / "out")) + [a.format(**paths) for a in case.args]
+        args = base_args(case.job, paths, str(tmp_path / "out"))
+        if "--config" in case.args:  # the case's config replaces the job's own
+            at = args.index("--config")
+            del args[at : at + 2]
+        args += [a.format(**paths) for a in case.args]
         main = importlib.import_module(JOB_MODULES[case.job]).main
         if case.warns:
             with caplog.at_level(logging.WARNING):

@@ -178,3 +178,38 @@ def test_a_missing_local_model_folder_is_named_before_the_hub_is_tried(tmp_path,
         check_model_source("outputs")
     check_model_source(str(model_dir))  # a saved model
     check_model_source("openai-community/gpt2")  # looks like a Hub id: left to from_pretrained
+
+
+@pytest.mark.parametrize("how", ["refused", "offline"])
+def test_an_unreachable_hub_is_named_and_the_local_folder_kept(model_dir, monkeypatch, how):
+    """No network: one line naming the Hub's host and saying the folder is complete, in seconds, not the HTTP
+    client's ConnectError after its retries."""
+    from huggingface_hub import constants
+
+    from hf_simplegpt.hub import HubUnreachableError
+
+    if how == "refused":  # a port nothing listens on: the connection is refused, as with no route to the Hub
+        monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    else:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    before = sorted(p.name for p in model_dir.iterdir())
+    with pytest.raises(HubUnreachableError) as error:
+        push_to_hub(model_dir, "someone/model", token="hf_unused")
+    message = str(error.value)
+    host = "http://127.0.0.1:9" if how == "refused" else constants.ENDPOINT
+    assert f"The Hugging Face Hub at {host} is unreachable" in message and "\n" not in message
+    assert f"The local folder {model_dir} is complete" in message and f"hf upload someone/model {model_dir}" in message
+    assert sorted(p.name for p in model_dir.iterdir()) == before
+
+
+def test_a_pretraining_run_whose_push_finds_no_hub_keeps_its_model(tmp_path, corpus, monkeypatch):
+    from huggingface_hub import constants
+
+    from hf_simplegpt.hub import HubUnreachableError
+    from tests.conftest import run_pretrain
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(HubUnreachableError, match="is unreachable"):
+        run_pretrain(tmp_path, corpus, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "me/tiny",
+                     "--report_to", "none", "--num_sample_generations", "0")  # fmt: skip
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {p.name for p in (tmp_path / "out").iterdir()}

@@ -761,7 +761,7 @@ def test_generate_reads_values_back_for_the_prompt_only_but_direct_calls_are_alw
             prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
             cache_implementation=cache_implementation,
         )
-        assert [ids.shape for ids, _ in checked] == [(2, 5)]  # no device read per new token
+        assert [args[0].shape for args in checked] == [(2, 5)]  # no device read per new token
         assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
     cache = DynamicCache(config=model.config)
     model(prompt, cache=cache, use_cache=True)

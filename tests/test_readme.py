@@ -2,8 +2,8 @@
 
 A code block is skipped only when the line above it says why: `<!-- not run by tests: reason -->`. Inputs the README
 assumes the reader has are made here: `my_corpus.txt` is Tiny Shakespeare (a real text; a public-domain excerpt is
-used where it is absent), `my_held_out.txt` its last 20,000 characters, and `outputs/pretrain-default` a small model
-standing in for the Quickstart's output.
+used where it is absent) but its last tenth, `my_held_out.txt` that last tenth, and `outputs/pretrain-default` a small
+model standing in for the Quickstart's output, with the generation_config pretraining saves (sampling).
 """
 
 import json
@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
+from hf_simplegpt.generation import set_sampling_defaults
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 from tests.conftest import REPO_ROOT, SHAKESPEARE, TINY_CORPUS
 
@@ -62,13 +63,16 @@ def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clone")
     (root / "recipes").symlink_to(REPO_ROOT / "recipes")
     corpus = SHAKESPEARE.read_text() if SHAKESPEARE.is_file() else (EXCERPT + "\n") * 40 + "\n\n".join(TINY_CORPUS)
-    (root / "my_corpus.txt").write_text(corpus)
-    (root / "my_held_out.txt").write_text(corpus[-20_000:])  # text to measure perplexity on
+    cut = len(corpus) - len(corpus) // 10
+    (root / "my_corpus.txt").write_text(corpus[:cut])
+    (root / "my_held_out.txt").write_text(corpus[cut:])  # text the model does not train on
     tokenizer = train_tokenizer(TINY_CORPUS, vocab_size=300, model_max_length=128)
     torch.manual_seed(0)
     config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4, max_seq_len=128,
                              **special_token_ids(tokenizer))  # fmt: skip
-    SimpleGPTForCausalLM(config).save_pretrained(root / "outputs" / "pretrain-default")
+    model = SimpleGPTForCausalLM(config)
+    set_sampling_defaults(model)  # what `hf-simplegpt pretrain` saves
+    model.save_pretrained(root / "outputs" / "pretrain-default")
     tokenizer.save_pretrained(root / "outputs" / "pretrain-default")
     return root
 
@@ -81,14 +85,19 @@ def run_block(lang: str, code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_readme_examples_run_as_written(workspace):
-    ran = 0
+    ran, printed = 0, {}
     for lang, code, reason in code_blocks(REPO_ROOT / "README.md"):
         if reason or lang not in ("bash", "python"):
             continue
         result = run_block(lang, code, workspace)
         assert result.returncode == 0, f"README block failed:\n{code}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+        printed[code] = result.stdout
         ran += 1
     assert ran >= 4
+    # The pipeline example, with the folder's defaults, prints its prompt and then text, not only whitespace.
+    (pipeline_out,) = [out for code, out in printed.items() if 'pipeline("text-generation"' in code]
+    assert pipeline_out.startswith("The for statement")
+    assert pipeline_out[len("The for statement"):].strip(), repr(pipeline_out)
     # What the examples claim: the tiny run wrote its samples and card, SFT merged, evaluation wrote results.
     assert (workspace / "outputs" / "tiny" / "README.md").is_file()
     assert "Sample continuations" in (workspace / "outputs" / "tiny" / "README.md").read_text()

@@ -158,9 +158,20 @@ def load_hub(subjects: Iterable[str] | None = None, need_dev: bool = True) -> li
     """Subjects from the Hub dataset `cais/mmlu` (needs network access)."""
     from datasets import load_dataset
 
+    from ..hub import is_connection_error
+
     loaded = []
     for name in _check_subjects(subjects, SUBJECTS):
-        ds = load_dataset(HUB_DATASET, name)
+        try:
+            ds = load_dataset(HUB_DATASET, name)
+        except Exception as error:
+            if not is_connection_error(error):
+                raise
+            raise ValueError(
+                f"MMLU comes from the Hub dataset {HUB_DATASET} when --mmlu_data_dir is not given, and the Hub is "
+                f"unreachable ({type(error).__name__}). Pass --mmlu_data_dir DIR, a local copy in the original "
+                "layout (DIR/dev/*_dev.csv, DIR/test/*_test.csv), or rerun with network access."
+            ) from None
         to_q = lambda rows: tuple(Question(r["question"], tuple(r["choices"]), int(r["answer"])) for r in rows)  # noqa: E731
         loaded.append(Subject(name, to_q(ds["dev"]) if need_dev else (), to_q(ds["test"])))
     return loaded

@@ -20,7 +20,7 @@ from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
 from hf_simplegpt import safeguards
 from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
-from hf_simplegpt.generation import generate
+from hf_simplegpt.generation import SAMPLING_DEFAULTS, generate, set_sampling_defaults
 from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
 from hf_simplegpt.pretraining import (
     BatchFingerprintCallback,
@@ -116,6 +116,8 @@ def main(argv=None) -> dict:
 
     train_result = run.train(trainer)
     ready_for_inference(trainer.model)
+    if not model_args.model_name_or_path:  # a continued model keeps its folder's decoding
+        set_sampling_defaults(trainer.model)
     trainer.save_model()  # model (safetensors) + custom code + tokenizer + generation config
     trainer.save_state()  # trainer_state.json with the full log history
     # Under every engine (DDP, DeepSpeed ZeRO-2/3, FSDP) the folder must hold the trained model: check on real blocks.
@@ -141,8 +143,7 @@ def main(argv=None) -> dict:
         with loading_on_one_process():
             saved = model_args.auto_class.from_pretrained(out).to(training_args.device)
         prompts = SAMPLE_PROMPTS[: model_args.num_sample_generations]
-        continuations = generate(saved, tokenizer, prompts, max_new_tokens=40, do_sample=True, temperature=0.8,
-                                 top_k=50, seed=0)  # fmt: skip
+        continuations = generate(saved, tokenizer, prompts, max_new_tokens=40, seed=0, **SAMPLING_DEFAULTS)
         samples = [prompt + text for prompt, text in zip(prompts, continuations)]
         for text in samples:
             print(f"--- sample ---\n{text}")

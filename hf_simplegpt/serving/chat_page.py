@@ -12,6 +12,7 @@ shows the server's message in the page.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Iterator
 
 DEFAULT_MAX_TOKENS = 128
@@ -25,14 +26,18 @@ def message_text(content) -> str:
     return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in parts)
 
 
-def stream_reply(client, model: str, message: str, history: list[dict], max_tokens: int, temperature: float,
-                 ) -> Iterator[str]:  # fmt: skip
+def stream_reply(client, model: str, message: str, history: list[dict], max_tokens: int,
+                 temperature: float | None = None, top_p: float | None = None) -> Iterator[str]:  # fmt: skip
     """The reply to `message` after `history` (gradio's [{"role", "content"}]), as the growing text after each
-    streamed chunk."""
+    streamed chunk. `temperature`/`top_p` None: the server decodes as the model's generation_config says; top_p is
+    sent only with a temperature above 0 (OpenAI's API reads top_p < 1 as sampling)."""
     messages = [{"role": turn["role"], "content": message_text(turn["content"])} for turn in history]
     messages.append({"role": "user", "content": message})
-    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=int(max_tokens),
-                                            temperature=float(temperature), stream=True)  # fmt: skip
+    sampling = {} if temperature is None else {"temperature": float(temperature)}
+    if top_p is not None and sampling.get("temperature", 1.0) > 0:
+        sampling["top_p"] = float(top_p)
+    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=int(max_tokens), stream=True,
+                                            **sampling)  # fmt: skip
     text = ""
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -40,17 +45,39 @@ def stream_reply(client, model: str, message: str, history: list[dict], max_toke
             yield text
 
 
+def sampling_defaults(model: str | None) -> dict[str, float]:
+    """The page's starting temperature and top_p: those of `model`'s generation_config.json when `model` is a local
+    folder (temperature 0 for a greedy one), else the project's `SAMPLING_DEFAULTS`, which pretraining saves."""
+    from transformers import GenerationConfig
+
+    from ..generation import SAMPLING_DEFAULTS
+
+    config = None
+    if model and os.path.isfile(os.path.join(model, "generation_config.json")):
+        config = GenerationConfig.from_pretrained(model)
+    if config is None:
+        return {"temperature": SAMPLING_DEFAULTS["temperature"], "top_p": SAMPLING_DEFAULTS["top_p"]}
+    if not config.do_sample:
+        return {"temperature": 0.0, "top_p": 1.0}
+    return {"temperature": float(config.temperature or 1.0), "top_p": float(config.top_p or 1.0)}
+
+
 def build_chat_page(base_url: str, model: str | None = None, title: str | None = None):
-    """A gradio `ChatInterface` that chats with `model` (default: the first the server lists) at `base_url`."""
+    """A gradio `ChatInterface` that chats with `model` (default: the first the server lists) at `base_url`, starting
+    from the model folder's own sampling settings (`sampling_defaults`)."""
     import gradio as gr
     import openai
 
     client = openai.OpenAI(base_url=base_url, api_key="none")  # local servers take any key
+    defaults, from_folder = sampling_defaults(model), bool(model) and os.path.isdir(model)
 
-    def respond(message: str, history: list[dict], max_tokens: int, temperature: float):
+    def respond(message: str, history: list[dict], max_tokens: int, temperature: float, top_p: float):
+        if from_folder and {"temperature": temperature, "top_p": top_p} == defaults:
+            # The folder's own decoding: sent as nothing, so the server may batch the request with others.
+            temperature = top_p = None
         try:
             name = model or client.models.list().data[0].id
-            yield from stream_reply(client, name, message, history, max_tokens, temperature)
+            yield from stream_reply(client, name, message, history, max_tokens, temperature, top_p)
         except openai.APIStatusError as error:  # show the server's reason (a 4xx names the problem) in the page
             raise gr.Error(f"The server refused the request ({error.status_code}): {error.message}") from error
         except openai.APIConnectionError as error:
@@ -62,7 +89,8 @@ def build_chat_page(base_url: str, model: str | None = None, title: str | None =
         description=f"Replies stream from the OpenAI-compatible endpoint {base_url}.",
         additional_inputs=[
             gr.Slider(1, 1024, value=DEFAULT_MAX_TOKENS, step=1, label="max_tokens"),
-            gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0: greedy)"),
+            gr.Slider(0.0, 2.0, value=defaults["temperature"], step=0.05, label="temperature (0: greedy)"),
+            gr.Slider(0.05, 1.0, value=defaults["top_p"], step=0.05, label="top_p"),
         ],
         analytics_enabled=False,
     )

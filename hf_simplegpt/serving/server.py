@@ -7,19 +7,24 @@
 
 It is transformers' own serving app (`transformers serve`) with continuous batching on, configured for SimpleGPT
 (see hf_simplegpt/serving/app.py for what is added and why). The model name clients send is MODEL_DIR as given.
-Ctrl+C (SIGINT) or SIGTERM finishes the requests in flight, stops the batching thread and exits with status 0.
+Ctrl+C (SIGINT) or SIGTERM finishes the requests in flight (waiting GRACEFUL_SHUTDOWN_S at most), stops the batching
+thread and exits with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from contextlib import asynccontextmanager
 from dataclasses import fields
 
 from hf_simplegpt.contrastive import is_encoder_folder
-from hf_simplegpt.serving.app import ServeOptions, build_app, check_model_dir
+from hf_simplegpt.serving.app import GRACEFUL_SHUTDOWN_S, Guard, ServeOptions, build_app, check_model_dir
+from hf_simplegpt.serving.checks import Limits
+
+API_KEY_ENV = "HF_SIMPLEGPT_API_KEY"
 
 logger = logging.getLogger(__name__)
 
@@ -35,20 +40,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", help="auto (the folder's), float32, bfloat16, float16")
     parser.add_argument("--attn_implementation", default=None, help="sdpa, eager, flash_attention_2, ...")
     parser.add_argument("--cb_num_blocks", type=int, default=None,
-                        help="paged-cache blocks (256 tokens each); default on a CPU: 32 full-context sequences, "
-                        "on a GPU: sized from free memory")  # fmt: skip
+                        help="paged-cache blocks (--cb_page_size tokens each); default on a CPU: 32 full-context "
+                        "sequences, on a GPU: sized from free memory")  # fmt: skip
+    parser.add_argument("--cb_page_size", type=int, default=32,
+                        help="tokens per paged-cache block; prompts share a cached prefix in whole blocks")  # fmt: skip
     parser.add_argument("--cb_max_batch_tokens", type=int, default=None,
                         help="tokens per continuous-batching step; default on a CPU: 512")  # fmt: skip
     parser.add_argument("--chat", action="store_true", help="also serve a chat page (gradio) at /chat")
     parser.add_argument("--ray", action="store_true", help="serve with Ray Serve (pip install -e '.[ray]')")
     parser.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas of the model (with --ray)")
+    parser.add_argument("--no_prefix_cache", dest="prefix_cache", action="store_false",
+                        help="recompute every prompt (by default a prompt prefix already in the cache is reused)")  # fmt: skip
+    parser.add_argument("--api_key", default=os.environ.get(API_KEY_ENV),
+                        help=f"require `Authorization: Bearer KEY` on every route but /health (default: ${API_KEY_ENV})")  # fmt: skip
+    parser.add_argument("--allow_model_dir", default=None, metavar="DIR",
+                        help="turn on /load_model and /reset, and let requests name model folders, under DIR only")  # fmt: skip
+    limits = Limits()
+    parser.add_argument("--max_body_bytes", type=int, default=limits.max_body_bytes, help="largest request body")
+    parser.add_argument("--max_prompt_tokens", type=int, default=None, help="longest prompt (default: the context)")
+    parser.add_argument("--max_stop_strings", type=int, default=limits.max_stop_strings, help="stop strings a request may send")
+    parser.add_argument("--max_stop_chars", type=int, default=limits.max_stop_chars, help="characters per stop string")
     parser.add_argument("--log_level", default="warning", help="transformers' log level: info, warning, error")
     return parser
 
 
 def options_from(args: argparse.Namespace) -> ServeOptions:
-    """The ServeOptions of the flags of the same names."""
-    return ServeOptions(**{field.name: getattr(args, field.name) for field in fields(ServeOptions)})
+    """The ServeOptions (and their Limits) of the flags of the same names."""
+    limits = Limits(**{field.name: getattr(args, field.name) for field in fields(Limits) if hasattr(args, field.name)})
+    names = [field.name for field in fields(ServeOptions) if field.name not in ("limits", "open_paths")]
+    open_paths = ("/chat",) if getattr(args, "chat", False) else ()
+    return ServeOptions(limits=limits, open_paths=open_paths, **{name: getattr(args, name) for name in names})
 
 
 def stop_generation_on_shutdown(app) -> None:
@@ -86,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.ray and args.chat:
         raise ValueError("--chat serves the page from the server's own process; with --ray run the page beside it: "
                          f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}")  # fmt: skip
+    if args.api_key is not None and args.chat:
+        raise ValueError("--chat serves a page without a key; with --api_key run the page beside the server: "
+                         f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}")  # fmt: skip
+    for name in ("max_body_bytes", "max_stop_strings", "max_stop_chars", "max_prompt_tokens", "cb_page_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name} {getattr(args, name)}: pass 1 or more.")
     check_model_dir(args.model_dir)
     embeddings = is_encoder_folder(args.model_dir)  # a sentence encoder answers /v1/embeddings instead of generating
     if embeddings and (args.ray or args.chat):
@@ -108,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
         from hf_simplegpt.serving.embeddings import build_embeddings_app
 
         app = build_embeddings_app(args.model_dir, args.device)
+        app.add_middleware(Guard, api_key=args.api_key, max_body_bytes=args.max_body_bytes)  # as build_app's routes
     else:
         app = build_app(args.model_dir, options_from(args))
         stop_generation_on_shutdown(app)
@@ -115,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         from hf_simplegpt.serving.chat_page import mount_chat_page
 
         mount_chat_page(app, local_base_url(args.host, args.port), model=args.model_dir)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # fmt: skip
+    server = uvicorn.Server(config)
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn raises Ctrl+C again after its graceful shutdown

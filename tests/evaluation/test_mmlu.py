@@ -146,3 +146,22 @@ def test_real_mmlu_layout(real_mmlu):
     assert build_context(algebra.name, (), algebra.test[0]).startswith(
         "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
     )
+
+
+def test_mmlu_from_the_hub_offline_names_the_local_flag(tmp_path, tiny_model, tiny_tokenizer, monkeypatch):
+    """The README's `evaluate --config recipes/configs/evaluate_mmlu.yaml` on a machine without the Hub: an error that
+    names --mmlu_data_dir, not the datasets library's ConnectionError."""
+    import datasets
+    from huggingface_hub import constants
+
+    from hf_simplegpt.recipes import eval as eval_recipe
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")  # nothing cached from before
+    tiny_model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError) as error:
+        eval_recipe.main(["--config", "recipes/configs/evaluate_mmlu.yaml", "--model_name_or_path", str(tmp_path / "model"),
+                          "--output_dir", str(tmp_path / "eval"), "--subjects", "marketing"])  # fmt: skip
+    assert "the Hub is unreachable" in str(error.value) and "Pass --mmlu_data_dir DIR" in str(error.value)

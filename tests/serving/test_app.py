@@ -1,14 +1,16 @@
-"""hf_simplegpt.serving.app without a server process: stop strings in streams, which requests continuous batching
-serves, and a torchao-quantized folder served in-process."""
+"""hf_simplegpt.serving.app and .sampling without a server process: stop strings in streams, the per-row sampling
+step of the continuous batch, and a torchao-quantized folder served in-process."""
 
 import asyncio
 import importlib.util
 
 import pytest
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_simplegpt.generation import generate
-from hf_simplegpt.serving.app import StopAtStrings, batchable, build_app, decode_as_streamed
+from hf_simplegpt.serving.app import StopAtStrings, build_app, decode_as_streamed
+from hf_simplegpt.serving.sampling import Decoding, choose_tokens
 
 
 def drain(chunks: list, stops: list[str]) -> list:
@@ -48,12 +50,62 @@ def test_a_whole_reply_is_decoded_as_its_stream_is(tiny_tokenizer):
     assert decode_as_streamed(tiny_tokenizer, cut) == "naïve caf"
 
 
-def test_continuous_batching_serves_only_the_requests_it_decodes_exactly():
-    greedy, sampling = GenerationConfig(do_sample=False), GenerationConfig(do_sample=True, temperature=0.7)
-    assert batchable({"max_tokens": 5}, greedy) and batchable({"temperature": 0}, greedy)
-    assert batchable({}, sampling) and not batchable({"temperature": 0}, sampling)
-    for own in ({"temperature": 0.5}, {"top_p": 0.9}, {"seed": 1}, {"stop": "."}, {"generation_config": "{}"}):
-        assert not batchable(own, greedy), own
+def draws(decoding_of, rows: int, steps: int, logits_of) -> list[list[int]]:
+    """The tokens `choose_tokens` picks for each of `rows` rows over `steps` steps."""
+    decodings = [decoding_of(row) for row in range(rows)]
+    out = [[] for _ in range(rows)]
+    for step in range(steps):
+        tokens, _ = choose_tokens(logits_of(step, rows), decodings, [([], out[row]) for row in range(rows)])
+        for row, token in enumerate(tokens.tolist()):
+            out[row].append(token)
+    return out
+
+
+def test_a_seeded_row_draws_the_same_tokens_alone_and_in_any_batch():
+    torch.manual_seed(0)
+    table = torch.randn(40, 64, 50)  # logits of step, row, token
+
+    def logits_of(step, rows):
+        return table[step, :rows]
+
+    def mixed(row):  # row 0: the seeded request; the others a mix of greedy, seeded and unseeded sampling
+        if row == 0:
+            return Decoding(do_sample=True, temperature=0.9, top_p=0.9, top_k=20, seed=7)
+        return [Decoding(), Decoding(do_sample=True, seed=row), Decoding(do_sample=True, temperature=1.5),
+                Decoding(do_sample=True, frequency_penalty=1.0, logit_bias={3: 5.0})][row % 4]  # fmt: skip
+
+    alone = draws(mixed, 1, 40, logits_of)[0]
+    assert draws(mixed, 32, 40, logits_of)[0] == alone
+    assert draws(mixed, 5, 40, logits_of)[0] == alone
+    other_seed = draws(lambda row: Decoding(do_sample=True, temperature=0.9, top_p=0.9, top_k=20, seed=8), 1, 40,
+                       logits_of)[0]  # fmt: skip
+    assert other_seed != alone
+
+
+def test_each_row_keeps_its_own_decoding_settings():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 50)
+    greedy = logits.argmax(-1)
+    decodings = [Decoding(), Decoding(do_sample=True, top_k=1, seed=1), Decoding(do_sample=True, top_p=1e-6, seed=2),
+                 Decoding(logit_bias={7: 100.0}), Decoding(do_sample=True, temperature=1e-4, seed=3),
+                 Decoding(do_sample=True, seed=4)]  # fmt: skip
+    tokens, logprobs = choose_tokens(logits.clone(), decodings, [([], [])] * 6)
+    assert logprobs is None
+    # Greedy, top_k=1, top_p -> 0 and temperature -> 0 all give the most likely token; logit_bias +100 forces one.
+    assert tokens[[0, 1, 2, 4]].tolist() == greedy[[0, 1, 2, 4]].tolist() and tokens[3] == 7
+    # Penalties: a token seen n times loses frequency_penalty * n + presence_penalty; repetition_penalty divides.
+    row = torch.zeros(1, 5)
+    row[0, 2], row[0, 4] = 2.0, 1.0
+    seen = ([], [2, 2])
+    assert choose_tokens(row.clone(), [Decoding(frequency_penalty=0.6)], [seen])[0].item() == 4  # 2 - 1.2 < 1
+    assert choose_tokens(row.clone(), [Decoding(presence_penalty=0.6)], [seen])[0].item() == 2  # 2 - 0.6 > 1
+    assert choose_tokens(row.clone(), [Decoding(repetition_penalty=2.5)], [seen])[0].item() == 4  # 2 / 2.5 < 1
+    # The sampled row's draws follow its distribution: with seeds 0..1999, token frequencies match the softmax.
+    probs = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    counts = torch.zeros(3)
+    for seed in range(2000):
+        counts[choose_tokens(probs.clone(), [Decoding(do_sample=True, seed=seed)], [([], [])])[0].item()] += 1
+    assert torch.allclose(counts / 2000, torch.tensor([0.5, 0.3, 0.2]), atol=0.04)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed")

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reas
 
 
 def reply_to(client, server, messages) -> str:
-    """The server's reply with the page's default settings (128 new tokens, temperature 0)."""
+    """The server's reply with the page's default settings for the test server's greedy folder (128 new tokens,
+    temperature 0)."""
     return client.chat.completions.create(model=server.model, messages=messages, max_tokens=128,
                                           temperature=0.0).choices[0].message.content  # fmt: skip
 
@@ -43,6 +44,21 @@ def test_the_page_streams_the_reply_to_the_whole_conversation(client, server):
                                                          temperature=0.0).choices[0].message.content  # fmt: skip
 
 
+def test_the_page_starts_from_the_folders_sampling_settings(tmp_path):
+    from transformers import GenerationConfig
+
+    from hf_simplegpt.generation import SAMPLING_DEFAULTS
+    from hf_simplegpt.serving.chat_page import sampling_defaults
+
+    GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9).save_pretrained(tmp_path / "sampling")
+    GenerationConfig(do_sample=False).save_pretrained(tmp_path / "greedy")
+    assert sampling_defaults(str(tmp_path / "sampling")) == {"temperature": 0.7, "top_p": 0.9}
+    assert sampling_defaults(str(tmp_path / "greedy")) == {"temperature": 0.0, "top_p": 1.0}
+    # chat-ui before a server that is not a folder here: what pretraining saves.
+    expected = {"temperature": SAMPLING_DEFAULTS["temperature"], "top_p": SAMPLING_DEFAULTS["top_p"]}
+    assert sampling_defaults(None) == sampling_defaults("someone/model") == expected
+
+
 def test_chat_ui_puts_the_page_before_a_running_server(client, server, monkeypatch):
     """`hf-simplegpt chat-ui --base_url ...` (its main, in this process, returning where it would wait for Ctrl+C),
     asked through gradio's own client as the page asks it."""
@@ -56,7 +72,7 @@ def test_chat_ui_puts_the_page_before_a_running_server(client, server, monkeypat
     page = chat_page.main(["--base_url", server.base_url, "--port", str(port)])
     try:
         asked = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
-        answer = asked.predict("The quick brown fox", 24, 0.0, api_name="/respond")
+        answer = asked.predict("The quick brown fox", 24, 0.0, 1.0, api_name="/respond")
     finally:
         page.close()
     expected = client.chat.completions.create(model=server.model, max_tokens=24, temperature=0.0,

@@ -41,14 +41,20 @@ def chat(client, server, messages, **settings):
     return client.chat.completions.create(model=server.model, messages=messages, **settings)
 
 
-def streamed(client, server, messages, **settings) -> tuple[str, str, object]:
-    """(text, finish_reason, usage) of a streamed chat completion, from its chunks."""
+def streamed(client, server, messages, include_usage=True, **settings) -> tuple[str, str, object]:
+    """(text, finish_reason, usage) of a streamed chat completion, from its chunks. As in OpenAI's API, usage comes
+    only when asked for, alone in the last chunk (no choices)."""
     text, finish_reason, usage = "", None, None
-    for chunk in chat(client, server, messages, stream=True, **settings):
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    chunks = list(chat(client, server, messages, stream=True, **options, **settings))
+    for chunk in chunks:
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
             finish_reason = chunk.choices[0].finish_reason or finish_reason
-        usage = chunk.usage or usage
+            assert chunk.usage is None
+    if include_usage:
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        usage = chunks[-1].usage
     return text, finish_reason, usage
 
 
@@ -104,6 +110,7 @@ def test_streamed_text_equals_non_streamed(client, server, settings):
     reply = chat(client, server, messages, max_tokens=40, **settings)
     text, finish_reason, usage = streamed(client, server, messages, max_tokens=40, **settings)
     assert text == reply.choices[0].message.content and text
+    assert streamed(client, server, messages, include_usage=False, max_tokens=40, **settings) == (text, finish_reason, None)
     assert finish_reason == reply.choices[0].finish_reason
     assert usage.completion_tokens == reply.usage.completion_tokens and usage.prompt_tokens == reply.usage.prompt_tokens
 
@@ -152,7 +159,7 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
         ({**ok, "messages": [{"role": "robot", "content": "hi"}]}, "chat/completions", 400, "Unknown chat role robot"),
         ({**ok, "max_tokens": 0}, "chat/completions", 400, "`max_tokens` must be a positive integer, got 0"),
         ({**ok, "max_tokens": -3}, "chat/completions", 400, "`max_tokens` must be a positive integer, got -3"),
-        ({**ok, "temperature": -1}, "chat/completions", 400, "`temperature` must be a number >= 0"),
+        ({**ok, "temperature": -1}, "chat/completions", 400, "`temperature` must be a number in [0, 2], got -1"),
         ({**ok, "top_p": 0}, "chat/completions", 400, "`top_p` must be a number in (0, 1]"),
         ({**ok, "n": 2}, "chat/completions", 400, "one choice per request"),
         ({**ok, "stop": 5}, "chat/completions", 400, "`stop` must be a non-empty string"),
@@ -173,6 +180,55 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
     model, tokenizer = local
     reply = chat(client, server, CONVERSATIONS[2], max_tokens=12)
     assert reply.choices[0].message.content == greedy(model, tokenizer, CONVERSATIONS[2], 12)[0]
+
+
+def test_a_reply_does_not_depend_on_the_requests_batched_with_it(client, server):
+    """A seeded sampled request and a greedy one give the same text alone and inside a batch of 32 mixed requests
+    (greedy, sampled with and without seeds, top_k/top_p, penalties, logit_bias, stop strings, streamed or not), all
+    decoded together by continuous batching, each with its own settings. (Throughput is measured in
+    benchmarks/serve_load.py, not asserted here.)"""
+    seeded = {"temperature": 0.9, "top_p": 0.95, "seed": 1234}
+    mixed = [{}, {"temperature": 1.0}, {"temperature": 0.7, "seed": 5, "top_k": 20}, {"frequency_penalty": 1.5},
+             {"presence_penalty": 1.0, "temperature": 0.5}, {"logit_bias": {"40": 5}}, {"stop": ["e"]},
+             {"temperature": 1.2, "seed": 9, "stop": ["a", "o"]}]  # fmt: skip
+
+    def ask(settings, stream=False):
+        settings = {**settings}
+        if "top_k" in settings:  # not a parameter of the openai client: sent as vLLM clients send it
+            settings["extra_body"] = {"top_k": settings.pop("top_k")}
+        if stream:
+            return streamed(client, server, CONVERSATIONS[0], include_usage=False, max_tokens=24, **settings)[0]
+        return chat(client, server, CONVERSATIONS[0], max_tokens=24, **settings).choices[0].message.content
+
+    alone_sampled, alone_greedy = ask(seeded), ask({})
+    jobs = [(seeded, False), ({}, False)] + [(mixed[i % len(mixed)], i % 3 == 0) for i in range(30)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        replies = list(pool.map(lambda job: ask(*job), jobs))
+    assert replies[0] == alone_sampled and replies[1] == alone_greedy and alone_sampled != alone_greedy
+    assert replies[0] == ask(seeded, stream=True)
+    # Each mate kept its own settings: stop strings ended their text, the greedy mates equal the greedy reply.
+    for (settings, _), reply in zip(jobs[2:], replies[2:]):
+        assert not any(stop in reply for stop in settings.get("stop", [])), (settings, reply)
+        if settings == {}:
+            assert reply == alone_greedy
+
+
+def test_a_cached_prompt_prefix_leaves_greedy_replies_unchanged(client, server, local):
+    """Requests sharing a long system prompt reuse its cached blocks (counted on /metrics), and each greedy reply
+    still equals `generate` on the whole prompt."""
+    model, tokenizer = local
+    system = {"role": "system", "content": "You answer questions about the quick brown fox. " * 3}
+    metrics = f"{server.base_url.removesuffix('/v1')}/metrics"
+    before = json.loads(urllib.request.urlopen(metrics, timeout=30).read())["prefix_cache"]
+    for question in ("Why does it jump?", "Where is the dog?", "Why does it jump?"):
+        messages = [system, {"role": "user", "content": question}]
+        reply = chat(client, server, messages, max_tokens=16).choices[0].message.content
+        assert reply == greedy(model, tokenizer, messages, 16)[0]
+    after = json.loads(urllib.request.urlopen(metrics, timeout=30).read())["prefix_cache"]
+    assert after["prompts"] - before["prompts"] == 3
+    # The 2nd and 3rd requests read the system prompt's full blocks (32 tokens each) from the cache.
+    assert after["cached_prompt_tokens"] - before["cached_prompt_tokens"] >= 2 * 64, (before, after)
+    assert 0 < after["prefix_cache_hit_rate"] <= 1
 
 
 def test_concurrent_clients_get_what_each_gets_alone(client, server):
@@ -200,7 +256,8 @@ def test_transformers_chat_talks_to_the_server(server):
                             env={**env, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"{server.model} was already loaded" in result.stdout
-    assert "8 tokens in" in result.stdout and "Generation stopped after reaching the token limit" in result.stdout
+    # It asks for no usage (stream_options), so as from OpenAI it gets none and prints no token count.
+    assert "Generation stopped after reaching the token limit" in result.stdout and "tokens in" not in result.stdout
 
 
 def test_an_adapter_folder_is_served_merged_and_sigint_stops_the_server(served_dir, local, tmp_path):
