@@ -37,7 +37,7 @@ import record  # noqa: E402
 from hf_simplegpt import contrastive
 from hf_simplegpt.recipes import contrastive as contrastive_recipe
 from hf_simplegpt.recipes import pretrain
-from hf_simplegpt.recipes.alignment_demo import write_jsonl
+from hf_simplegpt.synthetic import write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -102,8 +102,7 @@ def main(argv=None) -> dict:
 
     base = out / "pretrained"
     if not (args.reuse and (base / "model.safetensors").is_file()):
-        pretrain.main(["--config", str(REPO / "recipes" / "configs" / "pretrain_default.yaml"), "--train_file",
-                       str(text_file), "--output_dir", str(base), "--overwrite_output_dir", "true",
+        pretrain.main(["--train_file", str(text_file), "--output_dir", str(base), "--overwrite_output_dir", "true",
                        "--max_position_embeddings", "64", "--max_steps", str(args.pretrain_steps), "--eval_steps", str(args.pretrain_steps),
                        "--save_steps", str(args.pretrain_steps), "--num_sample_generations", "0",
                        "--data_cache_dir", str(out / "cache"), *QUIET])  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
-from hf_simplegpt.data import builtin_corpus_documents
+from hf_simplegpt.corpus import builtin_corpus_documents
 from hf_simplegpt.evaluation import evaluate_mmlu, load_mmlu
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 

@@ -18,7 +18,7 @@ from record import describe, environment, save  # noqa: E402
 
 
 def run(cache: str) -> dict:
-    from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
+    from hf_simplegpt.corpus import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
 
     args = CorpusArguments(data_cache_dir=cache)
     start = time.perf_counter()

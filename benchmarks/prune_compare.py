@@ -38,7 +38,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_simplegpt.compression import PruningPlan, language_model_loss, prune_model
-from hf_simplegpt.data import CorpusArguments, heldout_blocks
+from hf_simplegpt.corpus import CorpusArguments, heldout_blocks
 from hf_simplegpt.recipes import pretrain, prune
 from hf_simplegpt.timing import interleaved_medians
 

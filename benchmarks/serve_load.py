@@ -50,7 +50,7 @@ from openai import OpenAI
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
-from hf_simplegpt.data import builtin_corpus_documents
+from hf_simplegpt.corpus import builtin_corpus_documents
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 
 HERE = Path(__file__).resolve().parent

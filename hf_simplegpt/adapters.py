@@ -7,6 +7,7 @@ into its base model so the result loads with `AutoModelForCausalLM` alone.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Sequence
@@ -81,12 +82,28 @@ def build_lora_config(
     modules_to_save: Sequence[str] | None = None,
     task_type: str = "CAUSAL_LM",
 ):
-    """A `peft.LoraConfig` for `model` with target modules checked by `resolve_lora_targets`.
+    """A `peft.LoraConfig` for `model` with its settings checked by `check_lora_settings`.
 
     PEFT has no default target list for custom architectures such as SimpleGPT, so the targets are always explicit.
     """
     from peft import LoraConfig
 
+    return LoraConfig(
+        task_type=task_type,
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=check_lora_settings(model, r, target_modules, modules_to_save),
+        bias="none",
+        use_dora=use_dora,
+        use_rslora=use_rslora,
+        modules_to_save=list(modules_to_save) if modules_to_save else None,
+    )
+
+
+def check_lora_settings(model: torch.nn.Module, r: int, target_modules, modules_to_save) -> list[str] | str:
+    """Raise ValueError for a rank, target or `modules_to_save` that does not fit `model`; returns the target modules
+    to put in the `LoraConfig` (`resolve_lora_targets`)."""
     if r <= 0:
         raise ValueError(f"LoRA rank must be positive, got r={r}.")
     if modules_to_save:
@@ -98,34 +115,20 @@ def build_lora_config(
                 f"modules_to_save {unknown} are not modules of {type(model).__name__}; top-level choices include "
                 f"{sorted(n for n, _ in model.named_children())} and {sorted(n for n, _ in model.base_model.named_children())}."
             )
-    return LoraConfig(
-        task_type=task_type,
-        r=r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=resolve_lora_targets(model, target_modules),
-        bias="none",
-        use_dora=use_dora,
-        use_rslora=use_rslora,
-        modules_to_save=list(modules_to_save) if modules_to_save else None,
-    )
+    return resolve_lora_targets(model, target_modules)
 
 
 def lora_config_from_model_args(model_args, model: torch.nn.Module):
-    """`build_lora_config` from TRL's `ModelConfig` (`--use_peft --lora_r ... --use_dora`); `None` without `--use_peft`."""
+    """TRL's `get_peft_config` (the LoRA config of `--use_peft --lora_r ... --use_dora`) with its settings checked
+    against `model` first; `None` without `--use_peft`."""
+    from trl import get_peft_config
+
     if not model_args.use_peft:
         return None
-    return build_lora_config(
-        model,
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules,
-        use_dora=model_args.use_dora,
-        use_rslora=model_args.use_rslora,
-        modules_to_save=model_args.lora_modules_to_save,
-        task_type=model_args.lora_task_type,
-    )
+    checked = copy.copy(model_args)  # the caller's arguments keep what was given
+    checked.lora_target_modules = check_lora_settings(model, model_args.lora_r, model_args.lora_target_modules,
+                                                      model_args.lora_modules_to_save)  # fmt: skip
+    return get_peft_config(checked)
 
 
 def quantization_config_from_model_args(model_args):

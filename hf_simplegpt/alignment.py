@@ -1,5 +1,6 @@
-"""What the alignment recipes share (reward, rl, dpo, distill): checks of their data and starting models, the reward
-curve, and the metrics file and model card they write.
+"""What the alignment recipes share (reward, grpo, rloo, dpo, distill): checks of their data and starting models, the
+reward curve, the metrics file and model card they write, and the one online RL job that grpo and rloo run with
+their own TRL trainer.
 
 The trainers are TRL's (`RewardTrainer`, `GRPOTrainer`, `RLOOTrainer`, `DPOTrainer`, `DistillationTrainer`); rewards
 live in `hf_simplegpt.rewards` and the held-out measurements in `hf_simplegpt.evaluation.alignment`. Data come in
@@ -10,12 +11,9 @@ import json
 import os
 from collections.abc import Iterable
 
-from transformers import AutoConfig, AutoTokenizer
-
 from .data import check_rows, text_field_problem, text_format
 from .generation import context_length, encode_prompt
 from .hub import check_model_source
-from .tokenization import differing_tokens
 
 
 def validate_preference_dataset(dataset, name: str = "preference data") -> str:
@@ -85,27 +83,6 @@ def check_full_model_folder(path: str, role: str = "model", flag: str = "--model
         )
 
 
-def check_same_vocabulary(student_path: str, teacher_path: str, roles: tuple[str, str] = ("student", "teacher"),
-                          why: str = "Distillation matches the teacher's next-token distribution token by token") -> None:
-    """Raise `ValueError` unless the two model folders share a vocabulary: the same `vocab_size` and the same token
-    to id mapping. `roles` name the two folders in the message and `why` says what needs it (distillation by default,
-    speculative decoding for a draft and its target)."""
-    first, second = roles
-    student, teacher = AutoConfig.from_pretrained(student_path), AutoConfig.from_pretrained(teacher_path)
-    if student.vocab_size != teacher.vocab_size:
-        raise ValueError(
-            f"The {first} ({student_path}) has vocab_size {student.vocab_size} but the {second} ({teacher_path}) has "
-            f"{teacher.vocab_size}. {why}, so both must use the same tokenizer: build the {first} with the "
-            f"{second}'s tokenizer."
-        )
-    differing = differing_tokens(*(AutoTokenizer.from_pretrained(path) for path in (student_path, teacher_path)))
-    if differing:
-        raise ValueError(
-            f"The {first} ({student_path}) and {second} ({teacher_path}) tokenizers have the same size but map tokens "
-            f"differently (e.g. {differing}). {why}: build the {first} with the {second}'s tokenizer."
-        )
-
-
 def plot_reward_curve(log_history: Iterable[dict], path: str, title: str = "Reward during RL") -> str:
     """Save a PNG of the logged reward (total, and each `rewards/<name>/mean` if several) and KL against the step."""
     import matplotlib
@@ -136,7 +113,8 @@ def plot_reward_curve(log_history: Iterable[dict], path: str, title: str = "Rewa
 
 def save_metrics_and_card(output_dir: str, metrics: dict, *, method: str, base_model: str, summary: str,
                           hyperparameters: dict, template: str = "model_card.md") -> None:
-    """Write `alignment_metrics.json` and a model card (README.md) rendered from `model_cards/<template>`."""
+    """Write `alignment_metrics.json` and a model card (README.md) rendered from `model_cards/<template>`; both are
+    published with the model (`PUBLISHED_EXTRAS`)."""
     from .hub import write_model_card
 
     with open(os.path.join(output_dir, "alignment_metrics.json"), "w", encoding="utf-8") as f:
@@ -151,3 +129,89 @@ def save_metrics_and_card(output_dir: str, metrics: dict, *, method: str, base_m
         training_procedure=f"Trained with `hf-simplegpt {method}` (TRL). Measured on held-out data:\n\n{measured}",
         hyperparameters=hyperparameters,
     )
+
+
+# Published next to the model (hub.push): the measurements the card quotes, and an RL job's logged curve.
+PUBLISHED_EXTRAS = ("alignment_metrics.json", "reward_curve.png", "trainer_state.json")
+
+
+def train_online_rl(argv, config_class, trainer_class) -> dict:
+    """The grpo and rloo jobs, with TRL's `trainer_class` (`GRPOTrainer` or `RLOOTrainer`) configured by
+    `config_class`; returns the metrics it writes (alignment_metrics.json).
+
+    For each prompt the policy samples `num_generations` completions; each is scored by the reward model
+    (`--reward_model_name_or_path`, a folder written by `hf-simplegpt reward`, wrapped in `rewards.RewardModelScorer`
+    so text is formatted exactly as the reward model was trained: passed to TRL directly, plain text would be scored
+    without its EOS and give an almost flat reward) and by the reward functions of `--reward_funcs`
+    (`rewards.RewardArguments`); `reward_weights` combines them (weight 0 logs a function without optimising it). A
+    KL penalty of strength `beta` keeps the policy near its start: a frozen copy, or under `--use_peft` the base
+    model with the adapter off. The mean held-out reward is measured before and after; the reward and KL TRL logged
+    are plotted (reward_curve.png) and kept (trainer_state.json).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from trl import ModelConfig
+
+    from . import adapters, data, hub, rewards, safeguards, training
+    from .evaluation import alignment_metrics
+
+    algorithm = trainer_class.__name__.removesuffix("Trainer").upper()
+    data_args, reward_args, run_args, train_args, model_args = training.parse_job_args(
+        data.DataArguments, rewards.RewardArguments, safeguards.RunArguments, config_class, ModelConfig, args=argv
+    )
+    path = model_args.model_name_or_path
+    if path is None:
+        raise ValueError("Pass --model_name_or_path: the policy to optimise (e.g. the SFT output).")
+    check_full_model_folder(path, "policy")
+    if reward_args.reward_model_name_or_path:
+        check_model_source(reward_args.reward_model_name_or_path, "--reward_model_name_or_path")
+    push = hub.wants_push(train_args)
+    run = safeguards.start_run(train_args, run_args, inputs=[path, reward_args.reward_model_name_or_path])
+    train, heldout = data.load_data(data_args, train_args.seed, check=validate_prompt_dataset)
+    reward_funcs = rewards.build_reward_funcs(reward_args, train_args.device)
+
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    check_prompts_fit(tokenizer, train, train_args.max_completion_length, AutoConfig.from_pretrained(path))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=model_args.dtype)
+    peft_config = adapters.lora_config_from_model_args(model_args, model)
+    model.to(train_args.device)
+
+    heldout_prompts = heldout["prompt"]
+    names = [rewards.reward_name(f) for f in reward_funcs]
+
+    def heldout_rewards(policy) -> dict[str, float]:
+        completions = alignment_metrics.sample_completions(policy, tokenizer, heldout_prompts,
+                                                           reward_args.eval_max_new_tokens, seed=train_args.seed)  # fmt: skip
+        return {name: sum(f(prompts=heldout_prompts, completions=completions)) / len(completions)
+                for name, f in zip(names, reward_funcs)}  # fmt: skip
+
+    before = heldout_rewards(model)
+    trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=train_args, train_dataset=train,
+                            processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    run.train(trainer)
+    training.ready_for_inference(trainer.model)
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
+    after = heldout_rewards(trainer.model)
+    metrics = {"algorithm": algorithm.lower(), "heldout_prompts": len(heldout)}
+    for name in before:
+        metrics[f"heldout_{name}_before"] = before[name]
+        metrics[f"heldout_{name}_after"] = after[name]
+    if not trainer.accelerator.is_main_process:
+        return metrics
+    trainer.state.save_to_json(os.path.join(train_args.output_dir, "trainer_state.json"))  # the logged curve
+    plot_reward_curve(trainer.state.log_history, os.path.join(train_args.output_dir, "reward_curve.png"),
+                      title=f"{algorithm}: reward during training")  # fmt: skip
+    for name in before:
+        print(f"Held-out mean {name}: {before[name]:.3f} before -> {after[name]:.3f} after {algorithm}")
+    save_metrics_and_card(
+        train_args.output_dir,
+        metrics,
+        method=algorithm.lower(),
+        base_model=path,
+        summary=f"A SimpleGPT policy optimised with {algorithm} (TRL) against {', '.join(names)}.",
+        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
+                         "beta": train_args.beta, "num_generations": train_args.num_generations,
+                         "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
+    )  # fmt: skip
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=PUBLISHED_EXTRAS)
+    return metrics

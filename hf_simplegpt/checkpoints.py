@@ -19,12 +19,11 @@ import zipfile
 from typing import Any
 
 import xxhash
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "hf_simplegpt_manifest.json"
-_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # Torch archives the Trainer loads at resume (rng_state.pth, or rng_state_<rank>.pth per process).
 _TORCH_FILES = re.compile(r"^(optimizer|scheduler|scaler)\.pt$|^rng_state(_\d+)?\.pth$")
 # Config fields that say nothing about the weights or the computation.
@@ -34,10 +33,8 @@ GEOMETRY = ("world_size", "per_device_train_batch_size", "gradient_accumulation_
 
 
 def checkpoint_dirs(output_dir: str) -> list[str]:
-    """The checkpoint-N folders of `output_dir`, oldest (smallest N) first."""
-    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
-    steps = sorted(int(m.group(1)) for m in map(_CHECKPOINT.match, names) if m)
-    return [os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}") for step in steps]
+    """The checkpoint-N folders of `output_dir`, oldest (smallest N) first, as the Trainer orders them to rotate."""
+    return sort_checkpoints(output_dir) if os.path.isdir(output_dir) else []
 
 
 # ------------------------------------------------------------------------------------------------------- manifest

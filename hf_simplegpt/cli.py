@@ -39,7 +39,8 @@ JOBS = {
     "pretrain": Job("hf_simplegpt.recipes.pretrain", "pretrain a SimpleGPT from scratch (transformers Trainer)", True),
     "sft": Job("hf_simplegpt.recipes.sft", "supervised fine-tuning, full or LoRA/QLoRA (TRL SFTTrainer)", True),
     "reward": Job("hf_simplegpt.recipes.reward", "train a reward model on preference pairs (TRL RewardTrainer)", True),
-    "rl": Job("hf_simplegpt.recipes.rl", "GRPO or RLOO against a reward model or functions (TRL)", True),
+    "grpo": Job("hf_simplegpt.recipes.grpo", "online RL with GRPO against a reward model or functions (TRL)", True),
+    "rloo": Job("hf_simplegpt.recipes.rloo", "online RL with RLOO against a reward model or functions (TRL)", True),
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
     "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
@@ -52,7 +53,7 @@ JOBS = {
                     False),  # fmt: skip
     "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and "
                   "check it decodes as generate does", False),  # fmt: skip
-    "convert": Job("hf_simplegpt.conversion", "convert a GPT-2 checkpoint into a SimpleGPT", False),
+    "convert": Job("hf_simplegpt.recipes.convert", "convert a GPT-2 checkpoint into a SimpleGPT", False),
     "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
                           "synthetic task, measured", False),  # fmt: skip
     "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",

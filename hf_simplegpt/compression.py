@@ -246,7 +246,7 @@ def language_model_loss(model, blocks: torch.Tensor, batch_size: int = 16) -> fl
 def check_draft(draft_path: str, target_path: str) -> None:
     """Raise ValueError unless the draft at `draft_path` can assist the target at `target_path`: assisted decoding
     hands the draft's token ids to the target as they are, so both need the same vocabulary and token mapping."""
-    from .alignment import check_same_vocabulary
+    from .tokenization import check_same_vocabulary
 
     check_same_vocabulary(draft_path, target_path, roles=("draft", "target"),
                           why="Speculative decoding hands the draft's token ids to the target unchanged")  # fmt: skip

@@ -4,8 +4,11 @@ This file is uploaded to the Hub next to `modeling_simplegpt.py` as remote code,
 hf_simplegpt.
 """
 
+from typing import Literal
+
+from huggingface_hub.dataclasses import as_validated_field, strict
 from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
+from transformers.utils.type_validators import activation_fn_key, interval
 
 NORM_POSITIONS = ("post", "pre")
 AUTO_MAP = {
@@ -16,6 +19,14 @@ AUTO_MAP = {
 }
 
 
+@as_validated_field
+def positive_or_unset(value: int | None):
+    """A size that, unset (`None`), is derived from the others."""
+    if value is not None and value < 1:
+        raise ValueError(f"Value must be a positive integer (or None: derived), got {value}.")
+
+
+@strict
 class SimpleGPTConfig(PreTrainedConfig):
     r"""
     Configuration of a [`SimpleGPTModel`]. The defaults are the seed document's: a 12-layer, 768-wide GPT with
@@ -45,7 +56,11 @@ class SimpleGPTConfig(PreTrainedConfig):
         attention_bias, mlp_bias (`bool`, default `True`): biases of the attention and feed-forward projections.
         tie_word_embeddings (`bool`, defaults to `False`): share the output projection with the token embedding.
             The seed uses a separate output projection.
-        is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False`.
+        is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False` on its own copy.
+
+    Every value is checked when set (`huggingface_hub`'s `@strict`, as transformers' own configs are): a wrong one
+    raises `StrictDataclassFieldValidationError` naming the field, the bound and the value; the special token ids are
+    checked against the vocabulary after `__init__` (`validate_token_ids`).
 
     The seed's argument names are accepted as aliases: `num_layers`, `num_heads`, `max_seq_len`
     (`SimpleGPTConfig(num_layers=6).num_hidden_layers == 6` and `config.num_layers` reads it back).
@@ -76,20 +91,20 @@ class SimpleGPTConfig(PreTrainedConfig):
         "norm": (["hidden_states"], ["hidden_states"]),
     }
 
-    vocab_size: int = 10000
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    head_dim: int | None = None
-    max_position_embeddings: int = 512
-    intermediate_size: int | None = None
-    hidden_act: str = "gelu"
-    embedding_dropout: float | int = 0.1
-    residual_dropout: float | int = 0.1
-    attention_dropout: float | int = 0.1
-    layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
-    norm_position: str = "post"
+    vocab_size: int = interval(min=1)(default=10000)
+    hidden_size: int = interval(min=1)(default=768)
+    num_hidden_layers: int = interval(min=1)(default=12)
+    num_attention_heads: int = interval(min=1)(default=12)
+    head_dim: int | None = positive_or_unset(default=None)
+    max_position_embeddings: int = interval(min=1)(default=512)
+    intermediate_size: int | None = positive_or_unset(default=None)
+    hidden_act: str = activation_fn_key(default="gelu")
+    embedding_dropout: float | int = interval(min=0, max=1, exclude_max=True)(default=0.1)
+    residual_dropout: float | int = interval(min=0, max=1, exclude_max=True)(default=0.1)
+    attention_dropout: float | int = interval(min=0, max=1, exclude_max=True)(default=0.1)
+    layer_norm_eps: float = interval(min=0, exclude_min=True)(default=1e-5)
+    initializer_range: float = interval(min=0)(default=0.02)
+    norm_position: Literal["post", "pre"] = "post"
     attention_bias: bool = True
     mlp_bias: bool = True
     tie_word_embeddings: bool = False
@@ -109,41 +124,19 @@ class SimpleGPTConfig(PreTrainedConfig):
         if getattr(self, "auto_map", None) is None:
             # Every saved folder can then be loaded as remote code by each Auto class, whatever class saved it.
             self.auto_map = {"AutoConfig": "configuration_simplegpt.SimpleGPTConfig", **AUTO_MAP}
-        self._check()
         if self.head_dim is None:  # saved explicitly from now on; folders written before head_dim existed load as before
+            # Only a derived head_dim needs the heads to divide the width; an explicit one (a pruned model) need not.
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"SimpleGPTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                    f"({self.num_attention_heads}); e.g. use num_attention_heads in "
+                    f"{[h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]}, or set "
+                    "head_dim."
+                )
             self.head_dim = self.hidden_size // self.num_attention_heads
 
-    def _check(self):
-        """Reject values the model cannot be built with, naming the field and what would be valid."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim",
-                     "max_position_embeddings", "intermediate_size"):
-            value = getattr(self, name)
-            if name == "head_dim" and value is None:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"SimpleGPTConfig.{name} must be a positive integer, got {value!r}.")
-        # Only a derived head_dim needs the heads to divide the width; an explicit one (a pruned model) need not.
-        if self.head_dim is None and self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"SimpleGPTConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads}); e.g. use num_attention_heads in "
-                f"{[h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]}, or set head_dim."
-            )
-        for name in ("embedding_dropout", "residual_dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"SimpleGPTConfig.{name} must be in [0, 1), got {value!r}.")
-        if self.norm_position not in NORM_POSITIONS:
-            raise ValueError(f"SimpleGPTConfig.norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}.")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(
-                f"SimpleGPTConfig.hidden_act {self.hidden_act!r} is not a known activation; use one of "
-                f"{sorted(ACT2FN)}."
-            )
-        if self.layer_norm_eps <= 0:
-            raise ValueError(f"SimpleGPTConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}.")
-        if self.initializer_range < 0:
-            raise ValueError(f"SimpleGPTConfig.initializer_range must be >= 0, got {self.initializer_range!r}.")
+    def validate_token_ids(self):
+        """Part of `@strict`'s validation: the special tokens a SimpleGPT embeds must be inside its vocabulary."""
         for name in ("bos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:

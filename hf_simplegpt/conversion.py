@@ -1,20 +1,16 @@
 """Convert a GPT-2 checkpoint into a SimpleGPTForCausalLM with the same logits.
 
 GPT-2 is SimpleGPT with pre-norm blocks, tanh-GELU, tied embeddings and fused q/k/v stored as `Conv1D`
-(weights transposed relative to `nn.Linear`). Usage:
-
-    python -m hf_simplegpt.conversion --gpt2 openai-community/gpt2 --output_dir simplegpt-gpt2
+(weights transposed relative to `nn.Linear`). The job that converts a folder or Hub id is `hf-simplegpt convert`
+(hf_simplegpt/recipes/convert.py).
 """
 
-import argparse
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import GPT2LMHeadModel
 
-from . import safeguards
 from .configuration_simplegpt import SimpleGPTConfig
-from .hub import check_model_source
 from .modeling_simplegpt import SimpleGPTForCausalLM
 
 # GPT-2's "gelu_new" is the tanh approximation written as several ops; "gelu_pytorch_tanh" is one fused kernel.
@@ -102,25 +98,3 @@ def convert_gpt2_to_simplegpt(gpt2: GPT2LMHeadModel | str | Path) -> SimpleGPTFo
         raise ValueError(f"GPT-2 conversion left weights unmatched: missing={missing}, unexpected={unexpected}.")
     model.tie_weights()
     return model.to(gpt2.dtype).eval()
-
-
-@safeguards.guarded_main
-def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gpt2", required=True, help="GPT2LMHeadModel folder or Hub id")
-    parser.add_argument("--output_dir", required=True, help="where to save the SimpleGPT model (and tokenizer)")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace a model --output_dir holds")
-    args = parser.parse_args(argv)
-    check_model_source(args.gpt2, "--gpt2")
-    safeguards.claim_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, inputs=[args.gpt2])
-    model = convert_gpt2_to_simplegpt(args.gpt2)
-    model.save_pretrained(args.output_dir)
-    try:
-        AutoTokenizer.from_pretrained(args.gpt2).save_pretrained(args.output_dir)
-    except OSError:
-        print(f"No tokenizer found at {args.gpt2}; saved the model only.")
-    print(f"Saved SimpleGPT ({model.num_parameters():,} parameters) to {args.output_dir}")
-
-
-if __name__ == "__main__":
-    main()

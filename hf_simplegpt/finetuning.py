@@ -140,12 +140,6 @@ def to_sft_dataset(dataset: Dataset) -> tuple[Dataset, str]:
     return dataset.select_columns(keep), fmt
 
 
-def is_conversational_dataset(dataset: Dataset) -> bool:
-    """True when rows are rendered with the chat template (`messages`, or prompt/completion message lists)."""
-    first = dataset[0]
-    return "messages" in first or isinstance(first.get("prompt"), list)
-
-
 def check_chat_template(tokenizer, assistant_only_loss: bool) -> None:
     """Fail early, with the fix, when conversational data cannot be rendered or masked with `tokenizer`."""
     if not getattr(tokenizer, "chat_template", None):

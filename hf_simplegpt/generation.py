@@ -9,6 +9,7 @@ what the context leaves, each said once in the log rather than failing at the en
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
@@ -110,7 +111,10 @@ def generate(
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
     ids, max_new_tokens = fit_to_context([encode_prompt(tokenizer, p) for p in prompts], max_new_tokens,
                                          context_length(model))  # fmt: skip
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # GPT-2's tokenizer has no pad token: pad (masked out) with EOS, as `generate` does, on a copy of it.
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
     sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p} if do_sample else {}
     was_training = model.training
@@ -120,13 +124,11 @@ def generate(
         if seed is not None:
             torch.manual_seed(seed)
         for start in range(0, len(ids), batch_size):
-            batch = ids[start : start + batch_size]
-            width = max(len(row) for row in batch)
             # Left padding puts every prompt's last token in the last column, where generation continues.
-            input_ids = torch.tensor([[pad_id or 0] * (width - len(row)) + row for row in batch], device=device)
-            mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in batch], device=device)
-            output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    pad_token_id=pad_id, do_sample=do_sample, **sampling)  # fmt: skip
-            texts += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+            batch = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, padding_side="left",
+                                  return_tensors="pt").to(device)  # fmt: skip
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                    do_sample=do_sample, **sampling)  # fmt: skip
+            texts += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     model.train(was_training)
     return texts

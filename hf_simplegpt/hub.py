@@ -5,19 +5,27 @@
 
 A published folder holds exactly: safetensors weights, config.json (with `auto_map`), the remote-code
 modules that `auto_map` names (configuration_simplegpt.py, modeling_simplegpt.py), tokenizer files,
-generation_config.json, README.md, and results.json when present (a sentence-transformers encoder: no
-generation_config.json, and its modules.json and module folders, `sentence_transformers_files`). Nothing else (no optimizer states,
+generation_config.json (for a causal LM), README.md, and results.json when present; a LoRA adapter folder, its
+adapter_config.json and adapter_model.safetensors instead of the model's files; a sentence-transformers encoder, its
+modules.json and module folders (`sentence_transformers_files`). Nothing else (no optimizer states,
 checkpoints, training_args.bin or pickled weights) leaves the machine.
+
+Every job publishes the same way: `wants_push(args)` checks `--push_to_hub`/`--hub_model_id` before any work (and
+turns a Trainer's own pushes off: they would upload checkpoints mid-run and a card of the Trainer's), and `push(folder,
+args)` uploads once, after the job's card is written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
 
 # The card templates: the repository's model_cards/, carried inside the package (hf_simplegpt/templates links there).
 TEMPLATES_DIR = resources.files("hf_simplegpt") / "templates"
@@ -431,37 +439,54 @@ def hub_files(folder: str | Path, extra_files: tuple[str, ...] = (), present: se
     folder = Path(folder)
     present = set(present) | ({p.name for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set())
     present |= {n for n in extra_files if (folder / n).is_file()}  # files of subfolders (1_Pooling/config.json)
-    encoder = "modules.json" in present  # a sentence-transformers encoder: its backbone does not generate
     missing = []
-    shards = sorted(n for n in present if n.startswith("model-") and n.endswith(".safetensors"))
-    if "model.safetensors" in present:
-        weights = ["model.safetensors"]
-    elif shards and "model.safetensors.index.json" in present:
-        weights = shards + ["model.safetensors.index.json"]
+    if "adapter_config.json" in present:
+        # A LoRA adapter (e.g. `--use_peft` without merging): it loads onto its base model, which brings the config,
+        # the code and the generation config.
+        files = ["adapter_config.json", "adapter_model.safetensors"]
+        if "adapter_model.safetensors" not in present:
+            missing.append("adapter_model.safetensors (save the PEFT model with save_pretrained)")
     else:
-        weights = []
-        missing.append("safetensors weights (model.safetensors; save with save_pretrained, safe serialization)")
-    code = []
-    if "config.json" in present:
-        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map")
-        if auto_map:
-            code = _code_files(auto_map)
-            missing += [f"{name} (named by auto_map)" for name in code if name not in present]
-        else:
-            missing.append("auto_map in config.json (save the model with hf_simplegpt imported: its classes register for auto_map)")
-    else:
-        missing.append("config.json")
+        files = _model_files(folder, present, missing)
     tokenizer = [n for n in TOKENIZER_FILES if n in present]
     if "tokenizer_config.json" not in present or not ({"tokenizer.json", "vocab.json"} & present):
         missing.append("tokenizer files (tokenizer.json + tokenizer_config.json; tokenizer.save_pretrained)")
-    for name in ("generation_config.json", "README.md"):
-        if name not in present and not (encoder and name == "generation_config.json"):
-            missing.append(name + (" (hf_simplegpt.hub.write_model_card)" if name == "README.md" else " (model.save_pretrained)"))
+    if "README.md" not in present:
+        missing.append("README.md (hf_simplegpt.hub.write_model_card)")
     if missing:
         raise ValueError(f"{folder} is not ready for the Hub; missing: {'; '.join(missing)}. Found: {sorted(present)}.")
     extra = [n for n in ("results.json", *extra_files) if n in present]
-    generation = ["generation_config.json"] if "generation_config.json" in present else []
-    return sorted(set(weights + ["config.json"] + code + tokenizer + generation + ["README.md"] + extra))
+    return sorted(set(files + tokenizer + ["README.md"] + extra))
+
+
+def _model_files(folder: Path, present: set[str], missing: list[str]) -> list[str]:
+    """A whole model's files for `hub_files`: weights, config.json, the code auto_map names, and a causal LM's
+    generation_config.json; what is missing is appended to `missing`."""
+    shards = sorted(n for n in present if n.startswith("model-") and n.endswith(".safetensors"))
+    if "model.safetensors" in present:
+        files = ["model.safetensors"]
+    elif shards and "model.safetensors.index.json" in present:
+        files = shards + ["model.safetensors.index.json"]
+    else:
+        files = []
+        missing.append("safetensors weights (model.safetensors; save with save_pretrained, safe serialization)")
+    if "config.json" not in present:
+        missing.append("config.json")
+        return files
+    config = json.loads((folder / "config.json").read_text())
+    files.append("config.json")
+    if config.get("auto_map"):
+        code = _code_files(config["auto_map"])
+        missing += [f"{name} (named by auto_map)" for name in code if name not in present]
+        files += code
+    else:
+        missing.append("auto_map in config.json (save the model with hf_simplegpt imported: its classes register for auto_map)")
+    # save_pretrained writes a generation config for models that generate (not for a reward model).
+    if any(a.endswith("ForCausalLM") for a in config.get("architectures") or []) or "generation_config.json" in present:
+        files.append("generation_config.json")
+        if "generation_config.json" not in present:
+            missing.append("generation_config.json (model.save_pretrained)")
+    return files
 
 
 def push_to_hub(
@@ -499,6 +524,30 @@ def push_to_hub(
             f"`hf upload {repo_id} {folder}`, or rerun with network access."
         ) from error
     return str(getattr(info, "commit_url", info))
+
+
+def wants_push(args) -> bool:
+    """Whether a job publishes its folder when done (`--push_to_hub`): the one check, before any work, that
+    `--hub_model_id` names the repository. A Trainer's own pushes are turned off (`push_to_hub = False` on
+    `TrainingArguments`): they would upload checkpoints mid-run and a card of the Trainer's; the job calls `push`
+    once, after its card is written."""
+    from transformers import TrainingArguments
+
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id <user>/<model-name>.")
+    wanted = bool(args.push_to_hub)
+    if isinstance(args, TrainingArguments):
+        args.push_to_hub = False
+    return wanted
+
+
+def push(folder: str | Path, args, extra_files: tuple[str, ...] = (), replacements: dict | None = None) -> str:
+    """How every job publishes: `push_to_hub(folder, ...)` to `args.hub_model_id`, with the job's
+    `--hub_private_repo` and `--hub_token` when it has them. Logs and returns the commit URL."""
+    url = push_to_hub(folder, args.hub_model_id, private=getattr(args, "hub_private_repo", None),
+                      token=getattr(args, "hub_token", None), extra_files=extra_files, replacements=replacements)  # fmt: skip
+    logger.info("Pushed %s to %s", folder, url)
+    return url
 
 
 class HubUnreachableError(ConnectionError):

@@ -13,6 +13,7 @@ The seed's reference code had four bugs, fixed here:
 This file is uploaded to the Hub as remote code: its only project import is the configuration module.
 """
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -446,6 +447,7 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
     # `embedding_rowwise`), then gathered, so every rank gets the full logits.
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}  # FSDP2: the head's gathered weight is reused at once; keep it
 
     def __init__(self, config: SimpleGPTConfig):
         super().__init__(config)
@@ -559,13 +561,18 @@ class SimpleGPTForCausalLM(SimpleGPTPreTrainedModel, GenerationMixin):
 class SimpleGPTForMaskedLM(SimpleGPTPreTrainedModel):
     """SimpleGPT with bidirectional attention for masked-LM pretraining: logits (batch, seq, vocab).
 
-    Building it sets `config.is_causal = False`; labels are -100 except at masked positions (no shift).
+    Its config is a copy of the one given, with `is_causal = False`. Labels are -100 except at masked positions
+    (no shift).
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    _fsdp_plan = {"lm_head": "keep_full_weight"}
 
     def __init__(self, config: SimpleGPTConfig):
+        # A copy: a causal model built from the same config object must stay causal.
+        config = copy.deepcopy(config)
         config.is_causal = False
         config.use_cache = False
         super().__init__(config)

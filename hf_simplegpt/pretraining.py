@@ -24,22 +24,27 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PretrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the pretraining defaults of the seed (AdamW lr 1e-4, clip 1.0, warmup + cosine) and
-    a small, fast default run (evaluation, checkpoints and logs every few hundred steps)."""
+    """`TrainingArguments` with the pretraining defaults: the reference design's optimisation (AdamW, clip 1.0, warmup
+    + cosine) for the default run, 200 steps of a small model (the only source of the job's defaults: the YAML files
+    of recipes/configs/ state only what they change)."""
 
-    output_dir: str | None = field(default="outputs/pretrain", metadata={"help": "Where checkpoints and the model go."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak AdamW learning rate."})
+    output_dir: str | None = field(
+        default="outputs/pretrain-default", metadata={"help": "Where checkpoints and the model go."}
+    )
+    # 10x the reference design's 1e-4: a model this small, trained for a few hundred steps, would otherwise barely move.
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule after warmup."})
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps (int) or fraction of training (<1)."})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Blocks per device per step."})
-    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Blocks per device per eval step."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Blocks per device per eval step."})
+    max_steps: int = field(default=200, metadata={"help": "Optimizer steps; -1 trains for --num_train_epochs."})
     num_train_epochs: float = field(default=4.0, metadata={"help": "Epochs (ignored when max_steps > 0)."})
     eval_strategy: str = field(default="steps", metadata={"help": "When to evaluate: no/steps/epoch."})
-    eval_steps: float | None = field(default=100, metadata={"help": "Evaluate every N steps."})
-    save_steps: float = field(default=200, metadata={"help": "Checkpoint every N steps."})
-    logging_steps: float = field(default=20, metadata={"help": "Log every N steps."})
+    eval_steps: float | None = field(default=50, metadata={"help": "Evaluate every N steps."})
+    save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     logging_first_step: bool = field(default=True, metadata={"help": "Log the first step too."})
     eval_on_start: bool = field(default=True, metadata={"help": "Evaluate the untrained model first (the baseline)."})
     report_to: None | str | list[str] = field(
@@ -68,7 +73,7 @@ class ModelArguments:
     )
     objective: str = field(default="clm", metadata={"help": "clm (causal LM) or mlm (masked LM, bidirectional)."})
     mlm_probability: float = field(default=0.15, metadata={"help": "Fraction of tokens masked with --objective mlm."})
-    vocab_size: int = field(default=4096, metadata={"help": "Vocabulary of the trained tokenizer and the model."})
+    vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the trained tokenizer and the model."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the residual stream."})
     num_hidden_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
     num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size unless --head_dim is set)."})
@@ -94,6 +99,31 @@ class ModelArguments:
                              "context length and the block size (a token and the one it predicts).")  # fmt: skip
         if self.num_sample_generations < 0:
             raise ValueError(f"--num_sample_generations must be >= 0 (0: none), got {self.num_sample_generations}.")
+        if self.model_name_or_path is None:
+            from huggingface_hub.errors import StrictDataclassError
+
+            try:  # a shape the model cannot have fails here, before the data are prepared
+                self.simplegpt_config()
+            except StrictDataclassError as err:
+                raise ValueError(" ".join(str(err).split()) + " (the model shape flags)") from err
+
+    def simplegpt_config(self, vocab_size: int | None = None, **token_ids):
+        """The `SimpleGPTConfig` of these flags (`vocab_size`: the tokenizer's, default `--vocab_size`)."""
+        from . import SimpleGPTConfig
+
+        return SimpleGPTConfig(
+            vocab_size=vocab_size or self.vocab_size,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            head_dim=self.head_dim,
+            max_position_embeddings=self.max_position_embeddings,
+            intermediate_size=self.intermediate_size,
+            norm_position=self.norm_position,
+            dropout=self.dropout,
+            tie_word_embeddings=self.tie_word_embeddings,
+            **token_ids,
+        )
 
     @property
     def auto_class(self):
@@ -132,7 +162,6 @@ def check_continued_model(model_args: ModelArguments) -> None:
 def build_model(model_args: ModelArguments, tokenizer):
     """A fresh SimpleGPT sized by `model_args` with the tokenizer's vocabulary and special ids, or the saved model
     at `model_args.model_name_or_path` (checked against the tokenizer)."""
-    from . import SimpleGPTConfig
     from .tokenization import special_token_ids
 
     if model_args.model_name_or_path:
@@ -143,19 +172,7 @@ def build_model(model_args: ModelArguments, tokenizer):
                 f"{len(tokenizer)} tokens. Pass the model's own tokenizer with --tokenizer_name."
             )
         return model
-    config = SimpleGPTConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=model_args.hidden_size,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        head_dim=model_args.head_dim,
-        max_position_embeddings=model_args.max_position_embeddings,
-        intermediate_size=model_args.intermediate_size,
-        norm_position=model_args.norm_position,
-        dropout=model_args.dropout,
-        tie_word_embeddings=model_args.tie_word_embeddings,
-        **special_token_ids(tokenizer),
-    )
+    config = model_args.simplegpt_config(len(tokenizer), **special_token_ids(tokenizer))
     return model_args.auto_class.from_config(config)
 
 

@@ -132,11 +132,6 @@ def weight_bytes(model: torch.nn.Module) -> int:
     return sum(tensor_bytes(p) for p in model.parameters())
 
 
-def parameter_count(model: torch.nn.Module) -> int:
-    """Logical parameter count (a quantized weight counts its elements, as the float one did)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 @torch.no_grad()
 def compare_on_blocks(reference, candidate, blocks: torch.Tensor, batch_size: int = 8) -> dict:
     """The candidate (e.g. a quantized model) against the reference on token blocks (rows, length).
@@ -256,14 +251,14 @@ def comparison_results(reference, model, method: str, blocks: torch.Tensor, *, b
         "torchao_version": torchao.__version__,
         "float32": {
             "weight_bytes": weight_bytes(reference),
-            "parameters": parameter_count(reference),
+            "parameters": reference.num_parameters(),
             "loss": comparison["reference_loss"],
             "perplexity": comparison["reference_perplexity"],
             **speed["float32"],
         },
         "quantized": {
             "weight_bytes": weight_bytes(model),
-            "parameters": parameter_count(model),
+            "parameters": model.num_parameters(),  # a quantized weight counts its elements
             "loss": comparison["candidate_loss"],
             "perplexity": comparison["candidate_perplexity"],
             "top1_agreement": comparison["top1_agreement"],

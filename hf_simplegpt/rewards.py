@@ -6,7 +6,9 @@ strings or conversational (lists of `{"role", "content"}` messages).
 
 import functools
 import importlib
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -174,3 +176,46 @@ class RewardModelScorer:
 
     def __call__(self, prompts: Sequence[Text], completions: Sequence[Text], **kwargs) -> list[float]:
         return self.score(prompts, completions).tolist()
+
+
+@dataclass
+class RewardArguments:
+    """Where an online RL job's (grpo, rloo) rewards come from, and how long the held-out completions it scores are."""
+
+    reward_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Reward model folder written by hf-simplegpt reward."}
+    )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"Reward functions by name ({sorted(REWARD_FUNCTIONS)}), or dotted import paths "
+                  "with --allow_custom_reward_funcs."},  # fmt: skip
+    )
+    reward_func_kwargs: str | None = field(
+        default=None,
+        metadata={"help": 'JSON object: keyword arguments per reward function, e.g. {"keyword": {"keyword": "blue"}}.'},
+    )
+    allow_custom_reward_funcs: bool = field(
+        default=False,
+        metadata={"help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job). On the "
+                  "command line only: a --config file cannot set it (training.COMMAND_LINE_ONLY)."},  # fmt: skip
+    )
+    eval_max_new_tokens: int = field(default=24, metadata={"help": "Completion length when measuring held-out reward."})
+
+    def __post_init__(self):
+        if self.eval_max_new_tokens < 1:
+            raise ValueError(f"--eval_max_new_tokens {self.eval_max_new_tokens} must be at least 1.")
+
+
+def build_reward_funcs(args: RewardArguments, device) -> list:
+    """The reward model scorer (if a folder is given) followed by the named Python reward functions."""
+    funcs = []
+    if args.reward_model_name_or_path:
+        funcs.append(RewardModelScorer.from_pretrained(args.reward_model_name_or_path, device=device))
+    kwargs = json.loads(args.reward_func_kwargs) if args.reward_func_kwargs else {}
+    unknown = sorted(set(kwargs) - set(args.reward_funcs))
+    if unknown:
+        raise ValueError(f"--reward_func_kwargs names {unknown}, which are not in --reward_funcs {args.reward_funcs}.")
+    funcs += [load_reward_function(name, kwargs.get(name), args.allow_custom_reward_funcs) for name in args.reward_funcs]
+    if not funcs:
+        raise ValueError("No reward: pass --reward_model_name_or_path (an hf-simplegpt reward output) and/or --reward_funcs.")
+    return funcs

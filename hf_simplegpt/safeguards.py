@@ -1,10 +1,10 @@
 """What keeps every job's work safe: the output folder, a lock, signals, non-finite values, the Hub token, no space.
 
-A Trainer job (pretrain, sft, reward, rl, dpo, distill) uses three calls:
+A Trainer job (pretrain, sft, reward, grpo, rloo, dpo, distill, prune) uses three calls:
 
     @safeguards.guarded_main                                       # the job's main(): locks released, no-space named
-    def main(argv=None):
-        data_args, run_args, training_args, ... = training.parse_args(..., safeguards.RunArguments, TrainingArgs, ...)
+    def main(argv: list[str] | None = None) -> dict:
+        data_args, run_args, training_args, ... = training.parse_job_args(..., safeguards.RunArguments, TrainingArgs, ...)
         run = safeguards.start_run(training_args, run_args)        # before any long work
         ...                                                        # load, build the trainer
         train_result = run.train(trainer)                          # instead of trainer.train()

@@ -7,7 +7,7 @@ Its chat template wraps assistant turns in `{% generation %}` so TRL can train o
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerFast
 
 BOS_TOKEN = "<|bos|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -104,6 +104,27 @@ def differing_tokens(tokenizer, other, limit: int = 5) -> list[tuple[str, int]]:
     """Up to `limit` (token, id) pairs that one tokenizer has and the other has not: empty when they map every token
     to the same id. Two tokenizers of the same size trained on different text differ almost everywhere."""
     return sorted(set(tokenizer.get_vocab().items()) ^ set(other.get_vocab().items()))[:limit]
+
+
+def check_same_vocabulary(student_path: str, teacher_path: str, roles: tuple[str, str] = ("student", "teacher"),
+                          why: str = "Distillation matches the teacher's next-token distribution token by token") -> None:
+    """Raise `ValueError` unless the two model folders share a vocabulary: the same `vocab_size` and the same token
+    to id mapping. `roles` name the two folders in the message and `why` says what needs it (distillation by default,
+    speculative decoding for a draft and its target)."""
+    first, second = roles
+    student, teacher = AutoConfig.from_pretrained(student_path), AutoConfig.from_pretrained(teacher_path)
+    if student.vocab_size != teacher.vocab_size:
+        raise ValueError(
+            f"The {first} ({student_path}) has vocab_size {student.vocab_size} but the {second} ({teacher_path}) has "
+            f"{teacher.vocab_size}. {why}, so both must use the same tokenizer: build the {first} with the "
+            f"{second}'s tokenizer."
+        )
+    differing = differing_tokens(*(AutoTokenizer.from_pretrained(path) for path in (student_path, teacher_path)))
+    if differing:
+        raise ValueError(
+            f"The {first} ({student_path}) and {second} ({teacher_path}) tokenizers have the same size but map tokens "
+            f"differently (e.g. {differing}). {why}: build the {first} with the {second}'s tokenizer."
+        )
 
 
 def check_tokenizer_files(folder: str, flag: str) -> None:

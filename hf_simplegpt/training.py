@@ -283,19 +283,30 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
     return parser.parse_args_and_config(args=args)
 
 
-def setup_logging(training_args: TrainingArguments, *names: str) -> None:
-    """INFO logs from hf_simplegpt and the given loggers on the main process (warnings only on the others);
-    transformers and datasets follow `--log_level` / `--log_level_replica`."""
+def parse_job_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:
+    """How every training job starts: its flags parsed (`parse_args`), logging set up (`setup_logging`) and the launch
+    checked (`check_launch`). One of `dataclass_types` must be a `TrainingArguments`."""
+    parsed = parse_args(*dataclass_types, args=args)
+    training_args = next(a for a in parsed if isinstance(a, TrainingArguments))
+    setup_logging(training_args)
+    check_launch(training_args)
+    return parsed
+
+
+def setup_logging(training_args: TrainingArguments | None = None) -> None:
+    """INFO logs from hf_simplegpt (the jobs log as `hf_simplegpt.<job>`) on the main process, warnings only on the
+    others; transformers and datasets follow `--log_level` / `--log_level_replica`. Jobs without `TrainingArguments`
+    run in one process: INFO."""
     import datasets
     import transformers
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
-    ours = logging.INFO if training_args.should_log else logging.WARNING
-    for name in ("hf_simplegpt", *names):
-        logging.getLogger(name).setLevel(ours)
-    level = training_args.get_process_log_level()
-    datasets.utils.logging.set_verbosity(level)
-    transformers.utils.logging.set_verbosity(level)
+    ours = logging.INFO if training_args is None or training_args.should_log else logging.WARNING
+    logging.getLogger("hf_simplegpt").setLevel(ours)
+    if training_args is not None:
+        level = training_args.get_process_log_level()
+        datasets.utils.logging.set_verbosity(level)
+        transformers.utils.logging.set_verbosity(level)
 
 
 def ready_for_inference(model) -> None:

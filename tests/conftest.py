@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
-from hf_simplegpt.recipes.alignment_demo import KeywordTask, write_jsonl
+from hf_simplegpt.synthetic import KeywordTask, write_jsonl
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -226,6 +226,38 @@ def run_recipe(name: str, *args):
 
 def metrics_of(output_dir: Path) -> dict:
     return json.loads((output_dir / "alignment_metrics.json").read_text())
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> list[dict]:
+    """The Hub upload boundary, offline: each commit is recorded (repo, files sent and where from, the card's text at
+    the time of the upload), and the Trainer's own pushes fail the test."""
+    from huggingface_hub import HfApi
+    from transformers import Trainer
+
+    commits = []
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {op.path_in_repo: op.path_or_fileobj for op in operations}
+        card = Path(files["README.md"]).read_text() if "README.md" in files else None
+        commits.append({"repo_id": repo_id, "files": files, "card": card})
+        return "commit-url"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: None)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    for name in ("init_hf_repo", "push_to_hub", "_push_from_checkpoint"):
+        monkeypatch.setattr(Trainer, name, lambda self, *a, name=name, **k: pytest.fail(f"Trainer.{name} ran"))
+    return commits
+
+
+def largest_lora_b(output_dir: Path) -> float:
+    """The largest |weight| of the LoRA B matrices saved in `output_dir`: 0 until training moves them off their init."""
+    from safetensors.torch import load_file
+
+    weights = load_file(output_dir / "adapter_model.safetensors")
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b, f"no LoRA B matrices in {output_dir}"
+    return max(w.abs().max().item() for w in lora_b)
 
 
 def make_model(tokenizer, **shape) -> SimpleGPTForCausalLM:

@@ -8,7 +8,6 @@ rows; the last two tests keep both in step with this file (`python -m tests.test
 """
 
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ import torch
 from safetensors.torch import save_file
 
 from hf_simplegpt.checkpoints import write_manifest
-from hf_simplegpt.recipes.alignment_demo import KeywordTask
+from hf_simplegpt.cli import JOBS
+from hf_simplegpt.synthetic import KeywordTask
 from hf_simplegpt.tokenization import train_tokenizer
 from tests.conftest import PRETRAIN_TINY, REPO_ROOT, TINY_CORPUS, WORDS, make_model, write_mmlu_fixture
 
@@ -102,11 +102,11 @@ CASES = [
          "line 9: field 'rejected' is list where line 1 has str"),
     Case("data files", "dpo", "row 9: an empty chosen answer", ("--train_file", "{pairs_empty_chosen}"),
          "'chosen' is an empty string"),
-    Case("data files", "rl", "row 9: a prompt that is a number", ("--train_file", "{prompts_number}"),
+    Case("data files", "grpo", "row 9: a prompt that is a number", ("--train_file", "{prompts_number}"),
          "line 9: field 'prompt' is int where line 1 has str"),
-    Case("data files", "rl", "row 9: an empty prompt",
+    Case("data files", "rloo", "row 9: an empty prompt",
          ("--train_file", "{prompts_empty}"), "'prompt' is an empty string"),
-    Case("data files", "rl", "no prompt column", ("--train_file", "{text_jsonl}"), "lacks the field 'prompt'"),
+    Case("data files", "grpo", "no prompt column", ("--train_file", "{text_jsonl}"), "lacks the field 'prompt'"),
     Case("data files", "distill", "row 9: a null prompt", ("--train_file", "{prompts_null}"), "'prompt' is None"),
     Case("data files", "evaluate", "an empty --perplexity_file",
          ("--tasks", "perplexity", "--perplexity_file", "{empty_txt}"),
@@ -143,10 +143,11 @@ CASES = [
     Case("numeric flags", "pretrain", "--dataloader_num_workers -1", ("--dataloader_num_workers", "-1"),
          "--dataloader_num_workers -1 must be >= 0"),
     Case("numeric flags", "pretrain", "--hidden_size 0",
-         ("--hidden_size", "0"), "hidden_size must be a positive integer"),
+         ("--hidden_size", "0"), "field 'hidden_size': ValueError: Value must be greater or equal to 1, got 0."),
     Case("numeric flags", "pretrain", "--num_attention_heads 3 for width 64", ("--num_attention_heads", "3"),
          "must be divisible by num_attention_heads (3)"),
-    Case("numeric flags", "pretrain", "--dropout 1.5", ("--dropout", "1.5"), "must be in [0, 1), got 1.5"),
+    Case("numeric flags", "pretrain", "--dropout 1.5", ("--dropout", "1.5"),
+         "field 'embedding_dropout': ValueError: Value must be greater or equal to 0 and smaller than 1, got 1.5."),
     Case("numeric flags", "pretrain", "--vocab_size 100", ("--vocab_size", "100"), "vocab_size=100 is too small"),
     Case("numeric flags", "pretrain", "--max_position_embeddings 1", ("--max_position_embeddings", "1"),
          "--max_position_embeddings 1 must be at least 2"),
@@ -168,8 +169,8 @@ CASES = [
          ("--max_new_tokens", "0"), "--max_new_tokens 0 must be at least 1"),
     Case("numeric flags", "sft", "--num_sample_generations -1", ("--num_sample_generations", "-1"),
          "--num_sample_generations -1 must be >= 0"),
-    Case("numeric flags", "rl", "--num_generations 1", ("--num_generations", "1"), "at least 2 generations per prompt"),
-    Case("numeric flags", "rl", "--eval_max_new_tokens 0",
+    Case("numeric flags", "grpo", "--num_generations 1", ("--num_generations", "1"), "at least 2 generations per prompt"),
+    Case("numeric flags", "rloo", "--eval_max_new_tokens 0",
          ("--eval_max_new_tokens", "0"), "--eval_max_new_tokens 0 must be at least 1"),
     Case("numeric flags", "evaluate", "--batch_size 0", ("--batch_size", "0"), "--batch_size 0 must be at least 1"),
     Case("numeric flags", "evaluate", "--num_fewshot -1",
@@ -257,14 +258,14 @@ CASES = [
          "--max_length 128 is longer than the model's 64"),
     Case("combinations", "dpo", "a LoRA adapter folder as the model", ("--model_name_or_path", "{adapter}"),
          "is a LoRA adapter, not a standalone model"),
-    Case("combinations", "rl", "prompts + --max_completion_length beyond the context",
+    Case("combinations", "grpo", "prompts + --max_completion_length beyond the context",
          ("--max_completion_length", "60"),
          "with --max_completion_length 60 that is more than the model's 64 positions"),
-    Case("combinations", "rl", "a causal LM as the reward model", ("--reward_model_name_or_path", "{model}"),
+    Case("combinations", "rloo", "a causal LM as the reward model", ("--reward_model_name_or_path", "{model}"),
          "not a sequence-classification reward model"),
-    Case("combinations", "rl", "a dotted reward function without the flag", ("--reward_funcs", "os.system"),
+    Case("combinations", "grpo", "a dotted reward function without the flag", ("--reward_funcs", "os.system"),
          "is not one of the project's"),
-    Case("combinations", "rl", "a config that turns on custom reward code", ("--config", "{custom_reward_yaml}"),
+    Case("combinations", "grpo", "a config that turns on custom reward code", ("--config", "{custom_reward_yaml}"),
          "sets allow_custom_reward_funcs, which runs Python code from outside the project; a config file cannot"),
     Case("combinations", "distill", "a teacher with another tokenizer of the same size",
          ("--teacher_model_name_or_path", "{other_model}"), "same size but map tokens differently"),
@@ -512,8 +513,8 @@ def paths(tmp_path_factory, corpus):
     # A folder where the lock file should be is a folder; a config that switches custom reward code on by itself.
     os.makedirs(root / "lock_is_a_folder" / ".hf_simplegpt.lock")
     p["lock_is_a_folder"] = str(root / "lock_is_a_folder")
-    rl_tiny = (REPO_ROOT / "recipes" / "configs" / "rl_tiny.yaml").read_text()
-    p["custom_reward_yaml"] = file("custom_reward.yaml", rl_tiny + "\nallow_custom_reward_funcs: true\n"
+    grpo_tiny = (REPO_ROOT / "recipes" / "configs" / "grpo_tiny.yaml").read_text()
+    p["custom_reward_yaml"] = file("custom_reward.yaml", grpo_tiny + "\nallow_custom_reward_funcs: true\n"
                                    "reward_funcs: [hf_simplegpt.rewards.keyword_reward]\n")  # fmt: skip
     # A folder whose lock a live process holds (as a running job would).
     p["locked"] = str(root / "locked")
@@ -546,8 +547,8 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
                 "--num_sample_generations", "0", *quiet],
         "reward": ["--config", "reward_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["pairs_good"], *quiet],
         "dpo": ["--config", "dpo_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["pairs_good"], *quiet],
-        "rl": ["--config", "rl_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["prompts_good"],
-               "--reward_funcs", "keyword", *quiet],
+        **{job: ["--config", f"{job}_tiny.yaml", "--model_name_or_path", p["model"], "--train_file", p["prompts_good"],
+                 "--reward_funcs", "keyword", *quiet] for job in ("grpo", "rloo")},
         "distill": ["--config", "distill_tiny.yaml", "--model_name_or_path", p["model"], "--teacher_model_name_or_path",
                     p["model"], "--train_file", p["prompts_good"], *quiet],
         "evaluate": ["--model_name_or_path", p["model"], "--tasks", "mmlu", "--mmlu_data_dir", p["mmlu"], "--output_dir", out],
@@ -559,14 +560,6 @@ def base_args(job: str, p: dict, out: str) -> list[str]:
         "serve": [],
         "contrastive": ["--model_name_or_path", p["model"], "--train_file", p["anchors_good"], *quiet],
     }[job]  # fmt: skip
-
-
-JOB_MODULES = {"pretrain": "hf_simplegpt.recipes.pretrain", "sft": "hf_simplegpt.recipes.sft",
-               "reward": "hf_simplegpt.recipes.reward", "dpo": "hf_simplegpt.recipes.dpo", "rl": "hf_simplegpt.recipes.rl",
-               "distill": "hf_simplegpt.recipes.distill", "evaluate": "hf_simplegpt.recipes.eval",
-               "convert": "hf_simplegpt.conversion", "quantize": "hf_simplegpt.recipes.quantize",
-               "export": "hf_simplegpt.recipes.export", "prune": "hf_simplegpt.recipes.prune",
-               "serve": "hf_simplegpt.serving.server", "contrastive": "hf_simplegpt.recipes.contrastive"}  # fmt: skip
 
 
 # How each case ended in this process, by its id: "clear" (the documented error, nothing written), "silent" (no
@@ -590,7 +583,7 @@ def test_bad_input_gets_a_clear_error(case, paths, tiny_tokenizer, tmp_path, cap
             at = args.index("--config")
             del args[at : at + 2]
         args += [a.format(**paths) for a in case.args]
-        main = importlib.import_module(JOB_MODULES[case.job]).main
+        main = importlib.import_module(JOBS[case.job].module).main
         if case.warns:
             with caplog.at_level(logging.WARNING):
                 VERDICTS[key] = "silent"

@@ -22,7 +22,7 @@ def test_help_lists_every_job(capsys):
 
 
 # The jobs that read their flags with training.parse_args, so that --config works; the others take a few flags.
-CONFIG_JOBS = ("pretrain", "sft", "reward", "rl", "dpo", "distill", "prune", "evaluate", "quantize", "export")
+CONFIG_JOBS = ("pretrain", "sft", "reward", "grpo", "rloo", "dpo", "distill", "prune", "evaluate", "quantize", "export")
 
 
 @pytest.mark.parametrize("job", cli.JOBS)

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
@@ -64,16 +65,25 @@ def test_config_round_trips_through_auto_config(tmp_path):
     "overrides, message",
     [
         (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
-        (dict(head_dim=0), "head_dim must be a positive integer"),
-        (dict(norm_position="middle"), "norm_position must be one of ('post', 'pre')"),
-        (dict(hidden_act="gelu_wrong"), "hidden_act 'gelu_wrong' is not a known activation"),
-        (dict(num_hidden_layers=0), "num_hidden_layers must be a positive integer"),
-        (dict(attention_dropout=1.5, dropout=None), "attention_dropout must be in [0, 1)"),
+        (dict(head_dim=0), "field 'head_dim':\n    ValueError: Value must be a positive integer (or None: derived), got 0"),
+        (dict(norm_position="middle"), "Field 'norm_position' expected one of ('post', 'pre'), got middle"),
+        (dict(hidden_act="gelu_wrong"), "field 'hidden_act':\n    ValueError: Value must be one of ['gelu'"),
+        (dict(num_hidden_layers=0), "field 'num_hidden_layers':\n    ValueError: Value must be greater or equal to 1, got 0"),
+        (dict(hidden_size=32.0), "Field 'hidden_size' expected int, got float (value: 32.0)"),
+        (dict(attention_dropout=1.5, dropout=None),
+         "field 'attention_dropout':\n    ValueError: Value must be greater or equal to 0 and smaller than 1, got 1.5"),
         (dict(pad_token_id=300), "pad_token_id=300 is outside the vocabulary [0, 300)"),
-        (dict(layer_norm_eps=0.0), "layer_norm_eps must be > 0"),
+        (dict(layer_norm_eps=0.0), "field 'layer_norm_eps':\n    ValueError: Value must be greater than 0, got 0.0"),
     ],
 )
 def test_invalid_config_values_raise_naming_the_field(overrides, message):
-    with pytest.raises(ValueError) as error:
+    """transformers' own validation (huggingface_hub's `@strict`, `interval`), as its in-tree configs use it."""
+    with pytest.raises((ValueError, StrictDataclassError)) as error:
         SimpleGPTConfig(**tiny_config_kwargs(**overrides))
     assert message in str(error.value)
+
+
+def test_a_value_set_later_is_checked_too():
+    config = SimpleGPTConfig(**tiny_config_kwargs())
+    with pytest.raises(StrictDataclassError, match="field 'num_attention_heads'"):
+        config.num_attention_heads = 0

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from hf_simplegpt import SimpleGPTForCausalLM
-from hf_simplegpt.conversion import convert_gpt2_to_simplegpt, main
+from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 
 
 def tiny_gpt2(**overrides) -> GPT2LMHeadModel:
@@ -34,16 +33,6 @@ def test_converted_model_generates_what_gpt2_generates():
     prompt = torch.tensor([[5, 17, 42]])
     kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0)
     assert torch.equal(model.generate(prompt, **kwargs), gpt2.generate(prompt, **kwargs))
-
-
-def test_conversion_cli_writes_a_loadable_folder(tmp_path):
-    tiny_gpt2().save_pretrained(tmp_path / "gpt2")
-    main(["--gpt2", str(tmp_path / "gpt2"), "--output_dir", str(tmp_path / "simplegpt")])
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "simplegpt")
-    assert isinstance(loaded, SimpleGPTForCausalLM)
-    ids = torch.tensor([[1, 2, 3, 4]])
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(ids).logits, tiny_gpt2()(ids).logits, atol=1e-5, rtol=0)
 
 
 def test_gpt2_variants_without_an_equivalent_are_refused():

@@ -163,6 +163,23 @@ def test_masked_lm_is_bidirectional():
     torch.testing.assert_close(out.loss, expected)
 
 
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_masked_lm_leaves_the_config_it_was_given_causal(attn_implementation):
+    """Building the masked model must not turn a causal model sharing its config object bidirectional."""
+    config = SimpleGPTConfig(**tiny_config_kwargs(), attn_implementation=attn_implementation)
+    torch.manual_seed(0)
+    before = SimpleGPTForCausalLM(config).eval()
+    masked = SimpleGPTForMaskedLM(config)
+    after = SimpleGPTForCausalLM(config).eval()
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, -1] = 5
+    with torch.no_grad():
+        for model in (before, after):  # the first token must not see the last
+            torch.testing.assert_close(model(ids).logits[:, 0], model(changed).logits[:, 0], atol=0, rtol=0)
+    assert masked.config.is_causal is False and config.is_causal is True and config.use_cache is True
+
+
 # ----------------------------------------------------------------------------------------------- loss
 
 
@@ -382,6 +399,14 @@ def test_tied_weights_are_sharded_together(monkeypatch, model_class):
             module_name, _, param_name = name.rpartition(".")
             ALL_PARALLEL_STYLES[style].shard_param(model.get_submodule(module_name), param_name, mesh=None)
         assert placements[-1] == placements[-2] == [tensor_parallel.Shard(0)]  # both split along the vocabulary
+
+
+@pytest.mark.parametrize("model_class", [SimpleGPTForCausalLM, SimpleGPTForMaskedLM])
+def test_the_lm_head_is_a_pipeline_stage_and_kept_whole_under_fsdp(model_class):
+    model = model_class(SimpleGPTConfig(**tiny_config_kwargs()))
+    assert model.pp_plan["lm_head"] == (["hidden_states"], ["logits"])  # the last stage: hidden states -> logits
+    assert model.fsdp_plan == {"lm_head": "keep_full_weight", "model.embed_tokens": "free_full_weight",
+                               "model.layers.*": "free_full_weight", "model.norm": "keep_full_weight"}  # fmt: skip
 
 
 def test_generate_from_inputs_embeds_equals_generate_from_ids():

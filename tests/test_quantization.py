@@ -8,7 +8,6 @@ from transformers import AutoModelForCausalLM
 from hf_simplegpt.quantization import (
     check_method,
     compare_on_blocks,
-    parameter_count,
     quantized_weights,
     torchao_config,
     weight_bytes,
@@ -41,8 +40,8 @@ def test_weight_bytes_count_int8_data_and_a_scale_and_zero_point_per_row(float_a
         p.numel() + p.shape[0] * (4 + 1) if name in linear + embedding else p.numel() * 4 for name, p in params.items()
     )
     assert weight_bytes(quantized) == expected
-    assert weight_bytes(reference) == 4 * parameter_count(reference)
-    assert parameter_count(quantized) == parameter_count(reference)
+    assert weight_bytes(reference) == 4 * reference.num_parameters()
+    assert quantized.num_parameters() == reference.num_parameters()  # a quantized weight counts its elements
     assert weight_bytes(quantized) <= 0.5 * weight_bytes(reference)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_simplegpt import training
-from hf_simplegpt.data import CorpusArguments
+from hf_simplegpt.corpus import CorpusArguments
 from hf_simplegpt.pretraining import ModelArguments, PretrainingArguments
 from hf_simplegpt.training import parse_args
 
@@ -23,6 +23,25 @@ def test_parse_args_cli_beats_yaml_beats_defaults(tmp_path):
     assert model.num_hidden_layers == ModelArguments.num_hidden_layers  # untouched default
     # The seed's optimisation defaults.
     assert (train.max_grad_norm, str(train.lr_scheduler_type.value)) == (1.0, "cosine")
+
+
+@pytest.mark.parametrize("job, config", [("pretrain", "pretrain_tiny.yaml"), ("prune", "prune_tiny.yaml")])
+def test_bundled_configs_state_only_what_differs_from_the_job_defaults(job, config, tmp_path):
+    """One source of defaults per job, its dataclasses: a YAML key equal to the default would be a second one."""
+    import yaml
+
+    from hf_simplegpt.recipes.prune import PruningArguments, RecoveryConfig
+
+    arguments = {"pretrain": (CorpusArguments, ModelArguments, PretrainingArguments),
+                 "prune": (CorpusArguments, PruningArguments, RecoveryConfig)}[job]  # fmt: skip
+    out = ["--output_dir", str(tmp_path / "o")]
+    defaults = parse_args(*arguments, args=out)
+    configured = parse_args(*arguments, args=["--config", config, *out])
+    with open(training.resolve_config(config), encoding="utf-8") as f:
+        keys = yaml.safe_load(f)
+    for key in keys:
+        before, after = ([getattr(a, key) for a in parsed if hasattr(a, key)][0] for parsed in (defaults, configured))
+        assert before != after, f"{config} sets {key}: {after!r}, the job's default already"
 
 
 def test_parse_args_rejects_unknown_yaml_key(tmp_path):

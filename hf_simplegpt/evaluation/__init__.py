@@ -14,7 +14,8 @@ METRICS_DIR = Path(__file__).parent / "metrics"
 
 
 def metric_path(name: str) -> str:
-    """Path of one of this project's `evaluate` modules: accuracy, bleu, f1, mmlu, perplexity."""
+    """Path of one of this project's `evaluate` modules: bleu (what `hf-simplegpt evaluate` scores with), and mmlu
+    and perplexity (the project's own measures, for `evaluate` users)."""
     path = METRICS_DIR / f"{name}.py"
     if not path.is_file():
         valid = sorted(p.stem for p in METRICS_DIR.glob("*.py") if p.stem != "__init__")

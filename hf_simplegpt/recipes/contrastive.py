@@ -21,7 +21,6 @@ model card.
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 
 try:
@@ -33,12 +32,12 @@ except ModuleNotFoundError as error:  # the extra is not installed
 from transformers import set_seed
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import contrastive, safeguards
+from hf_simplegpt import contrastive, hub, safeguards
 from hf_simplegpt.data import DataArguments
-from hf_simplegpt.hub import check_simplegpt_source, push_to_hub, sentence_transformers_files, write_model_card
-from hf_simplegpt.training import check_launch, parse_args, setup_logging
+from hf_simplegpt.hub import check_simplegpt_source, sentence_transformers_files, write_model_card
+from hf_simplegpt.training import parse_job_args
 
-logger = logging.getLogger("contrastive")
+logger = logging.getLogger("hf_simplegpt.contrastive")
 
 
 @dataclass
@@ -103,22 +102,17 @@ def check_arguments(encoder: EncoderArguments, data: DataArguments, train_args: 
     if not (data.train_file or data.dataset_name):
         raise ValueError("Pass --train_file pairs.jsonl (rows with anchor, positive[, negative]) or --dataset_name; "
                          "`hf-simplegpt make-pairs` writes pairs from a text file or an MMLU folder.")  # fmt: skip
-    if train_args.push_to_hub and not train_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id <user>/<model-name>.")
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, encoder_args, run_args, train_args = parse_args(
+def main(argv: list[str] | None = None) -> dict:
+    data_args, encoder_args, run_args, train_args = parse_job_args(
         DataArguments, EncoderArguments, safeguards.RunArguments, ContrastiveConfig, args=argv
     )
-    setup_logging(train_args, logger.name)
-    check_launch(train_args)
     check_arguments(encoder_args, data_args, train_args)
     source, out = encoder_args.model_name_or_path, train_args.output_dir
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[source])
-    push, train_args.push_to_hub = train_args.push_to_hub, False  # one upload of exactly the published files at the end
     train, heldout = contrastive.load_pairs(data_args, seed=train_args.seed)
 
     set_seed(train_args.seed)
@@ -174,9 +168,7 @@ def main(argv=None) -> dict:
         training=asdict(encoder_args),
     )
     if push:
-        logger.info("Pushed to %s", push_to_hub(out, train_args.hub_model_id, private=train_args.hub_private_repo,
-                                                token=train_args.hub_token,
-                                                extra_files=("contrastive.json", *sentence_transformers_files(out))))  # fmt: skip
+        hub.push(out, train_args, extra_files=("contrastive.json", *sentence_transformers_files(out)))
     return report
 
 

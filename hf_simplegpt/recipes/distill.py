@@ -14,24 +14,25 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DistillationConfig, DistillationTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, safeguards, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, tokenization, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 from hf_simplegpt.generation import context_length
 
 
 @safeguards.guarded_main
-def main(args=None):
-    data_args, run_args, train_args, model_args = training.parse_args(
-        DataArguments, safeguards.RunArguments, DistillationConfig, ModelConfig, args=args
+def main(argv: list[str] | None = None) -> dict:
+    """Run on-policy distillation; returns the held-out KL before and after (alignment_metrics.json)."""
+    data_args, run_args, train_args, model_args = training.parse_job_args(
+        DataArguments, safeguards.RunArguments, DistillationConfig, ModelConfig, args=argv
     )
-    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     student_path, teacher_path = model_args.model_name_or_path, train_args.teacher_model_name_or_path
     if student_path is None or teacher_path is None:
         raise ValueError("Pass --model_name_or_path STUDENT_DIR and --teacher_model_name_or_path TEACHER_DIR.")
     alignment.check_full_model_folder(student_path, "student")
     alignment.check_full_model_folder(teacher_path, "teacher", "--teacher_model_name_or_path")
-    alignment.check_same_vocabulary(student_path, teacher_path)
+    tokenization.check_same_vocabulary(student_path, teacher_path)
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[student_path, teacher_path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_prompt_dataset)
 
@@ -52,27 +53,28 @@ def main(args=None):
                                   processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
     training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # before anything else can fail
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(train_args.output_dir)
-        n_student = sum(p.numel() for p in student.parameters())
-        n_teacher = sum(p.numel() for p in teacher.parameters())
-        metrics = {"heldout_prompts": len(prompts), "student_parameters": n_student, "teacher_parameters": n_teacher,
-                   "kl_teacher_student_before": before, "kl_teacher_student_after": after}  # fmt: skip
-        print(f"Held-out KL(teacher || student) per token: {before:.4f} before -> {after:.4f} after distillation")
-        alignment.save_metrics_and_card(
-            train_args.output_dir,
-            metrics,
-            method="distill",
-            base_model=student_path,
-            summary=f"A SimpleGPT student ({n_student:,} parameters) distilled on-policy from the teacher "
-            f"`{teacher_path}` ({n_teacher:,} parameters) with TRL's DistillationTrainer.",
-            hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                             "beta (JSD interpolation)": train_args.beta, "temperature": train_args.temperature,
-                             "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
-        )  # fmt: skip
-    return trainer
+    n_student, n_teacher = student.num_parameters(), teacher.num_parameters()
+    metrics = {"heldout_prompts": len(prompts), "student_parameters": n_student, "teacher_parameters": n_teacher,
+               "kl_teacher_student_before": before, "kl_teacher_student_after": after}  # fmt: skip
+    if not trainer.accelerator.is_main_process:
+        return metrics
+    print(f"Held-out KL(teacher || student) per token: {before:.4f} before -> {after:.4f} after distillation")
+    alignment.save_metrics_and_card(
+        train_args.output_dir,
+        metrics,
+        method="distill",
+        base_model=student_path,
+        summary=f"A SimpleGPT student ({n_student:,} parameters) distilled on-policy from the teacher "
+        f"`{teacher_path}` ({n_teacher:,} parameters) with TRL's DistillationTrainer.",
+        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
+                         "beta (JSD interpolation)": train_args.beta, "temperature": train_args.temperature,
+                         "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
+    )  # fmt: skip
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)
+    return metrics
 
 
 if __name__ == "__main__":

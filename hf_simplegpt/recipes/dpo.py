@@ -18,23 +18,24 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import adapters, alignment, data, safeguards, training
+from hf_simplegpt import adapters, alignment, data, hub, safeguards, training
 from hf_simplegpt.data import DataArguments
 from hf_simplegpt.evaluation import alignment_metrics
 from hf_simplegpt.generation import check_fits_context
 
 
 @safeguards.guarded_main
-def main(args=None):
-    data_args, run_args, train_args, model_args = training.parse_args(
-        DataArguments, safeguards.RunArguments, DPOConfig, ModelConfig, args=args
+def main(argv: list[str] | None = None) -> dict:
+    """Run DPO; returns the held-out margins before and after (alignment_metrics.json)."""
+    data_args, run_args, train_args, model_args = training.parse_job_args(
+        DataArguments, safeguards.RunArguments, DPOConfig, ModelConfig, args=argv
     )
-    training.check_launch(train_args)  # FSDP/DeepSpeed or a CPU process group without use_cpu: refuse
     path = model_args.model_name_or_path
     if path is None:
         raise ValueError("Pass --model_name_or_path: the causal LM (e.g. the SFT output) to align.")
     alignment.check_full_model_folder(path, "policy")
     check_fits_context(AutoConfig.from_pretrained(path), train_args.max_length, "--max_length")
+    push = hub.wants_push(train_args)
     run = safeguards.start_run(train_args, run_args, inputs=[path])
     train, heldout = data.load_data(data_args, train_args.seed, check=alignment.validate_preference_dataset)
     fmt = alignment.text_format(train[0]["chosen"])
@@ -53,31 +54,33 @@ def main(args=None):
                          processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
     run.train(trainer)
     training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # before anything else can fail
+    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(train_args.output_dir)
-        reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
-        metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}
-        for name, gaps in (("before", before), ("after", after)):
-            metrics[f"logp_margin_{name}"] = gaps.mean().item()
-            metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
-        print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
-              f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
-              f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
-              " of pairs")  # fmt: skip
-        alignment.save_metrics_and_card(
-            train_args.output_dir,
-            metrics,
-            method="dpo",
-            base_model=path,
-            summary="A SimpleGPT aligned to preference pairs with direct preference optimisation (TRL DPOTrainer).",
-            hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                             "beta": train_args.beta, "loss_type": train_args.loss_type,
-                             "per_device_train_batch_size": train_args.per_device_train_batch_size,
-                             "lora": bool(peft_config)},  # fmt: skip
-        )
-    return trainer
+    reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
+    metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}
+    for name, gaps in (("before", before), ("after", after)):
+        metrics[f"logp_margin_{name}"] = gaps.mean().item()
+        metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
+    if not trainer.accelerator.is_main_process:
+        return metrics
+    print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
+          f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
+          f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
+          " of pairs")  # fmt: skip
+    alignment.save_metrics_and_card(
+        train_args.output_dir,
+        metrics,
+        method="dpo",
+        base_model=path,
+        summary="A SimpleGPT aligned to preference pairs with direct preference optimisation (TRL DPOTrainer).",
+        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
+                         "beta": train_args.beta, "loss_type": train_args.loss_type,
+                         "per_device_train_batch_size": train_args.per_device_train_batch_size,
+                         "lora": bool(peft_config)},  # fmt: skip
+    )
+    if push:
+        hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import safeguards
+from hf_simplegpt import hub, safeguards
 from hf_simplegpt.data import check_rows, load_files, text_field_problem
 from hf_simplegpt.evaluation import evaluate_crows_pairs, evaluate_mmlu, load_crows_pairs, load_mmlu, metric_path, perplexity
 from hf_simplegpt.evaluation.holistic import (
@@ -36,8 +36,8 @@ from hf_simplegpt.evaluation.holistic import (
 from hf_simplegpt.evaluation.mmlu import plot_categories, write_samples
 from hf_simplegpt.evaluation.safety import evaluate_safety, examples_markdown, load_safety_prompts, select_per_category
 from hf_simplegpt.generation import generate
+from hf_simplegpt.hub import check_model_source, merge_evaluation, results_table, write_model_card
 from hf_simplegpt.rewards import RewardModelScorer
-from hf_simplegpt.hub import check_model_source, merge_evaluation, push_to_hub, results_table, write_model_card
 from hf_simplegpt.training import check_minimums, parse_args
 
 TASKS = ("perplexity", "mmlu", "bleu", "crows_pairs", "safety", "holistic", "retrieval")
@@ -184,7 +184,7 @@ def run_tasks(model_path: str, tasks: list[str], args, data: dict, device: str, 
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args(EvalArguments, args=argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
@@ -200,8 +200,7 @@ def main(argv=None) -> dict:
         raise ValueError("--tasks bleu needs --bleu_file (a .jsonl with 'prompt' and 'reference').")
     if "retrieval" in tasks and not args.retrieval_file:
         raise ValueError("--tasks retrieval needs --retrieval_file (a .jsonl of held-out anchor/positive pairs).")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-small).")
+    push = hub.wants_push(args)
 
     check_model_source(args.model_name_or_path)
     if args.compare_model_name_or_path:
@@ -258,9 +257,9 @@ def main(argv=None) -> dict:
         write_model_card(out, results=results, model_name=model_dir.name, repo_id=args.hub_model_id,
                          model_dir=model_dir if model_dir.is_dir() else None,
                          **({"evaluation_notes": notes} if notes else {}))  # fmt: skip
-    if args.push_to_hub:
+    if push:
         upload = {name: out / name for name in ("README.md", "results.json")}
-        print("Pushed:", push_to_hub(model_dir, args.hub_model_id, replacements=upload))
+        hub.push(model_dir, args, replacements=upload)
     return results
 
 

@@ -58,9 +58,9 @@ from hf_simplegpt.gguf import (
 from hf_simplegpt.hub import check_simplegpt_source
 from hf_simplegpt.timing import interleaved_medians
 from hf_simplegpt.safeguards import claim_output_dir, guarded_main
-from hf_simplegpt.training import check_minimums, parse_args
+from hf_simplegpt.training import check_minimums, parse_args, setup_logging
 
-logger = logging.getLogger("export")
+logger = logging.getLogger("hf_simplegpt.export")
 PROMPTS = ["The ", "A function", "In Python, "]
 
 
@@ -142,9 +142,9 @@ def markdown_report(results: dict) -> str:
 
 
 @guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     (args,) = parse_args(ExportArguments, args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     return gguf_job(args) if args.format == "gguf" else executorch_job(args)
 
 

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from hf_simplegpt.contrastive import make_mmlu_pairs, make_text_pairs
-from hf_simplegpt.recipes.alignment_demo import write_jsonl
+from hf_simplegpt.synthetic import write_jsonl
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -6,9 +6,9 @@ Each row is {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}; t
 """
 
 import argparse
-import json
 import random
-from pathlib import Path
+
+from hf_simplegpt.synthetic import write_jsonl
 
 QUESTIONS = ("What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?", "Please work out {a} {op} {b}.")
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -26,17 +26,15 @@ def make_rows(rows: int, seed: int) -> list[dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, help="the .jsonl file to write")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = Path(args.output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row) + "\n" for row in make_rows(args.rows, args.seed)))
+    path = write_jsonl(make_rows(args.rows, args.seed), args.output)
     print(f"wrote {args.rows} conversations to {path}")
-    return path
+    return {"output": str(path), "rows": args.rows}
 
 
 if __name__ == "__main__":

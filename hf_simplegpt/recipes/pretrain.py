@@ -13,15 +13,14 @@ import json
 import logging
 import math
 import os
-import sys
 
 import torch
 from transformers import DataCollatorForLanguageModeling, Trainer, set_seed
 
-from hf_simplegpt import safeguards
-from hf_simplegpt.data import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
+from hf_simplegpt import hub, safeguards
+from hf_simplegpt.corpus import CorpusArguments, load_or_train_tokenizer, prepare_corpus, tokenize_and_pack
 from hf_simplegpt.generation import SAMPLING_DEFAULTS, generate, set_sampling_defaults
-from hf_simplegpt.hub import check_model_source, push_to_hub, write_model_card
+from hf_simplegpt.hub import check_model_source, write_model_card
 from hf_simplegpt.pretraining import (
     BatchFingerprintCallback,
     ModelArguments,
@@ -32,48 +31,29 @@ from hf_simplegpt.pretraining import (
     install_throughput_callback,
     plot_loss_curve,
 )
-from hf_simplegpt.training import (
-    check_launch,
-    check_saved_model,
-    loading_on_one_process,
-    parse_args,
-    ready_for_inference,
-    resolve_config,
-    setup_logging,
-)
+from hf_simplegpt.training import check_saved_model, loading_on_one_process, parse_job_args, ready_for_inference
 
-logger = logging.getLogger("pretrain")
+logger = logging.getLogger("hf_simplegpt.pretrain")
 
-# Without --config, this YAML supplies the defaults: the small offline run the README's Quickstart launches.
-DEFAULT_CONFIG = "pretrain_default.yaml"
 # Published next to the model, card and code (hub.hub_files): the training record the card refers to.
 PUBLISHED_EXTRAS = ("loss_curve.png", "trainer_state.json", "all_results.json")
 SAMPLE_PROMPTS = ["The ", "A function", "In Python, "]
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--config" not in argv:
-        argv = ["--config", resolve_config(DEFAULT_CONFIG), *argv]
-    data_args, model_args, run_args, training_args = parse_args(
+def main(argv: list[str] | None = None) -> dict:
+    data_args, model_args, run_args, training_args = parse_job_args(
         CorpusArguments, ModelArguments, safeguards.RunArguments, PretrainingArguments, args=argv
     )
-    setup_logging(training_args, logger.name)
-    check_launch(training_args)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming.")
     if model_args.model_name_or_path:
         check_model_source(model_args.model_name_or_path)
         check_continued_model(model_args)
+    push = hub.wants_push(training_args)
     # Fail before any work: bad flags, a folder holding another run's work or in use, an unusable checkpoint.
     run = safeguards.start_run(training_args, run_args)
     resume = run.resume_from_checkpoint
-    # One upload at the end, of exactly the published files (hub.hub_files): the Trainer's own pushes would send
-    # checkpoints mid-run and replace our model card with its own.
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-    if push and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id <user>/<model-name>.")
     set_seed(training_args.seed)  # before the model is built, so its initial weights are reproducible
     logger.info("Seed: %d", training_args.seed)
     block_size = model_args.max_position_embeddings
@@ -169,14 +149,7 @@ def main(argv=None) -> dict:
         out,
     )
     if push:
-        url = push_to_hub(
-            out,
-            training_args.hub_model_id,
-            private=training_args.hub_private_repo,
-            token=training_args.hub_token,
-            extra_files=PUBLISHED_EXTRAS,
-        )
-        logger.info("Pushed to %s", url)
+        hub.push(out, training_args, extra_files=PUBLISHED_EXTRAS)
     return metrics
 
 

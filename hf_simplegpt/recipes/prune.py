@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -32,11 +31,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DataCo
 from trl.import_utils import TRLExperimentalWarning
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt import compression, safeguards
+from hf_simplegpt import compression, hub, safeguards
 from hf_simplegpt.alignment import check_full_model_folder
-from hf_simplegpt.data import CorpusArguments, blocks_tensor, prepare_corpus, tokenize_and_pack
-from hf_simplegpt.hub import push_to_hub, write_model_card
-from hf_simplegpt.training import check_launch, parse_args, ready_for_inference, setup_logging
+from hf_simplegpt.corpus import CorpusArguments, blocks_tensor, prepare_corpus, tokenize_and_pack
+from hf_simplegpt.hub import write_model_card
+from hf_simplegpt.training import parse_job_args, ready_for_inference
 
 with warnings.catch_warnings():
     # GKDTrainer lives in trl.experimental: chosen on purpose (the one TRL trainer for off-policy logit distillation
@@ -44,7 +43,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", TRLExperimentalWarning)
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-logger = logging.getLogger("prune")
+logger = logging.getLogger("hf_simplegpt.prune")
 
 
 @dataclass
@@ -120,8 +119,6 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
     if recovery.lmbda != 0 or recovery.seq_kd:
         raise ValueError("Recovery distils on the training text (--lmbda 0, --seq_kd false). For on-policy "
                          "distillation over prompts, run `hf-simplegpt distill` on the pruned folder.")  # fmt: skip
-    if recovery.push_to_hub and not recovery.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id <user>/<model-name>.")
     config = AutoConfig.from_pretrained(source)
     if config.model_type != "simplegpt":
         raise ValueError(f"{source} holds a {config.model_type!r} model; prune works on SimpleGPT folders "
@@ -130,16 +127,13 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
 
 
 @safeguards.guarded_main
-def main(argv=None) -> dict:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    data_args, pruning, run_args, recovery = parse_args(
+def main(argv: list[str] | None = None) -> dict:
+    data_args, pruning, run_args, recovery = parse_job_args(
         CorpusArguments, PruningArguments, safeguards.RunArguments, RecoveryConfig, args=argv
     )
-    setup_logging(recovery, logger.name)
-    check_launch(recovery)
     check_arguments(pruning, data_args, recovery)
+    push = hub.wants_push(recovery)
     run = safeguards.start_run(recovery, run_args, inputs=[pruning.model_name_or_path])
-    push, recovery.push_to_hub = recovery.push_to_hub, False  # one upload of exactly the published files at the end
     recovery.max_steps = max(pruning.recovery_steps, 1)  # the Trainer is not built at 0
     source, out = pruning.model_name_or_path, recovery.output_dir
     set_seed(recovery.seed)
@@ -213,8 +207,7 @@ def main(argv=None) -> dict:
         recovery=recovery,
     )
     if push:
-        logger.info("Pushed to %s", push_to_hub(out, recovery.hub_model_id, private=recovery.hub_private_repo,
-                                                token=recovery.hub_token, extra_files=("pruning.json",)))  # fmt: skip
+        hub.push(out, recovery, extra_files=("pruning.json",))
     return report
 
 

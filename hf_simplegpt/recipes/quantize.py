@@ -22,13 +22,14 @@ from pathlib import Path
 import torch
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
-from hf_simplegpt.data import CorpusArguments, heldout_blocks
-from hf_simplegpt.hub import check_simplegpt_source, push_to_hub, write_model_card
+from hf_simplegpt import hub
+from hf_simplegpt.corpus import CorpusArguments, heldout_blocks
+from hf_simplegpt.hub import check_simplegpt_source, write_model_card
 from hf_simplegpt.quantization import METHODS, check_method, comparison_results, markdown_table, quantize_folder
 from hf_simplegpt.safeguards import claim_output_dir, guarded_main
-from hf_simplegpt.training import check_minimums, parse_args
+from hf_simplegpt.training import check_minimums, parse_args, setup_logging
 
-logger = logging.getLogger("quantize")
+logger = logging.getLogger("hf_simplegpt.quantize")
 PUBLISHED_EXTRAS = ("quantization.json", "quantization.md")
 
 
@@ -60,15 +61,14 @@ class QuantizeArguments:
         check_method(self.method)  # an unknown method, or int4 without a GPU, fails before anything loads
         if self.output_dir is None:
             self.output_dir = f"outputs/{Path(self.model_name_or_path).name}-{self.method}"
-        if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/simplegpt-int8).")
         check_minimums(self, {"max_eval_blocks": 1, "batch_size": 1, "prompt_length": 1, "new_tokens": 1, "repeats": 1})
 
 
 @guarded_main
-def main(argv=None) -> dict:
+def main(argv: list[str] | None = None) -> dict:
     args, data_args = parse_args(QuantizeArguments, CorpusArguments, args=argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
+    push = hub.wants_push(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = check_simplegpt_source(args.model_name_or_path, "quantize", args.output_dir)
@@ -98,8 +98,8 @@ def main(argv=None) -> dict:
         out, "quantized.md", model_name=out.resolve().name, base_model=source, repo_id=args.hub_model_id,
         tags=["quantized", "torchao", args.method], quantization=results, quantization_table=table,
     )  # fmt: skip
-    if args.push_to_hub:
-        print("Pushed:", push_to_hub(out, args.hub_model_id, extra_files=PUBLISHED_EXTRAS))
+    if push:
+        hub.push(out, args, extra_files=PUBLISHED_EXTRAS)
     return results
 
 

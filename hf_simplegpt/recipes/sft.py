@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, SFTTrainer
+from trl import ModelConfig, SFTConfig, SFTTrainer, is_conversational
 
 import hf_simplegpt  # noqa: F401  (registers SimpleGPT with the Auto classes)
 from hf_simplegpt import adapters, data, finetuning, hub, safeguards, training
@@ -130,10 +130,9 @@ def write_card(
 @safeguards.guarded_main
 def main(argv: list[str] | None = None) -> dict:
     """Run SFT; returns the measured numbers (eval loss before/after, trainable parameters, paths)."""
-    data_args, script_args, run_args, training_args, model_args = training.parse_args(
+    data_args, script_args, run_args, training_args, model_args = training.parse_job_args(
         DataArguments, SFTScriptArguments, safeguards.RunArguments, SFTConfig, ModelConfig, args=argv
     )
-    training.check_launch(training_args)
     if model_args.model_name_or_path is None:
         raise ValueError("--model_name_or_path is required: a SimpleGPT directory or any causal LM.")
     hub.check_model_source(model_args.model_name_or_path)
@@ -143,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--max_length {training_args.max_length} must be at least 1 (or unset: no truncation).")
     model_config = AutoConfig.from_pretrained(model_args.model_name_or_path)
     check_fits_context(model_config, training_args.max_length, "--max_length")
+    push = hub.wants_push(training_args)
     run = safeguards.start_run(training_args, run_args, inputs=[model_args.model_name_or_path])
     if script_args.merge and script_args.merged_output_dir:
         safeguards.claim_output_dir(script_args.merged_output_dir, overwrite=run_args.overwrite_output_dir,
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     for name, value in finetuning.loss_mask_args(train_dataset, script_args.train_on_all_tokens).items():
         setattr(training_args, name, value)
-    if finetuning.is_conversational_dataset(train_dataset) and training_args.chat_template_path is None:
+    if is_conversational(train_dataset[0]) and training_args.chat_template_path is None:
         finetuning.check_chat_template(tokenizer, training_args.assistant_only_loss)
 
     model = load_model(model_args, training_args)
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in trainer.model.parameters())
+    trainable, total = trainer.model.num_parameters(only_trainable=True), trainer.model.num_parameters()
     print(f"format={fmt} train_rows={len(train_dataset)} trainable_params={trainable:,} / {total:,}")
 
     results = {"format": fmt, "trainable_params": trainable, "total_params": total}
@@ -206,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model card: {write_card(training_args.output_dir, *card_args)}")
     if script_args.merge:
         print(f"model card: {write_card(results['merged_output_dir'], *card_args, merged=True)}")
+    if push:  # the trained model or adapter, with its card and results
+        hub.push(training_args.output_dir, training_args, extra_files=("sft_results.json",))
     print(json.dumps({k: v for k, v in results.items() if k != "samples"}))
     return results
 

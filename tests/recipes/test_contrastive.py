@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, contrastive
 from hf_simplegpt.hub import hub_files, sentence_transformers_files
-from hf_simplegpt.recipes.alignment_demo import write_jsonl
+from hf_simplegpt.synthetic import write_jsonl
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 from tests.conftest import QUIET, WORDS, tiny_config_kwargs
 

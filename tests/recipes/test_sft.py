@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
 from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 from hf_simplegpt.data import DataArguments
-from hf_simplegpt.hub import hub_files
+from hf_simplegpt.hub import TOKENIZER_FILES, hub_files
 from hf_simplegpt.recipes import sft
-from tests.conftest import expected_lora_params, tiny_config_kwargs
+from tests.conftest import expected_lora_params, tiny_config_kwargs, write_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PAIRS = [
@@ -29,11 +29,6 @@ PAIRS = [
     ("Say bye.", "Goodbye."),
     ("Name a day.", "Monday."),
 ]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 @pytest.fixture(autouse=True)
@@ -77,8 +72,8 @@ def run_sft(base, train_file, output_dir, *extra):
 
 def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
     rows = [{"instruction": q, "response": a} for q, a in PAIRS]
-    train_file = write_jsonl(tmp_path / "train.jsonl", rows * 4)
-    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:4])
+    train_file = write_jsonl(rows * 4, tmp_path / "train.jsonl")
+    eval_file = write_jsonl(rows[:4], tmp_path / "eval.jsonl")
     results = run_sft(base_dir, train_file, tmp_path / "out", "--learning_rate", "3e-3", "--eval_file", str(eval_file))
     assert results["format"] == "instruction"
     assert results["trainable_params"] == results["total_params"]
@@ -138,7 +133,7 @@ def test_torch_compile_sft_takes_the_eager_steps(tmp_path, base_dir):
 
 def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model, tiny_tokenizer):
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in PAIRS] * 4
-    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
+    train_file = write_jsonl(rows, tmp_path / "train.jsonl")
     out = tmp_path / "lora"
     results = run_sft(
         base_dir, train_file, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
@@ -173,7 +168,7 @@ def test_adapter_loads_where_hf_simplegpt_is_not_installed(tmp_path, base_dir):
     The adapter is a DoRA one, so the DoRA path also trains, saves and reloads."""
     rows = [{"prompt": q, "completion": " " + a} for q, a in PAIRS] * 2
     out = tmp_path / "lora"
-    run_sft(base_dir, write_jsonl(tmp_path / "train.jsonl", rows), out, "--use_peft", "--use_dora", "--max_steps", "2")
+    run_sft(base_dir, write_jsonl(rows, tmp_path / "train.jsonl"), out, "--use_peft", "--use_dora", "--max_steps", "2")
     code = (
         "import sys; from peft import AutoPeftModelForCausalLM\n"
         "assert 'hf_simplegpt' not in sys.modules\n"
@@ -213,15 +208,15 @@ def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokeni
 
 
 def test_bad_input_stops_before_training(tmp_path, base_dir):
-    unknown = write_jsonl(tmp_path / "unknown.jsonl", [{"question": "hi", "label": 1}] * 8)
+    unknown = write_jsonl([{"question": "hi", "label": 1}] * 8, tmp_path / "unknown.jsonl")
     with pytest.raises(ValueError, match=r"fields \['label', 'question'\]"):
         run_sft(base_dir, unknown, tmp_path / "a")
 
-    rows = write_jsonl(tmp_path / "train.jsonl", [{"instruction": q, "response": a} for q, a in PAIRS])
+    rows = write_jsonl([{"instruction": q, "response": a} for q, a in PAIRS], tmp_path / "train.jsonl")
     with pytest.raises(ValueError, match=r"Available linear layers: \['down_proj', 'k_proj', 'lm_head'"):
         run_sft(base_dir, rows, tmp_path / "b", "--use_peft", "--lora_target_modules", "query", "value")
 
-    prompt_completion = write_jsonl(tmp_path / "pc.jsonl", [{"prompt": q, "completion": a} for q, a in PAIRS])
+    prompt_completion = write_jsonl([{"prompt": q, "completion": a} for q, a in PAIRS], tmp_path / "pc.jsonl")
     with pytest.raises(ValueError, match="give --eval_file the training file's format"):
         run_sft(base_dir, rows, tmp_path / "e", "--eval_file", str(prompt_completion))
 
@@ -245,3 +240,16 @@ def test_configs_parse(config, tmp_path):
     )
     assert sft_args.max_length >= 64 and data_args.heldout_size > 0
     assert model_args.load_in_4bit == (config == "sft_qlora.yaml") == model_args.use_peft
+
+
+def test_push_of_a_lora_run_uploads_the_adapter_its_card_and_results(tmp_path, base_dir, fake_hub):
+    out = tmp_path / "lora"
+    rows = write_jsonl([{"instruction": q, "response": a} for q, a in PAIRS], tmp_path / "train.jsonl")
+    run_sft(base_dir, rows, out, "--use_peft", "--max_steps", "2", "--num_sample_generations", "0",
+            "--push_to_hub", "true", "--hub_model_id", "me/tiny-lora")  # fmt: skip
+    (commit,) = fake_hub
+    tokenizer = {name for name in TOKENIZER_FILES if (out / name).exists()}
+    assert commit["repo_id"] == "me/tiny-lora" and "tokenizer.json" in tokenizer
+    assert set(commit["files"]) == {"adapter_config.json", "adapter_model.safetensors", "README.md",
+                                    "sft_results.json"} | tokenizer  # fmt: skip
+    assert "lora" in commit["card"] and commit["card"] == (out / "README.md").read_text()

@@ -1,6 +1,6 @@
-"""recipes/alignment_demo.py: the synthetic keyword task has the property alignment is measured by."""
+"""hf_simplegpt.synthetic: the keyword task has the property alignment is measured by."""
 
-from hf_simplegpt.recipes.alignment_demo import KeywordTask
+from hf_simplegpt.synthetic import KeywordTask
 from hf_simplegpt.rewards import keyword_reward
 
 
