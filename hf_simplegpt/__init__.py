@@ -1,4 +1,4 @@
-"""hf_simplegpt: the seed's GPT as a first-class transformers model.
+"""hf_simplegpt: the reference design's GPT as a first-class transformers model.
 
 Importing the package registers SimpleGPT with the Auto classes, and marks the classes so that `save_pretrained`
 writes the configuration and modeling code plus an `auto_map` into the folder: a machine without hf_simplegpt then

@@ -1,4 +1,4 @@
-"""Configuration of SimpleGPT: the seed document's GPT as a transformers configuration.
+"""Configuration of SimpleGPT: the reference design's GPT as a transformers configuration.
 
 This file is uploaded to the Hub next to `modeling_simplegpt.py` as remote code, so it imports nothing from
 hf_simplegpt.
@@ -29,7 +29,7 @@ def positive_or_unset(value: int | None):
 @strict
 class SimpleGPTConfig(PreTrainedConfig):
     r"""
-    Configuration of a [`SimpleGPTModel`]. The defaults are the seed document's: a 12-layer, 768-wide GPT with
+    Configuration of a [`SimpleGPTModel`]. The defaults are the reference design's: a 12-layer, 768-wide GPT with
     12 heads, a 10,000-token vocabulary and 512 learned positions.
 
     Args:
@@ -46,23 +46,23 @@ class SimpleGPTConfig(PreTrainedConfig):
         hidden_act (`str`, defaults to `"gelu"`): feed-forward activation, any key of `transformers.ACT2FN`
             (`"gelu_pytorch_tanh"` is GPT-2's tanh approximation as one fused kernel).
         embedding_dropout, residual_dropout, attention_dropout (`float`, default 0.1 each): dropout after the
-            embeddings, on each residual branch, and on the attention probabilities. The seed's single `dropout=`
+            embeddings, on each residual branch, and on the attention probabilities. The reference design's single `dropout=`
             argument sets all three.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
         initializer_range (`float`, defaults to 0.02): std of the normal init; residual output projections are
             further scaled by 1/sqrt(2 * num_hidden_layers) as in GPT-2.
-        norm_position (`str`, defaults to `"post"`): `"post"` is the seed's block (`x = norm(x + f(x))`),
+        norm_position (`str`, defaults to `"post"`): `"post"` is the reference design's block (`x = norm(x + f(x))`),
             `"pre"` is GPT-2's (`x = x + f(norm(x))`), which trains more stably when deep.
         attention_bias, mlp_bias (`bool`, default `True`): biases of the attention and feed-forward projections.
         tie_word_embeddings (`bool`, defaults to `False`): share the output projection with the token embedding.
-            The seed uses a separate output projection.
+            The reference design uses a separate output projection.
         is_causal (`bool`, defaults to `True`): causal self-attention. `SimpleGPTForMaskedLM` sets it to `False` on its own copy.
 
     Every value is checked when set (`huggingface_hub`'s `@strict`, as transformers' own configs are): a wrong one
     raises `StrictDataclassFieldValidationError` naming the field, the bound and the value; the special token ids are
     checked against the vocabulary after `__init__` (`validate_token_ids`).
 
-    The seed's argument names are accepted as aliases: `num_layers`, `num_heads`, `max_seq_len`
+    The reference design's argument names are accepted as aliases: `num_layers`, `num_heads`, `max_seq_len`
     (`SimpleGPTConfig(num_layers=6).num_hidden_layers == 6` and `config.num_layers` reads it back).
     """
 
@@ -115,10 +115,10 @@ class SimpleGPTConfig(PreTrainedConfig):
     pad_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
-        # The seed configures one dropout rate for the whole model.
+        # The reference design configures one dropout rate for the whole model.
         if (dropout := kwargs.pop("dropout", None)) is not None:
             self.embedding_dropout = self.residual_dropout = self.attention_dropout = dropout
-        super().__post_init__(**kwargs)  # also applies the seed aliases (num_layers=...) through attribute_map
+        super().__post_init__(**kwargs)  # also applies the reference design's aliases (num_layers=...) through attribute_map
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         if getattr(self, "auto_map", None) is None:

@@ -1,9 +1,9 @@
-"""SimpleGPT: the seed document's GPT as a transformers model.
+"""SimpleGPT: the reference design's GPT as a transformers model.
 
 token embedding + learned position embedding -> N x [self-attention, GELU feed-forward, LayerNorm, residuals]
 -> final LayerNorm -> output projection. (The first block adds the position embedding; see `SimpleGPTModel`.)
 
-The seed's reference code had four bugs, fixed here:
+The reference design's code had four bugs, fixed here:
   1. no causal mask: every position could read the future, so training was trivial and generation useless.
      Attention is causal (masks come from transformers' masking utilities).
   2. heads were not transposed to (batch, heads, seq, head_dim) before the score matmul, so "heads" mixed positions.
@@ -132,7 +132,7 @@ class SimpleGPTMLP(nn.Module):
 
 
 class SimpleGPTBlock(GradientCheckpointingLayer):
-    """One transformer block, post-norm (the seed's) or pre-norm (GPT-2's) after `config.norm_position`.
+    """One transformer block, post-norm (the reference design's) or pre-norm (GPT-2's) after `config.norm_position`.
 
     Block 0 starts the residual stream: it adds the learned position embedding to the token embeddings it receives.
     """

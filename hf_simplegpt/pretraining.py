@@ -84,7 +84,7 @@ class ModelArguments:
     )
     max_position_embeddings: int = field(default=128, metadata={"help": "Context length = packed block size."})
     intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
-    norm_position: str = field(default="pre", metadata={"help": "pre (GPT-2, stable) or post (the seed's block)."})
+    norm_position: str = field(default="pre", metadata={"help": "pre (GPT-2, stable) or post (the reference design's block)."})
     dropout: float = field(default=0.1, metadata={"help": "Embedding, residual and attention dropout."})
     tie_word_embeddings: bool = field(default=False, metadata={"help": "Share input and output embeddings."})
     num_sample_generations: int = field(default=3, metadata={"help": "Sample continuations printed at the end."})

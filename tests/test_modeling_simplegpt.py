@@ -58,7 +58,7 @@ def random_ids(batch=2, length=12, low=3, high=300, seed=1):
 
 
 def reference_forward(model: SimpleGPTForCausalLM, ids: torch.Tensor) -> torch.Tensor:
-    """The seed's architecture written out by hand, with its four bugs fixed; logits (batch, seq, vocab)."""
+    """The reference design's architecture written out by hand, with its four bugs fixed; logits (batch, seq, vocab)."""
     config, net = model.config, model.model
     batch, length = ids.shape
     heads, head_dim = config.num_attention_heads, config.head_dim

@@ -21,7 +21,7 @@ def test_parse_args_cli_beats_yaml_beats_defaults(tmp_path):
     assert (model.hidden_size, data.train_file, train.max_steps) == (96, "a.txt", 7)  # YAML over field defaults
     assert train.learning_rate == 5e-4  # CLI over YAML
     assert model.num_hidden_layers == ModelArguments.num_hidden_layers  # untouched default
-    # The seed's optimisation defaults.
+    # The reference design's optimisation defaults.
     assert (train.max_grad_norm, str(train.lr_scheduler_type.value)) == (1.0, "cosine")
 
 
