@@ -27,7 +27,10 @@ SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p"
 
 
 def set_sampling_defaults(model) -> None:
-    """Give `model.generation_config` the `SAMPLING_DEFAULTS` (saved with the model as generation_config.json)."""
+    """Give `model.generation_config` the `SAMPLING_DEFAULTS` (saved with the model as generation_config.json); a model
+    that does not generate (the masked LM) has none to set."""
+    if getattr(model, "generation_config", None) is None:
+        return
     for name, value in SAMPLING_DEFAULTS.items():
         setattr(model.generation_config, name, value)
 

@@ -89,6 +89,7 @@ def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") 
 
     import torch
     import transformers
+    from safetensors import SafetensorError
     from transformers import PretrainedConfig
 
     from . import modeling_simplegpt
@@ -109,6 +110,9 @@ def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") 
             warnings.simplefilter("ignore")
             _, info = cls.from_pretrained(folder, device_map=torch.device("meta"), output_loading_info=True,
                                           ignore_mismatched_sizes=True)  # fmt: skip
+    except SafetensorError as error:
+        raise ValueError(f"{flag} {folder}: its weights file cannot be read ({error}): it is damaged or incomplete. "
+                         "Save or download the model again.") from None  # fmt: skip
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:

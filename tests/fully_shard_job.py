@@ -61,6 +61,7 @@ def main(engine: str, output_dir: str) -> None:
                   "sharded": [type(p).__name__ for p in model.parameters()][:1]}  # fmt: skip
         with open(f"{output_dir}/{engine}.json", "w") as f:
             json.dump(record, f)
+    dist.barrier()  # leave together: a gloo rank that tears down while its peer is still writing can hang in destroy
     dist.destroy_process_group()
 
 

@@ -437,7 +437,8 @@ def paths(tmp_path_factory, corpus):
         (folder / damaged).write_text(text[: len(text) // 2] if content is None else content)
         p[name] = str(folder)
     p["list_yaml"] = file("list.yaml", Path(PRETRAIN_TINY).read_text().replace("max_steps: 10", "max_steps: [1, 2]"))
-    p["word_yaml"] = file("word.yaml", Path(PRETRAIN_TINY).read_text().replace("learning_rate: 1.0e-3", "learning_rate: fast"))
+    p["word_yaml"] = file("word.yaml", re.sub(r"(?m)^learning_rate:.*\n", "", Path(PRETRAIN_TINY).read_text())
+                          + "learning_rate: fast\n")  # fmt: skip
     p["adapter"] = file("adapter/adapter_config.json", "{}").rsplit("/", 1)[0]
     p["empty_dir"] = str(root / "empty_dir")
     os.makedirs(p["empty_dir"])

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM
 
 from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM
@@ -175,8 +176,11 @@ def test_load_draft_loads_a_draft_with_the_targets_tokenizer(folders):
     [("other_size", r"draft \(.*other_size\) has vocab_size 280 but the target .* has 300\. Speculative decoding"),
      ("other_mapping", r"draft .* and target .* tokenizers have the same size but map tokens differently")],
 )  # fmt: skip
-def test_a_draft_with_another_vocabulary_is_refused_before_its_weights_load(folders, name, message):
-    (folders / name / "model.safetensors").write_bytes(b"garbage")  # loading the weights would fail differently
+def test_a_draft_with_another_vocabulary_is_refused_before_its_weights_load(folders, name, message, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the draft's weights were loaded before its vocabulary was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
     with pytest.raises(ValueError, match=message):
         load_draft(str(folders / name), target=str(folders / "target"))
 

@@ -95,8 +95,8 @@ def test_gradient_accumulation_with_padding_equals_the_full_batch(tmp_path, base
     from safetensors.torch import load_file
 
     rows = [{"instruction": q, "response": a * (1 + i % 3)} for i, (q, a) in enumerate(PAIRS)]  # uneven lengths
-    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
-    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:2])  # all 8 rows train, in one step
+    train_file = write_jsonl(rows, tmp_path / "train.jsonl")
+    eval_file = write_jsonl(rows[:2], tmp_path / "eval.jsonl")  # all 8 rows train, in one step
     exact = ["--max_steps", "1", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0",
              "--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
              "--max_grad_norm", "0", "--weight_decay", "0", "--packing", "false"]  # fmt: skip
@@ -120,8 +120,8 @@ def test_gradient_accumulation_with_padding_equals_the_full_batch(tmp_path, base
 
 def test_torch_compile_sft_takes_the_eager_steps(tmp_path, base_dir):
     rows = [{"instruction": q, "response": a} for q, a in PAIRS]
-    train_file = write_jsonl(tmp_path / "train.jsonl", rows)
-    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[:2])
+    train_file = write_jsonl(rows, tmp_path / "train.jsonl")
+    eval_file = write_jsonl(rows[:2], tmp_path / "eval.jsonl")
     common = ["--max_steps", "2", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0"]
     compiled = run_sft(base_dir, train_file, tmp_path / "compiled", *common, "--torch_compile", "true",
                        "--torch_compile_backend", "aot_eager")  # fmt: skip
