@@ -67,19 +67,32 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default bfloat16 on cuda, float32 on cpu")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help="add a torch.compile training-step row; default on cuda only")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="torch.compile backend of the static-cache decode rows (aot_eager: no codegen, for tests)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense bf16 peak for MFU, e.g. 989 for an H100/H200 SXM")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add a torch.compile training-step row; default on cuda only",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the static-cache decode rows (aot_eager: no codegen, for tests)",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense bf16 peak for MFU, e.g. 989 for an H100/H200 SXM",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row and model (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per row and model")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per decode run")
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     parser.add_argument("--name", help="output file stem, default <preset>-<device>")
-    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/")
+    parser.add_argument(
+        "--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/"
+    )
     parser.add_argument("--output-dir", type=Path, help="write here instead (overrides --publish)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -107,9 +120,16 @@ def build_models(args) -> dict[str, torch.nn.Module]:
     """GPT2LMHeadModel (sdpa) and SimpleGPT converted from it: identical weights, dropout off in both."""
     torch.manual_seed(args.seed)
     config = GPT2Config(
-        vocab_size=args.vocab, n_positions=max(args.seq, args.prompt_length + args.new_tokens), n_embd=args.hidden,
-        n_layer=args.layers, n_head=args.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=args.vocab - 1, eos_token_id=args.vocab - 1,
+        vocab_size=args.vocab,
+        n_positions=max(args.seq, args.prompt_length + args.new_tokens),
+        n_embd=args.hidden,
+        n_layer=args.layers,
+        n_head=args.heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=args.vocab - 1,
+        eos_token_id=args.vocab - 1,
     )
     gpt2 = GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
     simplegpt = convert_gpt2_to_simplegpt(gpt2)
@@ -157,8 +177,11 @@ def peak_step_bytes(step, device: str) -> int:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
         events = json.load(open(f.name))["traceEvents"]
-    totals = [(e["ts"], e["args"]["Total Allocated"], e["args"]["Bytes"]) for e in events
-              if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})]
+    totals = [
+        (e["ts"], e["args"]["Total Allocated"], e["args"]["Bytes"])
+        for e in events
+        if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})
+    ]
     if not totals:
         raise RuntimeError("the profiler recorded no CPU memory events; cannot measure peak memory on this build")
     totals.sort()
@@ -200,7 +223,7 @@ def generate_runner(model, prompt, mode: str, args, outputs: list, first_token_s
         start = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(prompt, attention_mask=attention_mask, streamer=clock, **kwargs)
-        outputs.append(out[:, prompt.shape[1]:])
+        outputs.append(out[:, prompt.shape[1] :])
         first_token_seconds.append(clock.first_token - start)
 
     return run
@@ -218,7 +241,9 @@ def decode_rows(models, args, gen: torch.Generator, add) -> dict:
         for mode in DECODE_MODES:
             for name, model in models.items():
                 outputs[mode, name], first_token[mode, name] = [], []
-                runs[mode, name] = generate_runner(model, prompt, mode, args, outputs[mode, name], first_token[mode, name])
+                runs[mode, name] = generate_runner(
+                    model, prompt, mode, args, outputs[mode, name], first_token[mode, name]
+                )
         # The static rows compile during their first calls: warm-up runs everything at least twice.
         warmup = max(2, args.warmup)
         times = interleaved_times(runs, args.repeats, warmup, args.device)
@@ -245,11 +270,21 @@ def targets(rows: list[dict], args) -> list[dict]:
         compiled = by_name.get(f"decode tokens/s, batch {batch} ({DECODE_MODES['static']})")
         if eager is None or compiled is None:
             continue
-        found.append(dict(target=f"dynamic-eager decode, SimpleGPT / GPT-2, batch {batch}", goal=EAGER_TARGET,
-                          value=eager["ratio"]))
-        found.append(dict(target=f"static-compiled / dynamic-eager decode, SimpleGPT, batch {batch}",
-                          goal=COMPILED_TARGET, value=compiled["simplegpt"] / eager["simplegpt"],
-                          gpt2=compiled["gpt2"] / eager["gpt2"]))
+        found.append(
+            dict(
+                target=f"dynamic-eager decode, SimpleGPT / GPT-2, batch {batch}",
+                goal=EAGER_TARGET,
+                value=eager["ratio"],
+            )
+        )
+        found.append(
+            dict(
+                target=f"static-compiled / dynamic-eager decode, SimpleGPT, batch {batch}",
+                goal=COMPILED_TARGET,
+                value=compiled["simplegpt"] / eager["simplegpt"],
+                gpt2=compiled["gpt2"] / eager["gpt2"],
+            )
+        )
     for target in found:
         target["met"] = target["value"] >= target["goal"]
     return found
@@ -266,11 +301,22 @@ def run_benchmark(args) -> dict:
     fpt = flops_per_token(num_params, args.layers, args.hidden, args.seq)
 
     def add(row, unit, values, higher_is_better=True, **extra):
-        rows.append(dict(row=row, unit=unit, higher_is_better=higher_is_better,
-                         simplegpt=values["SimpleGPT"], gpt2=values["GPT-2"],
-                         ratio=values["SimpleGPT"] / values["GPT-2"], **extra))
-        print(f"{row:<56} SimpleGPT {values['SimpleGPT']:>10.1f}  GPT-2 {values['GPT-2']:>10.1f}  "
-              f"ratio {rows[-1]['ratio']:.3f}", flush=True)
+        rows.append(
+            dict(
+                row=row,
+                unit=unit,
+                higher_is_better=higher_is_better,
+                simplegpt=values["SimpleGPT"],
+                gpt2=values["GPT-2"],
+                ratio=values["SimpleGPT"] / values["GPT-2"],
+                **extra,
+            )
+        )
+        print(
+            f"{row:<56} SimpleGPT {values['SimpleGPT']:>10.1f}  GPT-2 {values['GPT-2']:>10.1f}  "
+            f"ratio {rows[-1]['ratio']:.3f}",
+            flush=True,
+        )
 
     train_variants = [("eager", models)]
     if args.compile:
@@ -311,14 +357,19 @@ def run_benchmark(args) -> dict:
         logits = {n: m(input_ids=ids[:1, : args.prompt_length]).logits.float() for n, m in inference.items()}
     parity = dict(forward_max_abs_logit_diff=(logits["SimpleGPT"] - logits["GPT-2"]).abs().max().item())
     if dtype == torch.float32 and parity["forward_max_abs_logit_diff"] > 1e-3:
-        raise RuntimeError(f"SimpleGPT and GPT-2 disagree (max logit difference {parity['forward_max_abs_logit_diff']})")
+        raise RuntimeError(
+            f"SimpleGPT and GPT-2 disagree (max logit difference {parity['forward_max_abs_logit_diff']})"
+        )
 
     if "forward" in args.rows:
+
         def forward(model):
             def run():
                 with torch.inference_mode():
                     model(input_ids=ids)
+
             return run
+
         seconds = interleaved_medians({n: forward(m) for n, m in inference.items()}, args.repeats, args.warmup, device)
         add(f"inference forward tokens/s ({args.dtype})", "tokens/s", {n: tokens / s for n, s in seconds.items()})
 
@@ -326,14 +377,32 @@ def run_benchmark(args) -> dict:
         parity["greedy_tokens_identical"] = decode_rows(inference, args, gen, add)
 
     return dict(
-        shapes=dict(layers=args.layers, hidden=args.hidden, heads=args.heads, seq=args.seq, batch=args.batch,
-                    vocab=args.vocab, prompt_length=args.prompt_length, new_tokens=args.new_tokens),
-        preset=args.preset, device=device, dtype=args.dtype, compile=args.compile, compile_backend=args.compile_backend,
-        repeats=args.repeats, warmup=args.warmup, matmul_params=num_params, flops_per_token=fpt,
-        peak_tflops=args.peak_tflops, machine=machine_description(device),
+        shapes=dict(
+            layers=args.layers,
+            hidden=args.hidden,
+            heads=args.heads,
+            seq=args.seq,
+            batch=args.batch,
+            vocab=args.vocab,
+            prompt_length=args.prompt_length,
+            new_tokens=args.new_tokens,
+        ),
+        preset=args.preset,
+        device=device,
+        dtype=args.dtype,
+        compile=args.compile,
+        compile_backend=args.compile_backend,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        matmul_params=num_params,
+        flops_per_token=fpt,
+        peak_tflops=args.peak_tflops,
+        machine=machine_description(device),
         load_average=dict(before=load_before, after=os.getloadavg()),
         versions=dict(torch=torch.__version__, transformers=transformers.__version__, python=platform.python_version()),
-        rows=rows, parity=parity, targets=targets(rows, args),
+        rows=rows,
+        parity=parity,
+        targets=targets(rows, args),
     )
 
 
@@ -362,21 +431,27 @@ def markdown_table(result: dict) -> str:
     ]
     for row in result["rows"]:
         better = "higher is better" if row["higher_is_better"] else "lower is better"
-        lines.append(f"| {row['row']} | {number(row['simplegpt'])} | {number(row['gpt2'])} | "
-                     f"{row['ratio']:.2f}× ({better}) |")
+        lines.append(
+            f"| {row['row']} | {number(row['simplegpt'])} | {number(row['gpt2'])} | {row['ratio']:.2f}× ({better}) |"
+        )
         if "mfu" in row:
-            lines.append(f"| ↳ MFU at {result['peak_tflops']} TFLOP/s peak | {row['mfu']['SimpleGPT']:.1%} | "
-                         f"{row['mfu']['GPT-2']:.1%} | |")
+            lines.append(
+                f"| ↳ MFU at {result['peak_tflops']} TFLOP/s peak | {row['mfu']['SimpleGPT']:.1%} | "
+                f"{row['mfu']['GPT-2']:.1%} | |"
+            )
     if result["targets"]:
         lines += ["", "| target (issue 11) | goal | measured | met |", "|---|---:|---:|---|"]
         for t in result["targets"]:
             gpt2 = f" (GPT-2: {t['gpt2']:.2f}×)" if "gpt2" in t else ""
-            lines.append(f"| {t['target']} | ≥ {t['goal']}× | {t['value']:.2f}×{gpt2} | {'yes' if t['met'] else 'no'} |")
+            lines.append(
+                f"| {t['target']} | ≥ {t['goal']}× | {t['value']:.2f}×{gpt2} | {'yes' if t['met'] else 'no'} |"
+            )
     parity = result["parity"]
     lines += ["", f"Parity: largest forward logit difference {parity['forward_max_abs_logit_diff']:.2e}"]
     if "greedy_tokens_identical" in parity:
         lines[-1] += "; greedy tokens identical across models and decode modes: " + ", ".join(
-            f"{k} {'yes' if v else 'no'}" for k, v in parity["greedy_tokens_identical"].items())
+            f"{k} {'yes' if v else 'no'}" for k, v in parity["greedy_tokens_identical"].items()
+        )
     lines[-1] += "."
     return "\n".join(lines) + "\n"
 

@@ -51,7 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each (compilation happens here)")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU (989 for an H100/H200, bf16)")
     parser.add_argument("--name", help="output file stem, default compile-train-<preset>-<device>")
-    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/")
+    parser.add_argument(
+        "--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/"
+    )
     parser.add_argument("--output-dir", type=Path, help="write here instead (overrides --publish)")
     args = parser.parse_args(argv)
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
@@ -63,17 +65,24 @@ def run_benchmark(args) -> dict:
     shape = PRESETS[args.preset]
     load_before = os.getloadavg()
     torch.manual_seed(0)
-    config = SimpleGPTConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
-                             num_attention_heads=shape["heads"], max_position_embeddings=shape["seq"], dropout=0.0,
-                             tie_word_embeddings=True)  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        max_position_embeddings=shape["seq"],
+        dropout=0.0,
+        tie_word_embeddings=True,
+    )
     eager = SimpleGPTForCausalLM(config).to(args.device).train()
     models = {"eager": eager, "compiled": copy.deepcopy(eager)}
     runnable = {"eager": eager, "compiled": torch.compile(models["compiled"], backend=args.backend, mode=args.mode)}
     total = args.warmup + args.steps
     gen = torch.Generator().manual_seed(1)
     batches = torch.randint(0, shape["vocab"], (total, shape["batch"], shape["seq"]), generator=gen).to(args.device)
-    autocast = (torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16) if args.dtype == "bfloat16"
-                else nullcontext())  # fmt: skip
+    autocast = (
+        torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16) if args.dtype == "bfloat16" else nullcontext()
+    )
     losses = {name: [] for name in models}
 
     def step(name):
@@ -102,15 +111,26 @@ def run_benchmark(args) -> dict:
     if args.device.startswith("cuda"):
         rows["peak_memory_mib_both"] = torch.cuda.max_memory_allocated() / 2**20
     return dict(
-        preset=args.preset, shapes=shape, device=args.device, dtype=args.dtype, backend=args.backend, mode=args.mode,
-        steps=args.steps, warmup=args.warmup, rows=rows, speedup=seconds["eager"] / seconds["compiled"],
-        losses=losses, max_abs_loss_difference=max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"])),
-        flops_per_token=fpt, peak_tflops=args.peak_tflops,
-        machine=torch.cuda.get_device_name() if args.device.startswith("cuda")
+        preset=args.preset,
+        shapes=shape,
+        device=args.device,
+        dtype=args.dtype,
+        backend=args.backend,
+        mode=args.mode,
+        steps=args.steps,
+        warmup=args.warmup,
+        rows=rows,
+        speedup=seconds["eager"] / seconds["compiled"],
+        losses=losses,
+        max_abs_loss_difference=max(abs(a - b) for a, b in zip(losses["eager"], losses["compiled"])),
+        flops_per_token=fpt,
+        peak_tflops=args.peak_tflops,
+        machine=torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
         else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
         load_average=dict(before=load_before[0], after=os.getloadavg()[0]),
         versions=dict(torch=torch.__version__, python=platform.python_version()),
-    )  # fmt: skip
+    )
 
 
 def markdown(result: dict) -> str:
@@ -130,8 +150,11 @@ def markdown(result: dict) -> str:
         row = result["rows"][name]
         mfu = f" {row['mfu']:.1%} |" if "mfu" in row else ""
         lines.append(f"| {name} | {row['step_seconds'] * 1e3:.1f} | {row['tokens_per_second']:,.0f} |{mfu}")
-    lines += ["", f"Speed-up (eager step time / compiled): **{result['speedup']:.2f}×**. Largest difference between "
-              f"the two losses at the same step: {result['max_abs_loss_difference']:.2e}."]  # fmt: skip
+    lines += [
+        "",
+        f"Speed-up (eager step time / compiled): **{result['speedup']:.2f}×**. Largest difference between "
+        f"the two losses at the same step: {result['max_abs_loss_difference']:.2e}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

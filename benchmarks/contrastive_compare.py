@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
+
 from hf_simplegpt import contrastive
 from hf_simplegpt.recipes import contrastive as contrastive_recipe
 from hf_simplegpt.recipes import pretrain
@@ -56,11 +57,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--reuse", action="store_true", help="reuse trained folders in --output-dir")
-    parser.add_argument("--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*")
+    parser.add_argument(
+        "--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*"
+    )
     return parser.parse_args(argv)
 
 
-def split_data(dataset: str, out: Path, heldout_pairs: int, train_pairs: int) -> tuple[Path, Path, list[dict], list[dict]]:
+def split_data(
+    dataset: str, out: Path, heldout_pairs: int, train_pairs: int
+) -> tuple[Path, Path, list[dict], list[dict]]:
     """(pretraining text file, training pairs file, training pairs, held-out pairs)."""
     if dataset == "shakespeare":
         passages = re.split(r"\n\s*\n", (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8"))
@@ -85,10 +90,26 @@ def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, *extra)
     folder = out / name
     if not (args.reuse and (folder / "contrastive.json").is_file()):
         start = time.perf_counter()
-        contrastive_recipe.main(["--model_name_or_path", str(source), "--train_file", str(pairs), "--output_dir",
-                                 str(folder), "--overwrite_output_dir", "true", "--heldout_size", "64",
-                                 "--num_train_epochs", str(args.epochs), "--learning_rate", str(args.learning_rate),
-                                 *QUIET, *map(str, extra)])  # fmt: skip
+        contrastive_recipe.main(
+            [
+                "--model_name_or_path",
+                str(source),
+                "--train_file",
+                str(pairs),
+                "--output_dir",
+                str(folder),
+                "--overwrite_output_dir",
+                "true",
+                "--heldout_size",
+                "64",
+                "--num_train_epochs",
+                str(args.epochs),
+                "--learning_rate",
+                str(args.learning_rate),
+                *QUIET,
+                *map(str, extra),
+            ]
+        )
         (folder / "seconds.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
     return json.loads((folder / "contrastive.json").read_text())
 
@@ -102,10 +123,29 @@ def main(argv=None) -> dict:
 
     base = out / "pretrained"
     if not (args.reuse and (base / "model.safetensors").is_file()):
-        pretrain.main(["--train_file", str(text_file), "--output_dir", str(base), "--overwrite_output_dir", "true",
-                       "--max_position_embeddings", "64", "--max_steps", str(args.pretrain_steps), "--eval_steps", str(args.pretrain_steps),
-                       "--save_steps", str(args.pretrain_steps), "--num_sample_generations", "0",
-                       "--data_cache_dir", str(out / "cache"), *QUIET])  # fmt: skip
+        pretrain.main(
+            [
+                "--train_file",
+                str(text_file),
+                "--output_dir",
+                str(base),
+                "--overwrite_output_dir",
+                "true",
+                "--max_position_embeddings",
+                "64",
+                "--max_steps",
+                str(args.pretrain_steps),
+                "--eval_steps",
+                str(args.pretrain_steps),
+                "--save_steps",
+                str(args.pretrain_steps),
+                "--num_sample_generations",
+                "0",
+                "--data_cache_dir",
+                str(out / "cache"),
+                *QUIET,
+            ]
+        )
 
     rows = []
 
@@ -122,14 +162,25 @@ def main(argv=None) -> dict:
     for pooling, attention in COMBOS:
         name = f"contrastive-{pooling}-{attention}"
         reports[name] = train_encoder(out, name, base, pairs_file, args, "--pooling", pooling, "--attention", attention)
-        measure(f"(b) pretrained + contrastive, {pooling} pooling, {attention}",
-                contrastive.load_encoder(str(out / name)), kind="b", pooling=pooling, attention=attention,
-                steps=reports[name]["steps"], train_pairs=reports[name]["train_pairs"],
-                train_tokens=reports[name]["train_tokens_per_epoch"])  # fmt: skip
+        measure(
+            f"(b) pretrained + contrastive, {pooling} pooling, {attention}",
+            contrastive.load_encoder(str(out / name)),
+            kind="b",
+            pooling=pooling,
+            attention=attention,
+            steps=reports[name]["steps"],
+            train_pairs=reports[name]["train_pairs"],
+            train_tokens=reports[name]["train_tokens_per_epoch"],
+        )
 
     fit = [t for p in train for t in (p["anchor"], p["positive"])]
-    rows.append({"model": "(c) TF-IDF (scikit-learn, word 1-2 grams)", "kind": "c",
-                 **contrastive.tfidf_retrieval_metrics(heldout, fit)})  # fmt: skip
+    rows.append(
+        {
+            "model": "(c) TF-IDF (scikit-learn, word 1-2 grams)",
+            "kind": "c",
+            **contrastive.tfidf_retrieval_metrics(heldout, fit),
+        }
+    )
     print(f"(c) TF-IDF: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
 
     best = max((r for r in rows if r["kind"] == "b"), key=lambda r: r["recall@10"])
@@ -137,13 +188,35 @@ def main(argv=None) -> dict:
     for factor in (1, 5):
         name = f"scratch-{best['pooling']}-{best['attention']}-lr{factor}x"
         lr = args.learning_rate * factor
-        report = train_encoder(out, name, base, pairs_file, args, "--pooling", best["pooling"], "--attention",
-                               best["attention"], "--from_scratch", "true", "--learning_rate", lr)  # fmt: skip
+        report = train_encoder(
+            out,
+            name,
+            base,
+            pairs_file,
+            args,
+            "--pooling",
+            best["pooling"],
+            "--attention",
+            best["attention"],
+            "--from_scratch",
+            "true",
+            "--learning_rate",
+            lr,
+        )
         metrics = contrastive.retrieval_metrics(contrastive.load_encoder(str(out / name)), heldout)
-        scratch.append({"model": f"(d) from scratch + contrastive, {best['pooling']} pooling, {best['attention']}",
-                        "kind": "d", "pooling": best["pooling"], "attention": best["attention"], "learning_rate": lr,
-                        "steps": report["steps"], "train_pairs": report["train_pairs"],
-                        "train_tokens": report["train_tokens_per_epoch"], **metrics})  # fmt: skip
+        scratch.append(
+            {
+                "model": f"(d) from scratch + contrastive, {best['pooling']} pooling, {best['attention']}",
+                "kind": "d",
+                "pooling": best["pooling"],
+                "attention": best["attention"],
+                "learning_rate": lr,
+                "steps": report["steps"],
+                "train_pairs": report["train_pairs"],
+                "train_tokens": report["train_tokens_per_epoch"],
+                **metrics,
+            }
+        )
     rows.append(max(scratch, key=lambda r: r["recall@10"]))
     print(f"(d) from scratch: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
 
@@ -159,12 +232,21 @@ def main(argv=None) -> dict:
         "rows": rows,
         "scratch_runs": scratch,
         "environment": {**record.environment(), "sentence_transformers": sentence_transformers.__version__},
-    }  # fmt: skip
+    }
     table = ["| model | recall@1 | recall@10 | MRR@10 |", "|---|---:|---:|---:|"]
     table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
-    md = "\n".join([f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs.",
-                    "", *table, "", f"Best: {best['model']}. Goal (b) > (a), (c), (d) on recall@10: "
-                    f"{'met' if results['goal_met'] else 'not met'}.", "", record.describe(results["environment"])])  # fmt: skip
+    md = "\n".join(
+        [
+            f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs.",
+            "",
+            *table,
+            "",
+            f"Best: {best['model']}. Goal (b) > (a), (c), (d) on recall@10: "
+            f"{'met' if results['goal_met'] else 'not met'}.",
+            "",
+            record.describe(results["environment"]),
+        ]
+    )
     record.save(f"contrastive-compare-{args.dataset}", results, md, publish=args.publish)
     return results
 

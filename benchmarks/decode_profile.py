@@ -34,9 +34,18 @@ def main():
     parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/")
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=args.layers, n_embd=args.hidden, n_head=args.heads, n_positions=256,
-                        vocab_size=args.vocab, bos_token_id=0, eos_token_id=0, resid_pdrop=0, embd_pdrop=0,
-                        attn_pdrop=0)  # fmt: skip
+    config = GPT2Config(
+        n_layer=args.layers,
+        n_embd=args.hidden,
+        n_head=args.heads,
+        n_positions=256,
+        vocab_size=args.vocab,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0,
+        embd_pdrop=0,
+        attn_pdrop=0,
+    )
     models = {"SimpleGPT": None, "GPT-2": GPT2LMHeadModel(config).eval()}
     models["SimpleGPT"] = convert_gpt2_to_simplegpt(models["GPT-2"]).eval()
     prompt, n = torch.randint(0, args.vocab, (1, 16)), args.new_tokens
@@ -44,8 +53,14 @@ def main():
     @torch.no_grad()
     def with_generate(model):
         start = time.perf_counter()
-        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, min_new_tokens=n,
-                       do_sample=False, pad_token_id=0)  # fmt: skip
+        model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+        )
         return (time.perf_counter() - start) / n
 
     @torch.no_grad()
@@ -62,20 +77,29 @@ def main():
         for name, model in models.items():
             times[name, "generate"].append(with_generate(model))
             times[name, "loop"].append(bare_loop(model))
-    ms = {name: {way: round(statistics.median(times[name, way]) * 1e3, 2) for way in ("generate", "loop")}
-          for name in models}  # fmt: skip
+    ms = {
+        name: {way: round(statistics.median(times[name, way]) * 1e3, 2) for way in ("generate", "loop")}
+        for name in models
+    }
     with torch.profiler.profile() as profile:
         with_generate(models["SimpleGPT"])
     events = profile.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]}
+    shares = {
+        e.key: round(e.self_cpu_time_total / total, 4)
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
+    }
     result = {"ms_per_new_token": ms, "simplegpt_generate_self_cpu_share": shares, "environment": environment()}
-    rows = "\n".join(f"| {name} | {t['generate']:.2f} | {t['loop']:.2f} | {t['generate'] - t['loop']:.2f} |"
-                     for name, t in ms.items())  # fmt: skip
+    rows = "\n".join(
+        f"| {name} | {t['generate']:.2f} | {t['loop']:.2f} | {t['generate'] - t['loop']:.2f} |"
+        for name, t in ms.items()
+    )
     top = "\n".join(f"| `{op}` | {share:.1%} |" for op, share in shares.items())
-    markdown = (f"{describe(result['environment'])}\n\n| ms per new token | generate | model step alone | generate's own work |\n"
-                f"|---|---:|---:|---:|\n{rows}\n\nOne SimpleGPT `generate`, self CPU time by operator:\n\n"
-                f"| operator | share |\n|---|---:|\n{top}\n")  # fmt: skip
+    markdown = (
+        f"{describe(result['environment'])}\n\n| ms per new token | generate | model step alone | generate's own work |\n"
+        f"|---|---:|---:|---:|\n{rows}\n\nOne SimpleGPT `generate`, self CPU time by operator:\n\n"
+        f"| operator | share |\n|---|---:|\n{top}\n"
+    )
     save("decode-profile-cpu", result, markdown, args.publish)
 
 

@@ -48,8 +48,13 @@ def node_greedy(node_dir: Path, gguf: Path, prompts: list[str], new_tokens: int,
     """llama_cpp_greedy.mjs's JSON: llama.cpp's prompt ids, greedy ids and timed decodes (node-llama-cpp)."""
     script = node_dir / "llama_cpp_greedy.mjs"
     shutil.copy(BENCHMARKS_DIR / "llama_cpp_greedy.mjs", script)
-    out = subprocess.run(["node", str(script), str(gguf), json.dumps(prompts), str(new_tokens), str(repeats),
-                          str(threads)], capture_output=True, text=True, check=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        ["node", str(script), str(gguf), json.dumps(prompts), str(new_tokens), str(repeats), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -59,10 +64,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="threads of torch, ExecuTorch's pool and llama.cpp")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--new_tokens", type=int, default=64)
-    parser.add_argument("--llama_cpp", choices=["python", "node"], default="python",
-                        help="run llama.cpp through llama-cpp-python, or through node-llama-cpp in --node_dir")  # fmt: skip
+    parser.add_argument(
+        "--llama_cpp",
+        choices=["python", "node"],
+        default="python",
+        help="run llama.cpp through llama-cpp-python, or through node-llama-cpp in --node_dir",
+    )
     parser.add_argument("--node_dir", type=Path, help="folder where `npm install node-llama-cpp` was run")
-    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/")
+    parser.add_argument(
+        "--publish", action="store_true", help="write to benchmarks/results/ instead of benchmarks/out/"
+    )
     args = parser.parse_args(argv)
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -76,21 +87,28 @@ def main(argv=None) -> dict:
     new_tokens = min(args.new_tokens, context - max(len(p) for p in prompts))
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = {dtype: write_gguf(model, tokenizer, Path(tmp) / f"model-{dtype}.gguf", dtype) for dtype in ("f32", "f16")}
+        files = {
+            dtype: write_gguf(model, tokenizer, Path(tmp) / f"model-{dtype}.gguf", dtype) for dtype in ("f32", "f16")
+        }
         pte = Path(tmp) / "model.pte"
         pte.write_bytes(export_executorch(model, context, "xnnpack"))
         sizes = {"executorch": pte.stat().st_size, **{f"llama_cpp_{d}": f.stat().st_size for d, f in files.items()}}
-        runners = {"executorch": ExecuTorchLM(pte),
-                   **{f"transformers_gguf_{d}": TransformersLM(load_gguf(f).eval()) for d, f in files.items()}}  # fmt: skip
+        runners = {
+            "executorch": ExecuTorchLM(pte),
+            **{f"transformers_gguf_{d}": TransformersLM(load_gguf(f).eval()) for d, f in files.items()},
+        }
         if args.llama_cpp == "python":
             runners.update({f"llama_cpp_{d}": LlamaCppLM(f, threads=args.threads) for d, f in files.items()})
         parity = {}
         for name, runner in runners.items():
             rows = greedy_parity(model, runner, prompts, new_tokens, name=name)
-            parity[name] = {"equal_tokens": sum(common_prefix(r["generate"], r[name]) for r in rows),
-                            "tokens": sum(len(r["generate"]) for r in rows),
-                            "prompts_equal": sum(r["match"] for r in rows), "prompts": len(rows),
-                            "max_logit_diff": max(r["max_logit_diff"] for r in rows)}  # fmt: skip
+            parity[name] = {
+                "equal_tokens": sum(common_prefix(r["generate"], r[name]) for r in rows),
+                "tokens": sum(len(r["generate"]) for r in rows),
+                "prompts_equal": sum(r["match"] for r in rows),
+                "prompts": len(rows),
+                "max_logit_diff": max(r["max_logit_diff"] for r in rows),
+            }
             print(name, parity[name])
         first = min(new_tokens, context - len(prompts[0]))
         if args.llama_cpp == "python":
@@ -102,16 +120,28 @@ def main(argv=None) -> dict:
             for d, f in files.items():
                 got = node_greedy(args.node_dir, f, PROMPTS, new_tokens, 0, args.threads)
                 # llama.cpp stops at EOS without returning it; generate's tokens include it.
-                expected = [[t for t in model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                                        max_new_tokens=new_tokens, do_sample=False, pad_token_id=eos
-                                                        )[0, len(ids):].tolist() if t != eos] for ids in prompts]  # fmt: skip
+                expected = [
+                    [
+                        t
+                        for t in model.generate(
+                            torch.tensor([ids]),
+                            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            max_new_tokens=new_tokens,
+                            do_sample=False,
+                            pad_token_id=eos,
+                        )[0, len(ids) :].tolist()
+                        if t != eos
+                    ]
+                    for ids in prompts
+                ]
                 parity[f"llama_cpp_{d}"] = {
                     "tokenizer_equal": got["tokens"] == prompts,
                     "equal_tokens": sum(common_prefix(e, g) for e, g in zip(expected, got["new"])),
                     "tokens": sum(len(e) for e in expected),
-                    "prompts_equal": sum(e == g for e, g in zip(expected, got["new"])), "prompts": len(prompts),
+                    "prompts_equal": sum(e == g for e, g in zip(expected, got["new"])),
+                    "prompts": len(prompts),
                     "max_logit_diff": None,
-                }  # fmt: skip
+                }
                 print(f"llama_cpp_{d}", parity[f"llama_cpp_{d}"])
             # Round by round: generate and ExecuTorch in this process, then each GGUF in node (one untimed decode
             # and one timed decode per round, timed inside node so that its start-up is not counted).
@@ -123,34 +153,62 @@ def main(argv=None) -> dict:
                 for d, f in files.items():
                     run = node_greedy(args.node_dir, f, PROMPTS[:1], first, 1, args.threads)
                     rates.setdefault(f"llama_cpp_{d}", []).append(run["produced"][0] / run["seconds"][0])
-            speed = {"new_tokens": first, "repeats": args.repeats, "threads": args.threads,
-                     **{f"{name}_tokens_per_s": statistics.median(r) for name, r in rates.items()}}  # fmt: skip
-            node_version = json.loads((args.node_dir / "node_modules" / "node-llama-cpp" / "package.json").read_text())["version"]
+            speed = {
+                "new_tokens": first,
+                "repeats": args.repeats,
+                "threads": args.threads,
+                **{f"{name}_tokens_per_s": statistics.median(r) for name, r in rates.items()},
+            }
+            node_version = json.loads((args.node_dir / "node_modules" / "node-llama-cpp" / "package.json").read_text())[
+                "version"
+            ]
             runtime = f"node-llama-cpp {node_version} (its prebuilt llama.cpp)"
         for d in files:
             runners[f"llama_cpp_{d}"] = None  # a row in the table
     load_after = os.getloadavg()
 
     results = {
-        "model": args.model_name_or_path, "hidden_act": model.config.hidden_act,
-        "parameters": model.num_parameters(), "device": "cpu", "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "load_average_before": load_before[0], "load_average_after": load_after[0],
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "executorch": version("executorch"), "gguf": version("gguf"),
-                     "llama_cpp": runtime},
-        "bytes": sizes, "parity": parity, "speed": speed,
-    }  # fmt: skip
-    names = {"generate": "transformers `generate` (eager, dynamic cache)", "executorch": "ExecuTorch (XNNPACK), .pte",
-             "llama_cpp_f32": "llama.cpp, GGUF f32", "llama_cpp_f16": "llama.cpp, GGUF f16",
-             "transformers_gguf_f32": "transformers' GGUF loader, f32", "transformers_gguf_f16": "transformers' GGUF loader, f16"}  # fmt: skip
+        "model": args.model_name_or_path,
+        "hidden_act": model.config.hidden_act,
+        "parameters": model.num_parameters(),
+        "device": "cpu",
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before[0],
+        "load_average_after": load_after[0],
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "executorch": version("executorch"),
+            "gguf": version("gguf"),
+            "llama_cpp": runtime,
+        },
+        "bytes": sizes,
+        "parity": parity,
+        "speed": speed,
+    }
+    names = {
+        "generate": "transformers `generate` (eager, dynamic cache)",
+        "executorch": "ExecuTorch (XNNPACK), .pte",
+        "llama_cpp_f32": "llama.cpp, GGUF f32",
+        "llama_cpp_f16": "llama.cpp, GGUF f16",
+        "transformers_gguf_f32": "transformers' GGUF loader, f32",
+        "transformers_gguf_f16": "transformers' GGUF loader, f16",
+    }
     base = speed["generate_tokens_per_s"]
-    lines = ["| runtime | file bytes | decode tokens/s | vs generate | greedy tokens equal to generate | max logit diff |",
-             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| runtime | file bytes | decode tokens/s | vs generate | greedy tokens equal to generate | max logit diff |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in ["generate", *runners]:
         rate, p = speed.get(f"{name}_tokens_per_s"), parity.get(name)
-        cells = [f"{sizes[name]:,}" if name in sizes else "–", f"{rate:,.0f}" if rate else "–",
-                 f"{rate / base:.2f}x" if rate else "–", f"{p['equal_tokens']} / {p['tokens']}" if p else "–",
-                 f"{p['max_logit_diff']:.1e}" if p and p["max_logit_diff"] is not None else "–"]  # fmt: skip
+        cells = [
+            f"{sizes[name]:,}" if name in sizes else "–",
+            f"{rate:,.0f}" if rate else "–",
+            f"{rate / base:.2f}x" if rate else "–",
+            f"{p['equal_tokens']} / {p['tokens']}" if p else "–",
+            f"{p['max_logit_diff']:.1e}" if p and p["max_logit_diff"] is not None else "–",
+        ]
         lines.append(f"| {names[name]} | " + " | ".join(cells) + " |")
     lines.append(
         f"\n{args.model_name_or_path} ({results['parameters']:,} parameters, hidden_act {results['hidden_act']!r}); "

@@ -31,19 +31,61 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = {
     # The 124M shapes (GPT-2 small, seq 1024, vocab 50304) at bf16 on a GPU; 989 TFLOP/s: H100/H200 dense bf16.
-    "gpu": dict(bench=["--preset", "gpt2-124m", "--compile", "--peak-tflops", "989", "--rows", "train,memory"],
-                compile=["--preset", "gpt2-124m", "--peak-tflops", "989"],
-                pretrain=["--vocab_size", "8192", "--hidden_size", "768", "--num_hidden_layers", "12",
-                          "--num_attention_heads", "12", "--max_position_embeddings", "1024",
-                          "--per_device_train_batch_size", "8", "--max_steps", "30", "--logging_steps", "10",
-                          "--torch_compile", "true", "--optim", "adamw_torch_fused"],
-                sft_steps="20", quantize_blocks="64"),
-    "tiny": dict(bench=["--layers", "1", "--hidden", "32", "--heads", "2", "--seq", "16", "--batch", "2",
-                        "--vocab", "512", "--rows", "train,memory", "--repeats", "1", "--warmup", "0"],
-                 compile=["--preset", "tiny", "--backend", "aot_eager", "--steps", "2", "--warmup", "1"],
-                 pretrain=["--config", "pretrain_tiny.yaml", "--max_steps", "2", "--eval_on_start", "false"],
-                 sft_steps="2", quantize_blocks="4"),
-}  # fmt: skip
+    "gpu": dict(
+        bench=["--preset", "gpt2-124m", "--compile", "--peak-tflops", "989", "--rows", "train,memory"],
+        compile=["--preset", "gpt2-124m", "--peak-tflops", "989"],
+        pretrain=[
+            "--vocab_size",
+            "8192",
+            "--hidden_size",
+            "768",
+            "--num_hidden_layers",
+            "12",
+            "--num_attention_heads",
+            "12",
+            "--max_position_embeddings",
+            "1024",
+            "--per_device_train_batch_size",
+            "8",
+            "--max_steps",
+            "30",
+            "--logging_steps",
+            "10",
+            "--torch_compile",
+            "true",
+            "--optim",
+            "adamw_torch_fused",
+        ],
+        sft_steps="20",
+        quantize_blocks="64",
+    ),
+    "tiny": dict(
+        bench=[
+            "--layers",
+            "1",
+            "--hidden",
+            "32",
+            "--heads",
+            "2",
+            "--seq",
+            "16",
+            "--batch",
+            "2",
+            "--vocab",
+            "512",
+            "--rows",
+            "train,memory",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        compile=["--preset", "tiny", "--backend", "aot_eager", "--steps", "2", "--warmup", "1"],
+        pretrain=["--config", "pretrain_tiny.yaml", "--max_steps", "2", "--eval_on_start", "false"],
+        sft_steps="2",
+        quantize_blocks="4",
+    ),
+}
 ENGINES = ("multi_gpu", "fsdp", "deepspeed_zero2", "deepspeed_zero3")
 
 
@@ -75,8 +117,12 @@ def main(argv=None) -> list[dict]:
     cli = [py, "-m", "hf_simplegpt"]
 
     run("bench", [py, "benchmarks/bench.py", *preset["bench"], "--output-dir", str(out), "--name", "bench"], out, rows)
-    run("compile_train", [py, "benchmarks/compile_train.py", *preset["compile"], "--output-dir", str(out),
-                          "--name", "compile_train"], out, rows)  # fmt: skip
+    run(
+        "compile_train",
+        [py, "benchmarks/compile_train.py", *preset["compile"], "--output-dir", str(out), "--name", "compile_train"],
+        out,
+        rows,
+    )
     base = out / "pretrain-multi_gpu"
     for engine in ENGINES:
         skip = None
@@ -84,30 +130,98 @@ def main(argv=None) -> list[dict]:
             skip = "accelerate runs FSDP only on GPUs (tests/test_distributed.py tests fully_shard on CPUs)"
         elif engine.startswith("deepspeed") and not _installed("deepspeed"):
             skip = 'deepspeed not installed (pip install --no-build-isolation -e ".[deepspeed]")'
-        run(f"pretrain-{engine}", [*cli, "pretrain", "--accelerate_config", engine, "--num_processes", "1",
-                                   *preset["pretrain"], "--output_dir", str(out / f"pretrain-{engine}"),
-                                   "--overwrite_output_dir", "true", "--num_sample_generations", "0",
-                                   "--report_to", "none"], out, rows, skip)  # fmt: skip
+        run(
+            f"pretrain-{engine}",
+            [
+                *cli,
+                "pretrain",
+                "--accelerate_config",
+                engine,
+                "--num_processes",
+                "1",
+                *preset["pretrain"],
+                "--output_dir",
+                str(out / f"pretrain-{engine}"),
+                "--overwrite_output_dir",
+                "true",
+                "--num_sample_generations",
+                "0",
+                "--report_to",
+                "none",
+            ],
+            out,
+            rows,
+            skip,
+        )
     have_base = (base / "model.safetensors").exists()
     data = out / "sft.jsonl"
     run("make-sft-data", [*cli, "make-sft-data", "--output", str(data)], out, rows)
-    run("sft-qlora", [*cli, "sft", "--config", "sft_qlora.yaml", "--model_name_or_path", str(base), "--train_file",
-                      str(data), "--output_dir", str(out / "sft-qlora"), "--max_steps", preset["sft_steps"],
-                      "--num_sample_generations", "0", "--overwrite_output_dir", "true"], out, rows,
-        None if cuda and have_base and _installed("bitsandbytes") else
-        "needs a CUDA GPU, bitsandbytes (.[qlora]) and the pretrained folder")  # fmt: skip
-    run("quantize-int4", [*cli, "quantize", "--model_name_or_path", str(base), "--method", "int4_weight_only",
-                          "--output_dir", str(out / "int4"), "--max_eval_blocks", preset["quantize_blocks"],
-                          "--overwrite_output_dir", "true"], out, rows,
-        None if cuda and have_base else "int4 weight-only needs a CUDA GPU and the pretrained folder")  # fmt: skip
-    smoke = ("from vllm import LLM, SamplingParams; import sys; llm = LLM(sys.argv[1], model_impl='transformers', "
-             "trust_remote_code=True); print(llm.generate(['The '], SamplingParams(max_tokens=16))[0].outputs[0].text)")
-    run("vllm-transformers-backend", [py, "-c", smoke, str(base)], out, rows,
-        None if cuda and have_base and _installed("vllm") else "needs a CUDA GPU, vllm and the pretrained folder")
+    run(
+        "sft-qlora",
+        [
+            *cli,
+            "sft",
+            "--config",
+            "sft_qlora.yaml",
+            "--model_name_or_path",
+            str(base),
+            "--train_file",
+            str(data),
+            "--output_dir",
+            str(out / "sft-qlora"),
+            "--max_steps",
+            preset["sft_steps"],
+            "--num_sample_generations",
+            "0",
+            "--overwrite_output_dir",
+            "true",
+        ],
+        out,
+        rows,
+        None
+        if cuda and have_base and _installed("bitsandbytes")
+        else "needs a CUDA GPU, bitsandbytes (.[qlora]) and the pretrained folder",
+    )
+    run(
+        "quantize-int4",
+        [
+            *cli,
+            "quantize",
+            "--model_name_or_path",
+            str(base),
+            "--method",
+            "int4_weight_only",
+            "--output_dir",
+            str(out / "int4"),
+            "--max_eval_blocks",
+            preset["quantize_blocks"],
+            "--overwrite_output_dir",
+            "true",
+        ],
+        out,
+        rows,
+        None if cuda and have_base else "int4 weight-only needs a CUDA GPU and the pretrained folder",
+    )
+    smoke = (
+        "from vllm import LLM, SamplingParams; import sys; llm = LLM(sys.argv[1], model_impl='transformers', "
+        "trust_remote_code=True); print(llm.generate(['The '], SamplingParams(max_tokens=16))[0].outputs[0].text)"
+    )
+    run(
+        "vllm-transformers-backend",
+        [py, "-c", smoke, str(base)],
+        out,
+        rows,
+        None if cuda and have_base and _installed("vllm") else "needs a CUDA GPU, vllm and the pretrained folder",
+    )
 
     device = torch.cuda.get_device_name() if cuda else "cpu"
-    summary = {"preset": args.preset, "device": device, "torch": torch.__version__, "steps": rows,
-               "numbers": _numbers(out)}  # fmt: skip
+    summary = {
+        "preset": args.preset,
+        "device": device,
+        "torch": torch.__version__,
+        "steps": rows,
+        "numbers": _numbers(out),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = "\n".join(["| step | status |", "|---|---|", *(f"| {r['step']} | {r['status']} |" for r in rows)])
     text = f"# GPU measurements ({args.preset}, {device})\n\n{table}\n\n```json\n{json.dumps(summary['numbers'], indent=2)}\n```\n"
@@ -130,18 +244,24 @@ def _numbers(out: Path) -> dict:
     """The headline numbers each step wrote: tokens/s, MFU, memory, speed-up, the engines' logit checks."""
     numbers = {}
     if (out / "bench.json").exists():
-        numbers["bench"] = {r["row"]: {k: r.get(k) for k in ("simplegpt", "gpt2", "ratio", "mfu")}
-                            for r in json.loads((out / "bench.json").read_text())["rows"]}  # fmt: skip
+        numbers["bench"] = {
+            r["row"]: {k: r.get(k) for k in ("simplegpt", "gpt2", "ratio", "mfu")}
+            for r in json.loads((out / "bench.json").read_text())["rows"]
+        }
     if (out / "compile_train.json").exists():
         result = json.loads((out / "compile_train.json").read_text())
-        numbers["compile_train"] = {"rows": result["rows"], "speedup": result["speedup"],
-                                    "max_abs_loss_difference": result["max_abs_loss_difference"]}  # fmt: skip
+        numbers["compile_train"] = {
+            "rows": result["rows"],
+            "speedup": result["speedup"],
+            "max_abs_loss_difference": result["max_abs_loss_difference"],
+        }
     for engine in ENGINES:
         results = out / f"pretrain-{engine}" / "all_results.json"
         if results.exists():
             r = json.loads(results.read_text())
-            numbers[f"pretrain-{engine}"] = {k: r.get(k) for k in ("train_samples_per_second", "eval_loss",
-                                                                   "saved_model_max_logit_difference")}  # fmt: skip
+            numbers[f"pretrain-{engine}"] = {
+                k: r.get(k) for k in ("train_samples_per_second", "eval_loss", "saved_model_max_logit_difference")
+            }
     for name, file in (("sft-qlora", "sft-qlora/sft_results.json"), ("quantize-int4", "int4/quantization.json")):
         if (out / file).exists():
             numbers[name] = json.loads((out / file).read_text())

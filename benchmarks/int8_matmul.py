@@ -55,25 +55,39 @@ def main(argv=None) -> dict:
         a, b = torch.randint(-127, 128, (m, k), dtype=torch.int8), torch.randint(-127, 128, (k, n), dtype=torch.int8)
         with torch.inference_mode():
             seconds = interleaved_medians(
-                {"float32": lambda: linear(x), "torch._int_mm": lambda: torch._int_mm(a, b),
-                 "int8_dynamic": lambda: dynamic(x), "int8_weight": lambda: weight_only(x)},
-                args.repeats, warmup=2,
-            )  # fmt: skip
+                {
+                    "float32": lambda: linear(x),
+                    "torch._int_mm": lambda: torch._int_mm(a, b),
+                    "int8_dynamic": lambda: dynamic(x),
+                    "int8_weight": lambda: weight_only(x),
+                },
+                args.repeats,
+                warmup=2,
+            )
         rows.append({"shape": name, "m": m, "k": k, "n": n, **{key: s * 1e6 for key, s in seconds.items()}})
         print(rows[-1])
-    result = {"device": "cpu", "machine": platform.machine(), "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "rows": rows}  # fmt: skip
+    result = {
+        "device": "cpu",
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     lines = [
         "| shape (rows x in -> out) | float32 µs | torch._int_mm µs | int8_dynamic µs | int8_weight µs |",
         "|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['shape']} ({r['m']}x{r['k']}->{r['n']}) | {r['float32']:,.0f} | {r['torch._int_mm']:,.0f} "
-                     f"({r['torch._int_mm'] / r['float32']:.1f}x) | {r['int8_dynamic']:,.0f} "
-                     f"({r['int8_dynamic'] / r['float32']:.1f}x) | {r['int8_weight']:,.0f} "
-                     f"({r['int8_weight'] / r['float32']:.1f}x) |")  # fmt: skip
-    lines.append(f"\ntorch {torch.__version__}, {result['threads']} thread(s); medians of {args.repeats} interleaved "
-                 "calls; (Nx) = time relative to float32.")  # fmt: skip
+        lines.append(
+            f"| {r['shape']} ({r['m']}x{r['k']}->{r['n']}) | {r['float32']:,.0f} | {r['torch._int_mm']:,.0f} "
+            f"({r['torch._int_mm'] / r['float32']:.1f}x) | {r['int8_dynamic']:,.0f} "
+            f"({r['int8_dynamic'] / r['float32']:.1f}x) | {r['int8_weight']:,.0f} "
+            f"({r['int8_weight'] / r['float32']:.1f}x) |"
+        )
+    lines.append(
+        f"\ntorch {torch.__version__}, {result['threads']} thread(s); medians of {args.repeats} interleaved "
+        "calls; (Nx) = time relative to float32."
+    )
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "int8-matmul-cpu.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.output_dir / "int8-matmul-cpu.md").write_text("\n".join(lines) + "\n")

@@ -26,9 +26,15 @@ from record import describe, environment, save  # noqa: E402
 
 def build_model(folder: Path, layers: int, hidden: int, context: int, vocab: int) -> None:
     tokenizer = train_tokenizer(builtin_corpus_documents(), vocab_size=vocab, model_max_length=context)
-    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
-                             num_attention_heads=4, max_position_embeddings=context, norm_position="pre",
-                             **special_token_ids(tokenizer))  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=context,
+        norm_position="pre",
+        **special_token_ids(tokenizer),
+    )
     torch.manual_seed(0)
     SimpleGPTForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -55,8 +61,10 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     single = [len(tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in "ABCD"]
-    print(f"model: {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
-          f"torch threads {torch.get_num_threads()}; ' A'..' D' single tokens: {all(single)}")  # fmt: skip
+    print(
+        f"model: {folder} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+        f"torch threads {torch.get_num_threads()}; ' A'..' D' single tokens: {all(single)}"
+    )
     subjects = load_mmlu(args.mmlu_data_dir)
     timings, samples, counts = {}, {}, {}
     for one_pass in (True, False):
@@ -66,22 +74,40 @@ def main():
         )
         timings[one_pass] = time.perf_counter() - start
         counts[one_pass] = {"questions": result["questions"], "forward_rows": result["forward_rows"]}
-        print(f"one_pass={one_pass}: {result['questions']} questions, {result['forward_rows']} forward rows, "
-              f"{timings[one_pass]:.1f} s ({result['questions'] / timings[one_pass]:.1f} questions/s)")  # fmt: skip
-    gap = max(abs(a - b) for x, y in zip(samples[True], samples[False])
-              for a, b in zip(x["choice_logliks"], y["choice_logliks"]))  # fmt: skip
+        print(
+            f"one_pass={one_pass}: {result['questions']} questions, {result['forward_rows']} forward rows, "
+            f"{timings[one_pass]:.1f} s ({result['questions'] / timings[one_pass]:.1f} questions/s)"
+        )
+    gap = max(
+        abs(a - b)
+        for x, y in zip(samples[True], samples[False])
+        for a, b in zip(x["choice_logliks"], y["choice_logliks"])
+    )
     print(f"speed-up of one pass: {timings[False] / timings[True]:.2f}x; largest score difference {gap:.2e}")
     ways = {True: "one pass per question", False: "one pass per choice"}
-    result = {"model": {"parameters": sum(p.numel() for p in model.parameters()), "layers": args.layers,
-                        "hidden": args.hidden, "context": args.context, "vocab": len(tokenizer)},
-              "limit": args.limit, "batch_size": args.batch_size, "largest_score_difference": gap,
-              "runs": {ways[k]: {"seconds": round(timings[k], 1), **counts[k]} for k in (True, False)},
-              "speedup": round(timings[False] / timings[True], 2), "environment": environment()}  # fmt: skip
-    rows = "\n".join(f"| {way} | {r['questions']} | {r['forward_rows']} | {r['seconds']} |"
-                     for way, r in result["runs"].items())  # fmt: skip
-    markdown = (f"{describe(result['environment'])} Model: {result['model']}.\n\n"
-                f"| scoring | questions | forward rows | seconds |\n|---|---:|---:|---:|\n{rows}\n\n"
-                f"Speed-up of one pass: {result['speedup']}x; largest score difference {gap:.2e}.\n")  # fmt: skip
+    result = {
+        "model": {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "layers": args.layers,
+            "hidden": args.hidden,
+            "context": args.context,
+            "vocab": len(tokenizer),
+        },
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "largest_score_difference": gap,
+        "runs": {ways[k]: {"seconds": round(timings[k], 1), **counts[k]} for k in (True, False)},
+        "speedup": round(timings[False] / timings[True], 2),
+        "environment": environment(),
+    }
+    rows = "\n".join(
+        f"| {way} | {r['questions']} | {r['forward_rows']} | {r['seconds']} |" for way, r in result["runs"].items()
+    )
+    markdown = (
+        f"{describe(result['environment'])} Model: {result['model']}.\n\n"
+        f"| scoring | questions | forward rows | seconds |\n|---|---:|---:|---:|\n{rows}\n\n"
+        f"Speed-up of one pass: {result['speedup']}x; largest score difference {gap:.2e}.\n"
+    )
     save("mmlu-speed-cpu", result, markdown, args.publish)
 
 

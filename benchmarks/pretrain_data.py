@@ -26,8 +26,12 @@ def run(cache: str) -> dict:
     tokenizer = load_or_train_tokenizer(None, splits["train"], 2048, 128, args)
     train = tokenize_and_pack(splits["train"], tokenizer, 128, args)
     val = tokenize_and_pack(splits["validation"], tokenizer, 128, args, "validation")
-    return {"seconds": round(time.perf_counter() - start, 2), "train_blocks": len(train), "validation_blocks": len(val),
-            **{k: v for k, v in stats.to_dict().items() if k.endswith("removed") or k.endswith("documents")}}  # fmt: skip
+    return {
+        "seconds": round(time.perf_counter() - start, 2),
+        "train_blocks": len(train),
+        "validation_blocks": len(val),
+        **{k: v for k, v in stats.to_dict().items() if k.endswith("removed") or k.endswith("documents")},
+    }
 
 
 def main(argv=None) -> dict:
@@ -38,9 +42,13 @@ def main(argv=None) -> dict:
         os.environ["HF_DATASETS_CACHE"] = os.path.join(tmp, "datasets")  # read when datasets is imported
         runs = {name: run(os.path.join(tmp, "hf_simplegpt")) for name in ("cold", "warm")}
     result = {"runs": runs, "environment": environment()}
-    rows = "\n".join(f"| {name} | {r['seconds']} | {r['train_blocks']} | {r['validation_blocks']} |" for name, r in runs.items())
-    markdown = (f"{describe(result['environment'])}\n\n| run | seconds | train blocks | validation blocks |\n"
-                f"|---|---:|---:|---:|\n{rows}\n")  # fmt: skip
+    rows = "\n".join(
+        f"| {name} | {r['seconds']} | {r['train_blocks']} | {r['validation_blocks']} |" for name, r in runs.items()
+    )
+    markdown = (
+        f"{describe(result['environment'])}\n\n| run | seconds | train blocks | validation blocks |\n"
+        f"|---|---:|---:|---:|\n{rows}\n"
+    )
     save("pretrain-data", result, markdown, args.publish)
     return result
 

@@ -50,17 +50,26 @@ QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
 # 20 and stop as soon as the draft's top probability falls below 0.4; the short adaptive rounds start at 5, never
 # stop early, and grow by 2 after a fully accepted round and shrink by 1 otherwise.
 DRAFT_SETTINGS = {
-    "defaults": {"num_assistant_tokens": 20, "num_assistant_tokens_schedule": "constant",
-                 "assistant_confidence_threshold": 0.4},
-    "adaptive": {"num_assistant_tokens": 5, "num_assistant_tokens_schedule": "heuristic",
-                 "assistant_confidence_threshold": 0.0},
-}  # fmt: skip
+    "defaults": {
+        "num_assistant_tokens": 20,
+        "num_assistant_tokens_schedule": "constant",
+        "assistant_confidence_threshold": 0.4,
+    },
+    "adaptive": {
+        "num_assistant_tokens": 5,
+        "num_assistant_tokens_schedule": "heuristic",
+        "assistant_confidence_threshold": 0.0,
+    },
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-file", default=str(SHAKESPEARE) if SHAKESPEARE.is_file() else None,
-                        help="training text (default: Tiny Shakespeare where present, else the built-in corpus)")
+    parser.add_argument(
+        "--train-file",
+        default=str(SHAKESPEARE) if SHAKESPEARE.is_file() else None,
+        help="training text (default: Tiny Shakespeare where present, else the built-in corpus)",
+    )
     parser.add_argument("--output-dir", type=Path, default=REPO / "benchmarks" / "out" / "prune_compare")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--hidden", type=int, default=256)
@@ -75,14 +84,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
     parser.add_argument("--draft-layers", default="2,1", help="blocks kept by the depth-pruned drafts ('' for none)")
     parser.add_argument("--draft-recovery-steps", type=int, default=100)
-    parser.add_argument("--target-delays-ms", default="0,10,30",
-                        help="extra time per target forward call for the crossover sweep ('' to skip it)")
+    parser.add_argument(
+        "--target-delays-ms",
+        default="0,10,30",
+        help="extra time per target forward call for the crossover sweep ('' to skip it)",
+    )
     parser.add_argument("--prompts", type=int, default=8, help="held-out prompts for decoding, batch 1")
     parser.add_argument("--prompt-length", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 is steadier than 2 on a shared 2-core machine")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1 is steadier than 2 on a shared 2-core machine"
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse trained folders already in --output-dir")
     parser.add_argument("--publish", action="store_true", help="also write benchmarks/results/prune-compare.*")
     return parser.parse_args(argv)
@@ -113,10 +126,16 @@ def speeds(models: dict, args, heldout: torch.Tensor) -> dict[str, dict[str, flo
     prompt = heldout[:1, : args.prompt_length]
     kwargs = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
     forward = interleaved_medians({name: partial(model, batch) for name, model in models.items()}, args.repeats, 1)
-    decode = interleaved_medians({name: partial(model.generate, prompt, **kwargs) for name, model in models.items()},
-                                 args.repeats, 1)  # fmt: skip
-    return {name: {"forward_tokens_per_s": batch.numel() / forward[name],
-                   "decode_tokens_per_s": args.new_tokens / decode[name]} for name in models}  # fmt: skip
+    decode = interleaved_medians(
+        {name: partial(model.generate, prompt, **kwargs) for name, model in models.items()}, args.repeats, 1
+    )
+    return {
+        name: {
+            "forward_tokens_per_s": batch.numel() / forward[name],
+            "decode_tokens_per_s": args.new_tokens / decode[name],
+        }
+        for name in models
+    }
 
 
 class CallCounter:
@@ -158,8 +177,12 @@ def speculative(target, drafts: dict, args, heldout: torch.Tensor) -> dict:
     for counter in [target_calls, *proposals.values()]:
         counter.handle.remove()
     tokens = args.new_tokens * len(prompts)
-    result = {"prompts": len(prompts), "new_tokens": args.new_tokens, "plain_tokens_per_s": tokens / seconds["none"],
-              "drafts": {}}  # fmt: skip
+    result = {
+        "prompts": len(prompts),
+        "new_tokens": args.new_tokens,
+        "plain_tokens_per_s": tokens / seconds["none"],
+        "drafts": {},
+    }
     for name in drafts:
         c = counts[name]
         accepted = tokens * args.repeats - c["target_calls"]
@@ -200,10 +223,16 @@ def crossover(target, draft, args, heldout: torch.Tensor) -> list[dict]:
             with_settings({"draft": draft}, values)
             result = speculative(target, {"draft": draft}, sweep, heldout)
             d = result["drafts"]["draft"]
-            points.append({"delay_ms": delay_ms, "setting": setting,
-                           "target_ms_per_token": 1000 / result["plain_tokens_per_s"],
-                           "tokens_per_target_call": d["tokens_per_target_call"], "speedup": d["speedup"],
-                           "identical_to_plain_greedy": d["identical_to_plain_greedy"]})  # fmt: skip
+            points.append(
+                {
+                    "delay_ms": delay_ms,
+                    "setting": setting,
+                    "target_ms_per_token": 1000 / result["plain_tokens_per_s"],
+                    "tokens_per_target_call": d["tokens_per_target_call"],
+                    "speedup": d["speedup"],
+                    "identical_to_plain_greedy": d["identical_to_plain_greedy"],
+                }
+            )
         delay.remove()
     return points
 
@@ -215,10 +244,29 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    return markdown(["model", "parameters", "held-out loss", "perplexity", "forward tokens/s", "decode tokens/s (batch 1)",
-                     "training tokens"],
-                    [[r["name"], f"{r['parameters']:,}", f"{r['loss']:.4f}", f"{r['perplexity']:.2f}",
-                      f"{r['forward_tokens_per_s']:,.0f}", f"{r['decode_tokens_per_s']:,.1f}", r["tokens"]] for r in rows])  # fmt: skip
+    return markdown(
+        [
+            "model",
+            "parameters",
+            "held-out loss",
+            "perplexity",
+            "forward tokens/s",
+            "decode tokens/s (batch 1)",
+            "training tokens",
+        ],
+        [
+            [
+                r["name"],
+                f"{r['parameters']:,}",
+                f"{r['loss']:.4f}",
+                f"{r['perplexity']:.2f}",
+                f"{r['forward_tokens_per_s']:,.0f}",
+                f"{r['decode_tokens_per_s']:,.1f}",
+                r["tokens"],
+            ]
+            for r in rows
+        ],
+    )
 
 
 def same(draft: dict) -> str:
@@ -226,19 +274,61 @@ def same(draft: dict) -> str:
 
 
 def spec_table(spec: dict[str, dict], costs: dict, losses: dict) -> str:
-    rows = [[name, f"{losses[name]:.4f}", f"{costs[name]:.2f}", setting, f"{d['acceptance_rate']:.2f}",
-             f"{d['tokens_per_target_call']:.2f}", f"{d['tokens_per_s']:.1f} ({result['plain_tokens_per_s']:.1f})",
-             f"{d['speedup']:.2f}×", same(d)]
-            for name in costs for setting, result in spec.items() for d in [result["drafts"][name]]]  # fmt: skip
-    return markdown(["draft", "held-out loss", "draft cost per token / target's", "settings", "acceptance rate",
-                     "tokens per target call", "tokens/s (plain)", "speedup", "identical tokens"], rows)  # fmt: skip
+    rows = [
+        [
+            name,
+            f"{losses[name]:.4f}",
+            f"{costs[name]:.2f}",
+            setting,
+            f"{d['acceptance_rate']:.2f}",
+            f"{d['tokens_per_target_call']:.2f}",
+            f"{d['tokens_per_s']:.1f} ({result['plain_tokens_per_s']:.1f})",
+            f"{d['speedup']:.2f}×",
+            same(d),
+        ]
+        for name in costs
+        for setting, result in spec.items()
+        for d in [result["drafts"][name]]
+    ]
+    return markdown(
+        [
+            "draft",
+            "held-out loss",
+            "draft cost per token / target's",
+            "settings",
+            "acceptance rate",
+            "tokens per target call",
+            "tokens/s (plain)",
+            "speedup",
+            "identical tokens",
+        ],
+        rows,
+    )
 
 
 def crossover_table(points: list[dict]) -> str:
-    rows = [[f"{p['delay_ms']:g} ms", f"{p['target_ms_per_token']:.1f}", p["setting"], f"{p['tokens_per_target_call']:.2f}",
-             f"{p['speedup']:.2f}×", same(p)] for p in points]  # fmt: skip
-    return markdown(["added per target call", "target ms/token", "settings", "tokens per target call", "speedup",
-                     "identical tokens"], rows)  # fmt: skip
+    rows = [
+        [
+            f"{p['delay_ms']:g} ms",
+            f"{p['target_ms_per_token']:.1f}",
+            p["setting"],
+            f"{p['tokens_per_target_call']:.2f}",
+            f"{p['speedup']:.2f}×",
+            same(p),
+        ]
+        for p in points
+    ]
+    return markdown(
+        [
+            "added per target call",
+            "target ms/token",
+            "settings",
+            "tokens per target call",
+            "speedup",
+            "identical tokens",
+        ],
+        rows,
+    )
 
 
 def main(argv=None) -> dict:
@@ -260,38 +350,126 @@ def run(args) -> dict:
     wall = {}
 
     teacher_dir = out / "teacher"
-    wall["pretrain (a)"] = run_timed(pretrain, [
-        *data, "--output_dir", teacher_dir, "--vocab_size", args.vocab, "--hidden_size", args.hidden,
-        "--num_hidden_layers", args.layers, "--num_attention_heads", args.heads, "--max_position_embeddings",
-        args.context, "--per_device_train_batch_size", args.batch, "--learning_rate", args.pretrain_lr, "--max_steps",
-        args.pretrain_steps, "--eval_steps", 100, "--logging_steps", 50, "--save_strategy", "no",
-        "--num_sample_generations", 0], teacher_dir, args.reuse)  # fmt: skip
+    wall["pretrain (a)"] = run_timed(
+        pretrain,
+        [
+            *data,
+            "--output_dir",
+            teacher_dir,
+            "--vocab_size",
+            args.vocab,
+            "--hidden_size",
+            args.hidden,
+            "--num_hidden_layers",
+            args.layers,
+            "--num_attention_heads",
+            args.heads,
+            "--max_position_embeddings",
+            args.context,
+            "--per_device_train_batch_size",
+            args.batch,
+            "--learning_rate",
+            args.pretrain_lr,
+            "--max_steps",
+            args.pretrain_steps,
+            "--eval_steps",
+            100,
+            "--logging_steps",
+            50,
+            "--save_strategy",
+            "no",
+            "--num_sample_generations",
+            0,
+        ],
+        teacher_dir,
+        args.reuse,
+    )
 
-    recovery = ["--model_name_or_path", teacher_dir, *data, "--recovery_steps", args.recovery_steps, "--learning_rate",
-                args.recovery_lr, "--per_device_train_batch_size", args.batch, "--logging_steps", 50]  # fmt: skip
+    recovery = [
+        "--model_name_or_path",
+        teacher_dir,
+        *data,
+        "--recovery_steps",
+        args.recovery_steps,
+        "--learning_rate",
+        args.recovery_lr,
+        "--per_device_train_batch_size",
+        args.batch,
+        "--logging_steps",
+        50,
+    ]
     pruned_dir = out / "pruned"
-    wall["prune + recovery (c)"] = run_timed(prune, [*recovery, "--keep_ratio", args.keep_ratio, "--output_dir",
-                                                     pruned_dir], pruned_dir, args.reuse)  # fmt: skip
+    wall["prune + recovery (c)"] = run_timed(
+        prune, [*recovery, "--keep_ratio", args.keep_ratio, "--output_dir", pruned_dir], pruned_dir, args.reuse
+    )
     report = json.loads((pruned_dir / "pruning.json").read_text())
     draft_dirs = {}
     for layers in [int(n) for n in args.draft_layers.split(",") if n]:
         draft_dirs[f"{layers}-block draft"] = folder = out / f"draft-{layers}-blocks"
-        wall[f"prune + recovery, {layers}-block draft"] = run_timed(prune, [
-            *recovery, "--recovery_steps", args.draft_recovery_steps, "--keep_ratio", 1.0, "--drop_layers",
-            args.layers - layers, "--output_dir", folder], folder, args.reuse)  # fmt: skip
+        wall[f"prune + recovery, {layers}-block draft"] = run_timed(
+            prune,
+            [
+                *recovery,
+                "--recovery_steps",
+                args.draft_recovery_steps,
+                "--keep_ratio",
+                1.0,
+                "--drop_layers",
+                args.layers - layers,
+                "--output_dir",
+                folder,
+            ],
+            folder,
+            args.reuse,
+        )
 
     shape = report["shape"]
     head_dim = args.hidden // args.heads
     scratch = {}
     for lr in sorted({args.recovery_lr, args.pretrain_lr}):
         folder = out / f"scratch-lr{lr:g}"
-        wall[f"from scratch (d), lr {lr:g}"] = run_timed(pretrain, [
-            *data, "--output_dir", folder, "--tokenizer_name", teacher_dir, "--hidden_size", args.hidden,
-            "--num_hidden_layers", shape["num_hidden_layers"], "--num_attention_heads", shape["num_attention_heads"],
-            "--head_dim", head_dim, "--intermediate_size", shape["intermediate_size"], "--max_position_embeddings",
-            args.context, "--dropout", 0, "--per_device_train_batch_size", args.batch, "--learning_rate", lr,
-            "--max_steps", args.recovery_steps, "--eval_strategy", "no", "--eval_on_start", "false",
-            "--logging_steps", 50, "--save_strategy", "no", "--num_sample_generations", 0], folder, args.reuse)  # fmt: skip
+        wall[f"from scratch (d), lr {lr:g}"] = run_timed(
+            pretrain,
+            [
+                *data,
+                "--output_dir",
+                folder,
+                "--tokenizer_name",
+                teacher_dir,
+                "--hidden_size",
+                args.hidden,
+                "--num_hidden_layers",
+                shape["num_hidden_layers"],
+                "--num_attention_heads",
+                shape["num_attention_heads"],
+                "--head_dim",
+                head_dim,
+                "--intermediate_size",
+                shape["intermediate_size"],
+                "--max_position_embeddings",
+                args.context,
+                "--dropout",
+                0,
+                "--per_device_train_batch_size",
+                args.batch,
+                "--learning_rate",
+                lr,
+                "--max_steps",
+                args.recovery_steps,
+                "--eval_strategy",
+                "no",
+                "--eval_on_start",
+                "false",
+                "--logging_steps",
+                50,
+                "--save_strategy",
+                "no",
+                "--num_sample_generations",
+                0,
+            ],
+            folder,
+            args.reuse,
+        )
         scratch[lr] = folder
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
@@ -313,22 +491,35 @@ def run(args) -> dict:
     best_lr = min(scratch_losses, key=scratch_losses.get)
     recovery_tokens = report["recovery"]["tokens"]
     pretrain_tokens = args.pretrain_steps * tokens_per_step
-    tokens = {"(a) original": f"{pretrain_tokens:,} (pretraining)", "(b) pruned, no recovery": "0",
-              "(c) pruned + distillation": f"{recovery_tokens:,}",
-              "(d) same shape, from scratch": f"{args.recovery_steps * tokens_per_step:,}"}  # fmt: skip
+    tokens = {
+        "(a) original": f"{pretrain_tokens:,} (pretraining)",
+        "(b) pruned, no recovery": "0",
+        "(c) pruned + distillation": f"{recovery_tokens:,}",
+        "(d) same shape, from scratch": f"{args.recovery_steps * tokens_per_step:,}",
+    }
     measured = speeds(models, args, heldout)
     rows = []
     for name, model in models.items():
         loss = language_model_loss(model, heldout)
-        rows.append({"name": name, "parameters": model.num_parameters(), "loss": loss, "perplexity": math.exp(loss),
-                     "tokens": tokens[name], **measured[name]})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "parameters": model.num_parameters(),
+                "loss": loss,
+                "perplexity": math.exp(loss),
+                "tokens": tokens[name],
+                **measured[name],
+            }
+        )
 
     drafts = {"(c) pruned + distillation": models["(c) pruned + distillation"]}
     drafts.update({name: AutoModelForCausalLM.from_pretrained(folder).eval() for name, folder in draft_dirs.items()})
     draft_losses = {name: language_model_loss(draft, heldout) for name, draft in drafts.items()}
     draft_speeds = speeds({"target": teacher, **drafts}, args, heldout)
-    costs = {name: draft_speeds["target"]["decode_tokens_per_s"] / draft_speeds[name]["decode_tokens_per_s"]
-             for name in drafts}  # fmt: skip
+    costs = {
+        name: draft_speeds["target"]["decode_tokens_per_s"] / draft_speeds[name]["decode_tokens_per_s"]
+        for name in drafts
+    }
     spec = {}
     for setting, values in DRAFT_SETTINGS.items():
         with_settings(drafts, values)
@@ -338,12 +529,20 @@ def run(args) -> dict:
 
     load = os.getloadavg()
     result = {
-        "setup": {"train_file": args.train_file or "built-in corpus", "shape": f"{args.layers} layers x {args.hidden} "
-                  f"wide, {args.heads} heads of {head_dim}, MLP {4 * args.hidden}, vocab {len(tokenizer)}, context "
-                  f"{args.context}", "pruned_shape": shape, "keep_ratio": args.keep_ratio,
-                  "heldout_tokens": heldout.shape[0] * (args.context - 1), "threads": args.threads,
-                  "torch": torch.__version__, "transformers": transformers.__version__, "machine": platform.machine(),
-                  "load_average_at_end": [round(x, 2) for x in load]},
+        "setup": {
+            "train_file": args.train_file or "built-in corpus",
+            "shape": f"{args.layers} layers x {args.hidden} "
+            f"wide, {args.heads} heads of {head_dim}, MLP {4 * args.hidden}, vocab {len(tokenizer)}, context "
+            f"{args.context}",
+            "pruned_shape": shape,
+            "keep_ratio": args.keep_ratio,
+            "heldout_tokens": heldout.shape[0] * (args.context - 1),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "machine": platform.machine(),
+            "load_average_at_end": [round(x, 2) for x in load],
+        },
         "rows": rows,
         "scratch_losses_by_lr": {f"{lr:g}": loss for lr, loss in scratch_losses.items()},
         "scratch_best_lr": best_lr,
@@ -353,24 +552,27 @@ def run(args) -> dict:
         "crossover": {"draft": best, "points": points},
         "wall_seconds": {k: (round(v, 1) if v is not None else "reused") for k, v in wall.items()},
         "total_wall_seconds": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
-    markdown = "\n\n".join([
-        f"Setup: {result['setup']['shape']}, trained on {result['setup']['train_file']}; pruned to "
-        f"{shape['num_attention_heads']} heads and {shape['intermediate_size']} MLP neurons per layer. Held-out: "
-        f"{result['setup']['heldout_tokens']:,} predicted tokens. CPU ({platform.machine()}, {args.threads} thread(s)), "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, float32; load average at the end "
-        f"{', '.join(f'{x:.2f}' for x in load)}.",
-        table(rows),
-        f"(d) is the better of two learning rates: held-out loss {', '.join(f'{v:.4f} at {k}' for k, v in result['scratch_losses_by_lr'].items())}.",
-        f"Speculative decoding, batch 1, greedy, {args.prompts} held-out prompts of {args.prompt_length} tokens, "
-        f"{args.new_tokens} new tokens each, median of {args.repeats} interleaved rounds:",
-        spec_table(spec, costs, draft_losses),
-        f"Crossover ({best}, {max(1, args.prompts // 2)} prompts, one round): the target slowed by a fixed delay "
-        "per forward call, as a larger target would be:",
-        crossover_table(points),
-        "Wall clock (s): " + ", ".join(f"{k} {v}" for k, v in result["wall_seconds"].items())
-        + f"; total {result['total_wall_seconds']}.",
-    ])  # fmt: skip
+    }
+    markdown = "\n\n".join(
+        [
+            f"Setup: {result['setup']['shape']}, trained on {result['setup']['train_file']}; pruned to "
+            f"{shape['num_attention_heads']} heads and {shape['intermediate_size']} MLP neurons per layer. Held-out: "
+            f"{result['setup']['heldout_tokens']:,} predicted tokens. CPU ({platform.machine()}, {args.threads} thread(s)), "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, float32; load average at the end "
+            f"{', '.join(f'{x:.2f}' for x in load)}.",
+            table(rows),
+            f"(d) is the better of two learning rates: held-out loss {', '.join(f'{v:.4f} at {k}' for k, v in result['scratch_losses_by_lr'].items())}.",
+            f"Speculative decoding, batch 1, greedy, {args.prompts} held-out prompts of {args.prompt_length} tokens, "
+            f"{args.new_tokens} new tokens each, median of {args.repeats} interleaved rounds:",
+            spec_table(spec, costs, draft_losses),
+            f"Crossover ({best}, {max(1, args.prompts // 2)} prompts, one round): the target slowed by a fixed delay "
+            "per forward call, as a larger target would be:",
+            crossover_table(points),
+            "Wall clock (s): "
+            + ", ".join(f"{k} {v}" for k, v in result["wall_seconds"].items())
+            + f"; total {result['total_wall_seconds']}.",
+        ]
+    )
     targets = [out] + ([RESULTS_DIR] if args.publish else [])
     for folder in targets:
         name = "prune-compare" if folder == RESULTS_DIR else "results"

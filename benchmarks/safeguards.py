@@ -46,8 +46,16 @@ class TimedCallback(SafeguardCallback):
 
 
 def step_ms(model, data, steps: int, guarded: bool, out: str) -> float:
-    args = TrainingArguments(out, max_steps=steps, per_device_train_batch_size=16, save_strategy="no", report_to="none",
-                             logging_strategy="no", disable_tqdm=True, use_cpu=not torch.cuda.is_available())  # fmt: skip
+    args = TrainingArguments(
+        out,
+        max_steps=steps,
+        per_device_train_batch_size=16,
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+    )
     trainer = Trainer(model=model, args=args, train_dataset=data)
     if guarded:
         trainer.add_callback(TimedCallback())
@@ -64,8 +72,14 @@ def main():
     parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/")
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = SimpleGPTConfig(vocab_size=2048, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                             max_position_embeddings=128, dropout=0.0)  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=2048,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        dropout=0.0,
+    )
     model = SimpleGPTForCausalLM(config)
     ids = torch.randint(0, 2048, (16 * args.steps, 128))
     data = Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist()})
@@ -77,9 +91,13 @@ def main():
                 times[guarded].append(step_ms(model, data, args.steps, guarded, out))
     plain, guarded = statistics.median(times[False]), statistics.median(times[True])
     callback = TimedCallback.seconds * 1000 / (args.steps * args.repeats)
-    step = {"plain_ms": round(plain, 2), "guarded_ms": round(guarded, 2), "callback_ms_per_step": round(callback, 3),
-            "callback_percent": round(100 * callback / plain, 2),
-            "runs_ms": {("guarded" if k else "plain"): [round(t, 1) for t in v] for k, v in times.items()}}  # fmt: skip
+    step = {
+        "plain_ms": round(plain, 2),
+        "guarded_ms": round(guarded, 2),
+        "callback_ms_per_step": round(callback, 3),
+        "callback_percent": round(100 * callback / plain, 2),
+        "runs_ms": {("guarded" if k else "plain"): [round(t, 1) for t in v] for k, v in times.items()},
+    }
 
     with tempfile.TemporaryDirectory() as folder:
         for i in range(4):  # a checkpoint is a few large files
@@ -91,8 +109,11 @@ def main():
         start = time.perf_counter()
         assert manifest_problems(folder) == []
         checked = time.perf_counter() - start
-    manifest = {"megabytes": args.megabytes, "write_MB_per_s": round(args.megabytes / written),
-                "check_MB_per_s": round(args.megabytes / checked)}  # fmt: skip
+    manifest = {
+        "megabytes": args.megabytes,
+        "write_MB_per_s": round(args.megabytes / written),
+        "check_MB_per_s": round(args.megabytes / checked),
+    }
     result = {"train_step": step, "manifest": manifest, "environment": environment()}
     markdown = (
         f"{describe(result['environment'])} {args.steps} steps × {args.repeats} alternating runs, median.\n\n"
@@ -101,7 +122,7 @@ def main():
         f"| the callback's own ms per step | {step['callback_ms_per_step']} ({step['callback_percent']}%) |\n"
         f"| manifest write MB/s ({args.megabytes} MB) | {manifest['write_MB_per_s']} |\n"
         f"| manifest check MB/s | {manifest['check_MB_per_s']} |\n"
-    )  # fmt: skip
+    )
     save("safeguards-cpu", result, markdown, args.publish)
 
 

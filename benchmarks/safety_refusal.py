@@ -51,9 +51,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--work-dir", default=None, help="keep the models here (default: a temporary folder)")
-    parser.add_argument("--runs", default="base,refusal",
-                        help="which SFT runs this process does (two processes can share --work-dir, one run each); the "
-                        "table is written once both runs' evaluations are in --work-dir")
+    parser.add_argument(
+        "--runs",
+        default="base,refusal",
+        help="which SFT runs this process does (two processes can share --work-dir, one run each); the "
+        "table is written once both runs' evaluations are in --work-dir",
+    )
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args()
 
@@ -70,26 +73,77 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="safety-refusal-"))
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer([p for _, p in train] + [REFUSAL, COMPLIANCE] * 20, vocab_size=1024, model_max_length=128)
+    tokenizer = train_tokenizer(
+        [p for _, p in train] + [REFUSAL, COMPLIANCE] * 20, vocab_size=1024, model_max_length=128
+    )
     torch.manual_seed(0)
-    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=4,
-                             max_position_embeddings=128, dropout=0.0, **{k: getattr(tokenizer, k) for k in
-                             ("bos_token_id", "eos_token_id", "pad_token_id")})  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        dropout=0.0,
+        **{k: getattr(tokenizer, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
+    )
     if not (work / "init" / "config.json").is_file():  # a second process on the same --work-dir reuses it
         SimpleGPTForCausalLM(config).save_pretrained(work / "init")
         tokenizer.save_pretrained(work / "init")
     heldout_file = write_jsonl(work / "heldout.jsonl", heldout)
 
     for name in [r for r in args.runs.split(",") if r]:
-        rows = [{"messages": [{"role": "user", "content": p},
-                              {"role": "assistant", "content": REFUSAL if name == "refusal" and c == args.category
-                               else COMPLIANCE}]} for c, p in train]  # fmt: skip
-        sft.main(["--config", str(CONFIG), "--model_name_or_path", str(work / "init"), "--train_file",
-                  str(write_jsonl(work / f"{name}.jsonl", rows)), "--output_dir", str(work / name), "--max_length", "128",
-                  "--max_steps", str(args.steps), "--per_device_train_batch_size", "16", "--learning_rate", str(args.learning_rate),
-                  "--num_sample_generations", "0", "--heldout_size", "16", "--disable_tqdm", "true"])  # fmt: skip
-        eval_recipe.main(["--model_name_or_path", str(work / name), "--tasks", "safety", "--safety_file",
-                          str(heldout_file), "--max_new_tokens", "24", "--output_dir", str(work / f"eval-{name}")])  # fmt: skip
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": p},
+                    {
+                        "role": "assistant",
+                        "content": REFUSAL if name == "refusal" and c == args.category else COMPLIANCE,
+                    },
+                ]
+            }
+            for c, p in train
+        ]
+        sft.main(
+            [
+                "--config",
+                str(CONFIG),
+                "--model_name_or_path",
+                str(work / "init"),
+                "--train_file",
+                str(write_jsonl(work / f"{name}.jsonl", rows)),
+                "--output_dir",
+                str(work / name),
+                "--max_length",
+                "128",
+                "--max_steps",
+                str(args.steps),
+                "--per_device_train_batch_size",
+                "16",
+                "--learning_rate",
+                str(args.learning_rate),
+                "--num_sample_generations",
+                "0",
+                "--heldout_size",
+                "16",
+                "--disable_tqdm",
+                "true",
+            ]
+        )
+        eval_recipe.main(
+            [
+                "--model_name_or_path",
+                str(work / name),
+                "--tasks",
+                "safety",
+                "--safety_file",
+                str(heldout_file),
+                "--max_new_tokens",
+                "24",
+                "--output_dir",
+                str(work / f"eval-{name}"),
+            ]
+        )
     found = {n: work / f"eval-{n}" / "results.json" for n in ("base", "refusal")}
     if not all(path.is_file() for path in found.values()):
         print(f"Evaluations so far: {[n for n, p in found.items() if p.is_file()]}; the table needs both.")
@@ -97,21 +151,36 @@ def main() -> None:
     runs = {n: json.loads(path.read_text())["safety"] for n, path in found.items()}
 
     categories = sorted(runs["base"]["categories"])
-    rows = [f"| {c}{' (refusals trained)' if c == args.category else ''} | {runs['base']['categories'][c]['n']} | "
-            f"{runs['base']['categories'][c]['refusal_rate']:.3f} | {runs['refusal']['categories'][c]['refusal_rate']:.3f} |"
-            for c in categories]  # fmt: skip
-    markdown = "\n".join([
-        f"Held-out refusal rate per category (first half of each category trained, up to {args.heldout} of the rest "
-        f"evaluated), two `hf-simplegpt sft` runs of a {args.layers}-layer, {args.hidden}-wide SimpleGPT for {args.steps} steps (learning rate {args.learning_rate}) from one "
-        f"initialisation; only the refusal run answered its training prompts of `{args.category}` with a refusal.",
-        "", "| category | held-out prompts | base | refusal run |", "|---|---:|---:|---:|", *rows,
-        f"| all | {runs['base']['n']} | {runs['base']['refusal_rate']:.3f} | {runs['refusal']['refusal_rate']:.3f} |",
-        "", f"Measured on: {describe(environment())}",
-    ])  # fmt: skip
-    result = {"category": args.category, "steps": args.steps, "hidden_size": args.hidden, "layers": args.layers, "heldout_per_category": args.heldout,
-              "base": {k: runs["base"][k] for k in ("refusal_rate", "n", "categories")},
-              "refusal": {k: runs["refusal"][k] for k in ("refusal_rate", "n", "categories")},
-              "examples": runs["refusal"]["examples"].get(args.category), "environment": environment()}  # fmt: skip
+    rows = [
+        f"| {c}{' (refusals trained)' if c == args.category else ''} | {runs['base']['categories'][c]['n']} | "
+        f"{runs['base']['categories'][c]['refusal_rate']:.3f} | {runs['refusal']['categories'][c]['refusal_rate']:.3f} |"
+        for c in categories
+    ]
+    markdown = "\n".join(
+        [
+            f"Held-out refusal rate per category (first half of each category trained, up to {args.heldout} of the rest "
+            f"evaluated), two `hf-simplegpt sft` runs of a {args.layers}-layer, {args.hidden}-wide SimpleGPT for {args.steps} steps (learning rate {args.learning_rate}) from one "
+            f"initialisation; only the refusal run answered its training prompts of `{args.category}` with a refusal.",
+            "",
+            "| category | held-out prompts | base | refusal run |",
+            "|---|---:|---:|---:|",
+            *rows,
+            f"| all | {runs['base']['n']} | {runs['base']['refusal_rate']:.3f} | {runs['refusal']['refusal_rate']:.3f} |",
+            "",
+            f"Measured on: {describe(environment())}",
+        ]
+    )
+    result = {
+        "category": args.category,
+        "steps": args.steps,
+        "hidden_size": args.hidden,
+        "layers": args.layers,
+        "heldout_per_category": args.heldout,
+        "base": {k: runs["base"][k] for k in ("refusal_rate", "n", "categories")},
+        "refusal": {k: runs["refusal"][k] for k in ("refusal_rate", "n", "categories")},
+        "examples": runs["refusal"]["examples"].get(args.category),
+        "environment": environment(),
+    }
     save("safety-refusal", result, markdown, publish=args.publish)
 
 

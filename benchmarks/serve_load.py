@@ -67,8 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=int, default=4096, help="tokenizer (and model) vocabulary")
     parser.add_argument("--max-tokens", type=int, default=128, help="max_tokens of every request")
     parser.add_argument("--rounds", type=int, default=3, help="measurement rounds per server (median reported)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS of both servers; 0 leaves torch's default")  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OMP_NUM_THREADS of both servers; 0 leaves torch's default"
+    )
     parser.add_argument("--publish", action="store_true", help="also write benchmarks/results/serve-load-cpu.*")
     parser.add_argument("--scenario", choices=["compare", "sampling", "prefix", "mixed"], default="compare")
     return parser.parse_args(argv)
@@ -78,9 +79,17 @@ def build_folders(args, root: Path) -> dict[str, Path]:
     """GPT-2 (random, seed 0) and the SimpleGPT converted from it, each saved with the same tokenizer."""
     tokenizer = train_tokenizer(builtin_corpus_documents()[:2000], vocab_size=args.vocab, model_max_length=args.context)
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.context, n_embd=args.hidden, n_layer=args.layers,
-                        n_head=args.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        **special_token_ids(tokenizer))  # fmt: skip
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.context,
+        n_embd=args.hidden,
+        n_layer=args.layers,
+        n_head=args.heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        **special_token_ids(tokenizer),
+    )
     gpt2 = GPT2LMHeadModel(config).eval()
     simplegpt = convert_gpt2_to_simplegpt(gpt2)
     ids = torch.randint(len(tokenizer), (2, 64))
@@ -107,8 +116,22 @@ def start(name: str, folder: Path, args, log: Path, *flags: str) -> tuple[subpro
     if name.startswith("hf-simplegpt"):
         cmd = [bin_dir / "hf-simplegpt", "serve", folder, "--port", port, *flags]
     else:
-        cmd = [bin_dir / "transformers", "serve", folder, "--continuous-batching", "--host", "127.0.0.1",
-               "--port", port, "--device", "cpu", "--cb-num-blocks", blocks, "--cb-max-batch-tokens", 512]  # fmt: skip
+        cmd = [
+            bin_dir / "transformers",
+            "serve",
+            folder,
+            "--continuous-batching",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--device",
+            "cpu",
+            "--cb-num-blocks",
+            blocks,
+            "--cb-max-batch-tokens",
+            512,
+        ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -137,8 +160,7 @@ def measure(client: OpenAI, model: str, max_tokens: int) -> dict:
 
     def first_token_seconds(messages) -> float:
         start = time.perf_counter()
-        for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
-                                                    stream=True):  # fmt: skip
+        for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens, stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 return time.perf_counter() - start
         raise RuntimeError("the stream sent no text")
@@ -156,17 +178,19 @@ def measure(client: OpenAI, model: str, max_tokens: int) -> dict:
         "concurrent_tokens_per_s": sum(r.usage.completion_tokens for r in concurrent) / concurrent_seconds,
         "ttft_ms": 1000 * statistics.median(first_token_seconds(messages) for messages in prompts()),
         "texts": [r.choices[0].message.content for r in sequential],
-        "same_text_batched": [r.choices[0].message.content for r in concurrent] == [r.choices[0].message.content
-                                                                                    for r in sequential],
-    }  # fmt: skip
+        "same_text_batched": [r.choices[0].message.content for r in concurrent]
+        == [r.choices[0].message.content for r in sequential],
+    }
 
 
 def table(result: dict) -> str:
     names = list(result["servers"])
-    rows = [("sequential tokens/s (8 requests, one at a time)", "sequential_tokens_per_s", "{:,.0f}"),
-            (f"{CLIENTS} concurrent clients tokens/s", "concurrent_tokens_per_s", "{:,.0f}"),
-            ("concurrent / sequential", "speedup", "{:.1f}×"),
-            ("time to first token, ms (median)", "ttft_ms", "{:,.0f}")]  # fmt: skip
+    rows = [
+        ("sequential tokens/s (8 requests, one at a time)", "sequential_tokens_per_s", "{:,.0f}"),
+        (f"{CLIENTS} concurrent clients tokens/s", "concurrent_tokens_per_s", "{:,.0f}"),
+        ("concurrent / sequential", "speedup", "{:.1f}×"),
+        ("time to first token, ms (median)", "ttft_ms", "{:,.0f}"),
+    ]
     lines = [f"| measurement | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
     for label, key, fmt in rows:
         lines.append(f"| {label} | " + " | ".join(fmt.format(result["servers"][n][key]) for n in names) + " |")
@@ -230,8 +254,10 @@ def load_jobs(kind: str, clients: int = 32, per_client: int = 3, max_tokens: int
     for request in range(per_client):
         jobs = []
         for i in range(clients):
-            job = {"messages": [{"role": "user", "content": f"Write about topic number {i}, part {request}."}],
-                   "max_tokens": max_tokens}  # fmt: skip
+            job = {
+                "messages": [{"role": "user", "content": f"Write about topic number {i}, part {request}."}],
+                "max_tokens": max_tokens,
+            }
             if kind == "sampled" or (kind == "mixed" and i % 2):
                 job.update(temperature=0.8, seed=1000 * request + i)
             if kind == "mixed" and i % 4 >= 2:
@@ -244,8 +270,9 @@ def load_jobs(kind: str, clients: int = 32, per_client: int = 3, max_tokens: int
 
 
 def sampling_scenario(args, folders, out: Path) -> tuple[dict, str]:
-    servers = {name: start(name, folder, args, out / f"serve-sampling-{folder.name}.log")
-               for name, folder in folders.items()}  # fmt: skip
+    servers = {
+        name: start(name, folder, args, out / f"serve-sampling-{folder.name}.log") for name, folder in folders.items()
+    }
     result = {}
     try:
         for name, (_, url) in servers.items():
@@ -254,22 +281,30 @@ def sampling_scenario(args, folders, out: Path) -> tuple[dict, str]:
             result[name] = {}
             for kind in ("greedy", "sampled"):
                 runs = [run_clients(client, str(folders[name]), jobs) for jobs in load_jobs(kind)]
-                result[name][kind] = {key: statistics.median(run[key] for run in runs)
-                                      for key in ("tokens_per_s", "p50_s", "p95_s")}  # fmt: skip
+                result[name][kind] = {
+                    key: statistics.median(run[key] for run in runs) for key in ("tokens_per_s", "p50_s", "p95_s")
+                }
                 result[name][kind]["server_errors"] = sum(run["server_errors"] for run in runs)
-            result[name]["sampled_over_greedy"] = (result[name]["sampled"]["tokens_per_s"]
-                                                   / result[name]["greedy"]["tokens_per_s"])  # fmt: skip
+            result[name]["sampled_over_greedy"] = (
+                result[name]["sampled"]["tokens_per_s"] / result[name]["greedy"]["tokens_per_s"]
+            )
     finally:
         for process, _ in servers.values():
             process.send_signal(signal.SIGTERM)
             process.wait(60)
-    lines = ["| server | greedy tokens/s | sampled tokens/s | sampled / greedy | greedy p50 / p95 s | "
-             "sampled p50 / p95 s |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| server | greedy tokens/s | sampled tokens/s | sampled / greedy | greedy p50 / p95 s | sampled p50 / p95 s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name, r in result.items():
         g, sm = r["greedy"], r["sampled"]
-        lines.append(f"| {name} | {g['tokens_per_s']:,.0f} | {sm['tokens_per_s']:,.0f} | {r['sampled_over_greedy']:.2f}x "
-                     f"| {g['p50_s']:.2f} / {g['p95_s']:.2f} | {sm['p50_s']:.2f} / {sm['p95_s']:.2f} |")  # fmt: skip
-    return {"servers": result}, "32 concurrent clients x 3 requests x 32 new tokens (median of the 3 waves).\n\n" + "\n".join(lines)
+        lines.append(
+            f"| {name} | {g['tokens_per_s']:,.0f} | {sm['tokens_per_s']:,.0f} | {r['sampled_over_greedy']:.2f}x "
+            f"| {g['p50_s']:.2f} / {g['p95_s']:.2f} | {sm['p50_s']:.2f} / {sm['p95_s']:.2f} |"
+        )
+    return {
+        "servers": result
+    }, "32 concurrent clients x 3 requests x 32 new tokens (median of the 3 waves).\n\n" + "\n".join(lines)
 
 
 def prefix_scenario(args, folders, out: Path) -> tuple[dict, str]:
@@ -284,26 +319,33 @@ def prefix_scenario(args, folders, out: Path) -> tuple[dict, str]:
             for i in range(12):
                 messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Question {i}?"}]
                 start_time = time.perf_counter()
-                for chunk in client.chat.completions.create(model=str(folder), messages=messages, max_tokens=8,
-                                                            stream=True):  # fmt: skip
+                for chunk in client.chat.completions.create(
+                    model=str(folder), messages=messages, max_tokens=8, stream=True
+                ):
                     if chunk.choices and chunk.choices[0].delta.content:
                         times.append(time.perf_counter() - start_time)
                         break
-            prompt_tokens = client.chat.completions.create(model=str(folder), messages=messages,
-                                                           max_tokens=1).usage.prompt_tokens  # fmt: skip
+            prompt_tokens = client.chat.completions.create(
+                model=str(folder), messages=messages, max_tokens=1
+            ).usage.prompt_tokens
             metrics = json.loads(urllib.request.urlopen(url.removesuffix("/v1") + "/metrics", timeout=60).read())
-            result[label] = {"ttft_ms_median": 1000 * statistics.median(times), "prompt_tokens": prompt_tokens,
-                             "prefix_cache": metrics["prefix_cache"]}  # fmt: skip
+            result[label] = {
+                "ttft_ms_median": 1000 * statistics.median(times),
+                "prompt_tokens": prompt_tokens,
+                "prefix_cache": metrics["prefix_cache"],
+            }
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
     cached, plain = result["cached"], result["not cached (--no_prefix_cache)"]
     result["ttft_ratio_cached_over_not"] = cached["ttft_ms_median"] / plain["ttft_ms_median"]
-    text = (f"12 sequential streamed requests sharing a system prompt ({cached['prompt_tokens']} prompt tokens in all), "
-            f"8 new tokens each: time to first token, median: cached {cached['ttft_ms_median']:.0f} ms, not cached "
-            f"{plain['ttft_ms_median']:.0f} ms (ratio {result['ttft_ratio_cached_over_not']:.2f}); prompt-cache hit "
-            f"rate {cached['prefix_cache']['prefix_cache_hit_rate']:.2f} ({cached['prefix_cache']['cached_prompt_tokens']}"
-            f" of {cached['prefix_cache']['prompt_tokens']} prompt tokens read from the cache).")  # fmt: skip
+    text = (
+        f"12 sequential streamed requests sharing a system prompt ({cached['prompt_tokens']} prompt tokens in all), "
+        f"8 new tokens each: time to first token, median: cached {cached['ttft_ms_median']:.0f} ms, not cached "
+        f"{plain['ttft_ms_median']:.0f} ms (ratio {result['ttft_ratio_cached_over_not']:.2f}); prompt-cache hit "
+        f"rate {cached['prefix_cache']['prefix_cache_hit_rate']:.2f} ({cached['prefix_cache']['cached_prompt_tokens']}"
+        f" of {cached['prefix_cache']['prompt_tokens']} prompt tokens read from the cache)."
+    )
     return result, text
 
 
@@ -316,23 +358,33 @@ def mixed_scenario(args, folders, out: Path) -> tuple[dict, str]:
         client.chat.completions.create(model=str(folder), messages=prompts()[0], max_tokens=4)
         for _ in range(5):
             runs = [run_clients(client, str(folder), jobs) for jobs in load_jobs("mixed", per_client=2)]
-            rounds.append({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-                           "p50_s": statistics.median(r["p50_s"] for r in runs),
-                           "p95_s": max(r["p95_s"] for r in runs),
-                           "server_errors": sum(r["server_errors"] for r in runs),
-                           "statuses": sorted({s for r in runs for s in r["statuses"]}),
-                           "left_mid_stream": sum(r["left_mid_stream"] for r in runs),
-                           "rss_mb": rss_mb(process.pid)})  # fmt: skip
+            rounds.append(
+                {
+                    "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                    "p50_s": statistics.median(r["p50_s"] for r in runs),
+                    "p95_s": max(r["p95_s"] for r in runs),
+                    "server_errors": sum(r["server_errors"] for r in runs),
+                    "statuses": sorted({s for r in runs for s in r["statuses"]}),
+                    "left_mid_stream": sum(r["left_mid_stream"] for r in runs),
+                    "rss_mb": rss_mb(process.pid),
+                }
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-    lines = ["| round | tokens/s | p50 s | p95 s | 5xx | clients that left mid-stream | "
-             "server RSS MB |", "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| round | tokens/s | p50 s | p95 s | 5xx | clients that left mid-stream | server RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for i, r in enumerate(rounds, 1):
-        lines.append(f"| {i} | {r['tokens_per_s']:,.0f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['server_errors']} | "
-                     f"{r['left_mid_stream']} | {r['rss_mb']:,.0f} |")  # fmt: skip
-    text = ("5 rounds x 2 waves of 32 clients: half greedy, half sampled (own seeds); half of each streamed, a quarter "
-            "of the streaming clients closing the connection after 3 chunks.\n\n" + "\n".join(lines))
+        lines.append(
+            f"| {i} | {r['tokens_per_s']:,.0f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | {r['server_errors']} | "
+            f"{r['left_mid_stream']} | {r['rss_mb']:,.0f} |"
+        )
+    text = (
+        "5 rounds x 2 waves of 32 clients: half greedy, half sampled (own seeds); half of each streamed, a quarter "
+        "of the streaming clients closing the connection after 3 chunks.\n\n" + "\n".join(lines)
+    )
     return {"rounds": rounds}, text
 
 
@@ -348,11 +400,14 @@ def main(argv=None) -> dict:
     out.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folders = build_folders(args, Path(tmp))
-        servers = {name: start(name, folder, args, out / f"serve-load-{folder.name}.log")
-                   for name, folder in folders.items()}  # fmt: skip
+        servers = {
+            name: start(name, folder, args, out / f"serve-load-{folder.name}.log") for name, folder in folders.items()
+        }
         try:
-            clients = {name: OpenAI(base_url=url, api_key="unused", timeout=300, max_retries=0)
-                       for name, (_, url) in servers.items()}  # fmt: skip
+            clients = {
+                name: OpenAI(base_url=url, api_key="unused", timeout=300, max_retries=0)
+                for name, (_, url) in servers.items()
+            }
             for name, client in clients.items():  # warm up: the first request sets up continuous batching
                 client.chat.completions.create(model=str(folders[name]), messages=prompts()[0], max_tokens=8)
             rounds = {name: [] for name in servers}
@@ -365,8 +420,10 @@ def main(argv=None) -> dict:
                 process.wait(60)
     summary = {}
     for name, runs in rounds.items():
-        summary[name] = {key: statistics.median(run[key] for run in runs)
-                         for key in ("sequential_tokens_per_s", "concurrent_tokens_per_s", "ttft_ms")}  # fmt: skip
+        summary[name] = {
+            key: statistics.median(run[key] for run in runs)
+            for key in ("sequential_tokens_per_s", "concurrent_tokens_per_s", "ttft_ms")
+        }
         summary[name]["speedup"] = summary[name]["concurrent_tokens_per_s"] / summary[name]["sequential_tokens_per_s"]
         summary[name]["same_text_batched"] = all(run["same_text_batched"] for run in runs)
     first = list(rounds.values())
@@ -381,12 +438,14 @@ def main(argv=None) -> dict:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     load = result["load_average_1min"]
-    text = (f"Shapes: {result['shapes']}; {args.rounds} interleaved rounds (median); OMP_NUM_THREADS="
-            f"{result['omp_num_threads']}; {result['machine']}; 1-minute load average {load['before']:.1f} before, "
-            f"{load['after']:.1f} after; torch {torch.__version__}, transformers {transformers.__version__}. Same "
-            "greedy text from both "
-            f"servers: {result['same_text_both_servers']}; batched text equals sequential: "
-            f"{all(s['same_text_batched'] for s in summary.values())}.\n\n{table(result)}\n")
+    text = (
+        f"Shapes: {result['shapes']}; {args.rounds} interleaved rounds (median); OMP_NUM_THREADS="
+        f"{result['omp_num_threads']}; {result['machine']}; 1-minute load average {load['before']:.1f} before, "
+        f"{load['after']:.1f} after; torch {torch.__version__}, transformers {transformers.__version__}. Same "
+        "greedy text from both "
+        f"servers: {result['same_text_both_servers']}; batched text equals sequential: "
+        f"{all(s['same_text_batched'] for s in summary.values())}.\n\n{table(result)}\n"
+    )
     for folder in [out, *([HERE / "results"] if args.publish else [])]:
         stem = "serve-load" if folder == out else "serve-load-cpu"
         (folder / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -410,9 +469,11 @@ def run_scenario(args) -> dict:
         versions={"torch": torch.__version__, "transformers": transformers.__version__},
     )
     load = result["load_average_1min"]
-    text = (f"Shapes: {result['shapes']}; OMP_NUM_THREADS={result['omp_num_threads']}; {result['machine']}; 1-minute "
-            f"load average {load['before']:.1f} before, {load['after']:.1f} after (a shared machine); torch "
-            f"{torch.__version__}, transformers {transformers.__version__}.\n\n{text}\n")  # fmt: skip
+    text = (
+        f"Shapes: {result['shapes']}; OMP_NUM_THREADS={result['omp_num_threads']}; {result['machine']}; 1-minute "
+        f"load average {load['before']:.1f} before, {load['after']:.1f} after (a shared machine); torch "
+        f"{torch.__version__}, transformers {transformers.__version__}.\n\n{text}\n"
+    )
     for folder in [out, *([HERE / "results"] if args.publish else [])]:
         stem = f"serve-{args.scenario}" + ("-cpu" if folder != out else "")
         (folder / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -40,15 +40,20 @@ def main(argv=None) -> dict:
     result = {
         "command": "python benchmarks/timed.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "timed": " ".join(command),
-        "seconds": {"wall": round(wall, 1), "user": round(after.ru_utime - usage.ru_utime, 1),
-                    "system": round(after.ru_stime - usage.ru_stime, 1)},  # fmt: skip
+        "seconds": {
+            "wall": round(wall, 1),
+            "user": round(after.ru_utime - usage.ru_utime, 1),
+            "system": round(after.ru_stime - usage.ru_stime, 1),
+        },
         "environment_before": before,
         "environment_after": environment(),
         "included": {str(path): json.loads(path.read_text()) for path in args.include},
     }
     s = result["seconds"]
-    markdown = (f"`{result['timed']}`: {s['wall']} s wall clock ({s['user']} s user, {s['system']} s system).\n\n"
-                f"Before: {describe(before)}\nAfter: {describe(result['environment_after'])}\n")  # fmt: skip
+    markdown = (
+        f"`{result['timed']}`: {s['wall']} s wall clock ({s['user']} s user, {s['system']} s system).\n\n"
+        f"Before: {describe(before)}\nAfter: {describe(result['environment_after'])}\n"
+    )
     for path, content in result["included"].items():
         markdown += f"\n`{path}`:\n\n```json\n{json.dumps(content, indent=2)}\n```\n"
     save(args.name, result, markdown, args.publish, args.output_dir)

@@ -18,7 +18,9 @@ import torch
 
 def linear_layer_names(model: torch.nn.Module) -> list[str]:
     """Sorted leaf names of every `nn.Linear` in `model` (e.g. `q_proj`, `lm_head`): what LoRA can target."""
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)})
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    )
 
 
 def default_lora_targets(model: torch.nn.Module) -> list[str]:
@@ -126,8 +128,9 @@ def lora_config_from_model_args(model_args, model: torch.nn.Module):
     if not model_args.use_peft:
         return None
     checked = copy.copy(model_args)  # the caller's arguments keep what was given
-    checked.lora_target_modules = check_lora_settings(model, model_args.lora_r, model_args.lora_target_modules,
-                                                      model_args.lora_modules_to_save)  # fmt: skip
+    checked.lora_target_modules = check_lora_settings(
+        model, model_args.lora_r, model_args.lora_target_modules, model_args.lora_modules_to_save
+    )
     return get_peft_config(checked)
 
 
@@ -146,7 +149,9 @@ def quantization_config_from_model_args(model_args):
             "on this machine. Run on a GPU, or drop the flag to train LoRA on full-precision weights."
         )
     if not model_args.use_peft:
-        raise ValueError(f"{flag} freezes the base model in low precision; add --use_peft to train LoRA adapters on it.")
+        raise ValueError(
+            f"{flag} freezes the base model in low precision; add --use_peft to train LoRA adapters on it."
+        )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as error:
@@ -170,7 +175,9 @@ def merge_adapter(adapter_dir: str | os.PathLike, output_dir: str | os.PathLike,
 
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise ValueError(f"{adapter_dir} holds no adapter_config.json; pass the directory a LoRA run saved its adapter to.")
+        raise ValueError(
+            f"{adapter_dir} holds no adapter_config.json; pass the directory a LoRA run saved its adapter to."
+        )
     # Merge in the base model's full precision: merging into 4-bit weights would round the update away.
     peft_model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype=torch.float32, **load_kwargs)
     merged = peft_model.merge_and_unload()

@@ -33,6 +33,7 @@ def validate_preference_dataset(dataset, name: str = "preference data") -> str:
         raise ValueError(f"The {name} is empty.")
     fields = [c for c in ("prompt", "chosen", "rejected") if c in columns]
     fmt = text_format(dataset[0]["chosen"])
+
     def problem(row):
         return next(filter(None, (text_field_problem(row[f], f, fmt, allow_empty=f == "prompt") for f in fields)), None)
 
@@ -111,8 +112,16 @@ def plot_reward_curve(log_history: Iterable[dict], path: str, title: str = "Rewa
     return path
 
 
-def save_metrics_and_card(output_dir: str, metrics: dict, *, method: str, base_model: str, summary: str,
-                          hyperparameters: dict, template: str = "model_card.md") -> None:
+def save_metrics_and_card(
+    output_dir: str,
+    metrics: dict,
+    *,
+    method: str,
+    base_model: str,
+    summary: str,
+    hyperparameters: dict,
+    template: str = "model_card.md",
+) -> None:
     """Write `alignment_metrics.json` and a model card (README.md) rendered from `model_cards/<template>`; both are
     published with the model (`PUBLISHED_EXTRAS`)."""
     from .hub import write_model_card
@@ -179,14 +188,23 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
     names = [rewards.reward_name(f) for f in reward_funcs]
 
     def heldout_rewards(policy) -> dict[str, float]:
-        completions = alignment_metrics.sample_completions(policy, tokenizer, heldout_prompts,
-                                                           reward_args.eval_max_new_tokens, seed=train_args.seed)  # fmt: skip
-        return {name: sum(f(prompts=heldout_prompts, completions=completions)) / len(completions)
-                for name, f in zip(names, reward_funcs)}  # fmt: skip
+        completions = alignment_metrics.sample_completions(
+            policy, tokenizer, heldout_prompts, reward_args.eval_max_new_tokens, seed=train_args.seed
+        )
+        return {
+            name: sum(f(prompts=heldout_prompts, completions=completions)) / len(completions)
+            for name, f in zip(names, reward_funcs)
+        }
 
     before = heldout_rewards(model)
-    trainer = trainer_class(model=model, reward_funcs=reward_funcs, args=train_args, train_dataset=train,
-                            processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=train_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     run.train(trainer)
     training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
@@ -198,8 +216,11 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
     if not trainer.accelerator.is_main_process:
         return metrics
     trainer.state.save_to_json(os.path.join(train_args.output_dir, "trainer_state.json"))  # the logged curve
-    plot_reward_curve(trainer.state.log_history, os.path.join(train_args.output_dir, "reward_curve.png"),
-                      title=f"{algorithm}: reward during training")  # fmt: skip
+    plot_reward_curve(
+        trainer.state.log_history,
+        os.path.join(train_args.output_dir, "reward_curve.png"),
+        title=f"{algorithm}: reward during training",
+    )
     for name in before:
         print(f"Held-out mean {name}: {before[name]:.3f} before -> {after[name]:.3f} after {algorithm}")
     save_metrics_and_card(
@@ -208,10 +229,15 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
         method=algorithm.lower(),
         base_model=path,
         summary=f"A SimpleGPT policy optimised with {algorithm} (TRL) against {', '.join(names)}.",
-        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                         "beta": train_args.beta, "num_generations": train_args.num_generations,
-                         "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
-    )  # fmt: skip
+        hyperparameters={
+            "learning_rate": train_args.learning_rate,
+            "max_steps": train_args.max_steps,
+            "beta": train_args.beta,
+            "num_generations": train_args.num_generations,
+            "max_completion_length": train_args.max_completion_length,
+            "lora": bool(peft_config),
+        },
+    )
     if push:
         hub.push(train_args.output_dir, train_args, extra_files=PUBLISHED_EXTRAS)
     return metrics

@@ -27,8 +27,18 @@ MANIFEST_NAME = "hf_simplegpt_manifest.json"
 # Torch archives the Trainer loads at resume (rng_state.pth, or rng_state_<rank>.pth per process).
 _TORCH_FILES = re.compile(r"^(optimizer|scheduler|scaler)\.pt$|^rng_state(_\d+)?\.pth$")
 # Config fields that say nothing about the weights or the computation.
-_CONFIG_NOISE = {"_name_or_path", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype",
-                 "use_cache", "_attn_implementation", "_attn_implementation_autoset", "_commit_hash"}  # fmt: skip
+_CONFIG_NOISE = {
+    "_name_or_path",
+    "transformers_version",
+    "architectures",
+    "auto_map",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "_commit_hash",
+}
 GEOMETRY = ("world_size", "per_device_train_batch_size", "gradient_accumulation_steps")
 
 
@@ -56,8 +66,12 @@ def _temporary(name: str) -> bool:
 def _files(folder: str) -> list[str]:
     """Every file under `folder` (FSDP and DeepSpeed save sub-folders), relative, sorted; the manifest and temporary
     files excluded."""
-    found = [os.path.relpath(os.path.join(root, name), folder) for root, _, names in os.walk(folder) for name in names
-             if not _temporary(name)]  # fmt: skip
+    found = [
+        os.path.relpath(os.path.join(root, name), folder)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if not _temporary(name)
+    ]
     return sorted(f for f in found if f != MANIFEST_NAME)
 
 
@@ -244,7 +258,9 @@ def resume_differences(checkpoint: str, model, args) -> list[str]:
         if before == after:
             # The same global batch split otherwise (2 machines -> 1, more accumulation instead of processes): every
             # step sees the same rows and (with exact accumulation) the same loss, so the curve continues.
-            logger.info("Resuming with the same global batch of %d rows split differently: %s", after, "; ".join(changes))
+            logger.info(
+                "Resuming with the same global batch of %d rows split differently: %s", after, "; ".join(changes)
+            )
         else:
             differences += [*changes, f"(global batch {before} -> {after} rows per step)"]
     return differences

@@ -43,24 +43,42 @@ JOBS = {
     "rloo": Job("hf_simplegpt.recipes.rloo", "online RL with RLOO against a reward model or functions (TRL)", True),
     "dpo": Job("hf_simplegpt.recipes.dpo", "direct preference optimisation (TRL DPOTrainer)", True),
     "distill": Job("hf_simplegpt.recipes.distill", "on-policy distillation into a smaller student (TRL)", True),
-    "prune": Job("hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True),
-    "contrastive": Job("hf_simplegpt.recipes.contrastive", "train a sentence encoder on text pairs, in-batch negatives "
-                       "(sentence-transformers)", True),  # fmt: skip
+    "prune": Job(
+        "hf_simplegpt.recipes.prune", "structured pruning + distillation recovery (Minitron-style, TRL)", True
+    ),
+    "contrastive": Job(
+        "hf_simplegpt.recipes.contrastive",
+        "train a sentence encoder on text pairs, in-batch negatives (sentence-transformers)",
+        True,
+    ),
     "evaluate": Job("hf_simplegpt.recipes.eval", "perplexity, MMLU, BLEU, bias, safety, a holistic report", False),
-    "arena": Job("hf_simplegpt.evaluation.arena", "blind side-by-side votes on 2+ models (gradio), exported as DPO "
-                 "preference data, with win rates and Bradley-Terry scores", False),  # fmt: skip
-    "quantize": Job("hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original",
-                    False),  # fmt: skip
-    "export": Job("hf_simplegpt.recipes.export", "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and "
-                  "check it decodes as generate does", False),  # fmt: skip
+    "arena": Job(
+        "hf_simplegpt.evaluation.arena",
+        "blind side-by-side votes on 2+ models (gradio), exported as DPO "
+        "preference data, with win rates and Bradley-Terry scores",
+        False,
+    ),
+    "quantize": Job(
+        "hf_simplegpt.recipes.quantize", "quantize a SimpleGPT with torchao and compare it with the original", False
+    ),
+    "export": Job(
+        "hf_simplegpt.recipes.export",
+        "export a SimpleGPT to ExecuTorch (.pte) or GGUF (llama.cpp) and check it decodes as generate does",
+        False,
+    ),
     "convert": Job("hf_simplegpt.recipes.convert", "convert a GPT-2 checkpoint into a SimpleGPT", False),
-    "alignment-demo": Job("hf_simplegpt.recipes.alignment_demo", "SFT -> reward -> GRPO/RLOO, DPO, distillation on a "
-                          "synthetic task, measured", False),  # fmt: skip
-    "serve": Job("hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)",
-                 False),  # fmt: skip
+    "alignment-demo": Job(
+        "hf_simplegpt.recipes.alignment_demo",
+        "SFT -> reward -> GRPO/RLOO, DPO, distillation on a synthetic task, measured",
+        False,
+    ),
+    "serve": Job(
+        "hf_simplegpt.serving.server", "an OpenAI-compatible server (continuous batching, chat page, Ray)", False
+    ),
     "chat-ui": Job("hf_simplegpt.serving.chat_page", "a chat page for any OpenAI-compatible server (gradio)", False),
-    "make-pairs": Job("hf_simplegpt.recipes.make_pairs", "write contrastive pairs from a text file or an MMLU folder",
-                      False),  # fmt: skip
+    "make-pairs": Job(
+        "hf_simplegpt.recipes.make_pairs", "write contrastive pairs from a text file or an MMLU folder", False
+    ),
     "make-sft-data": Job("hf_simplegpt.recipes.make_sft_toy_data", "write a toy arithmetic chat dataset", False),
 }
 

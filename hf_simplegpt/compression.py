@@ -66,20 +66,25 @@ def kept_count(total: int, ratio: float) -> int:
     return int(total * ratio + 0.5)
 
 
-def pruned_shape(config: SimpleGPTConfig, attention_keep_ratio: float, mlp_keep_ratio: float,
-                 drop_layers: int) -> dict[str, int]:  # fmt: skip
+def pruned_shape(
+    config: SimpleGPTConfig, attention_keep_ratio: float, mlp_keep_ratio: float, drop_layers: int
+) -> dict[str, int]:
     """The pruned model's {num_attention_heads, intermediate_size, num_hidden_layers}, or a ValueError naming the
     flag to change when the pruning would leave no head, no neuron or no block."""
     kept = {}
-    for field, units, flag, ratio in (("num_attention_heads", "attention heads", "--attention_keep_ratio", attention_keep_ratio),
-                                      ("intermediate_size", "MLP neurons", "--mlp_keep_ratio", mlp_keep_ratio)):  # fmt: skip
+    for field, units, flag, ratio in (
+        ("num_attention_heads", "attention heads", "--attention_keep_ratio", attention_keep_ratio),
+        ("intermediate_size", "MLP neurons", "--mlp_keep_ratio", mlp_keep_ratio),
+    ):
         if not 0 < ratio <= 1:
             raise ValueError(f"{flag} (or --keep_ratio) must be in (0, 1], got {ratio}: it is the fraction kept.")
         total = getattr(config, field)
         kept[field] = kept_count(total, ratio)
         if kept[field] < 1:
-            raise ValueError(f"Keeping {ratio} of {total} {units} per layer keeps 0; every layer needs at least one. "
-                             f"Raise {flag} (or --keep_ratio) to at least {0.5 / total:.3g}.")  # fmt: skip
+            raise ValueError(
+                f"Keeping {ratio} of {total} {units} per layer keeps 0; every layer needs at least one. "
+                f"Raise {flag} (or --keep_ratio) to at least {0.5 / total:.3g}."
+            )
     if not 0 <= drop_layers < config.num_hidden_layers:
         raise ValueError(
             f"--drop_layers {drop_layers}: the model has {config.num_hidden_layers} layers and at least one must stay; "
@@ -95,7 +100,9 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
     blocks: (samples, seq) token ids, full blocks without padding. See the module docstring for the definitions.
     """
     if blocks.ndim != 2 or blocks.shape[0] == 0:
-        raise ValueError(f"Calibration needs a (samples, seq) tensor of token ids with samples >= 1, got {tuple(blocks.shape)}.")
+        raise ValueError(
+            f"Calibration needs a (samples, seq) tensor of token ids with samples >= 1, got {tuple(blocks.shape)}."
+        )
     config, base = model.config, model.get_decoder()
     n_layers, n_heads, head_dim = config.num_hidden_layers, config.num_attention_heads, config.head_dim
     # Sums over samples of (per-sample mean |activation| over the sequence)^2; the square root is taken at the end.
@@ -110,6 +117,7 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
     def record_input_norms(sums: torch.Tensor, i: int):  # the input of o_proj (heads) or down_proj (neurons)
         def hook(module, args):
             sums[i] += sample_norms(args[0])
+
         return hook
 
     def record_block_input(i):
@@ -118,12 +126,14 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
             if module.embedding_dropout is not None:  # the first block adds the positions: they are its input too
                 hidden = hidden + kwargs["position_embeddings"]
             block_inputs[i] = hidden
+
         return hook
 
     def record_block_output(i):
         def hook(module, args, kwargs, output):
             cosine = nn.functional.cosine_similarity(block_inputs.pop(i).float(), output.float(), dim=-1)
             turn[i] += (1 - cosine).mean(dim=1).sum().double().cpu()  # mean over tokens, summed over samples
+
         return hook
 
     handles = []
@@ -146,8 +156,9 @@ def collect_importance(model, blocks: torch.Tensor, batch_size: int = 16) -> Imp
         model.train(was_training)
     samples = blocks.shape[0]
     heads = channel_sq.sqrt().view(n_layers, n_heads, head_dim).norm(dim=-1)
-    return Importance(heads=heads.float(), neurons=neuron_sq.sqrt().float(), layers=(turn / samples).float(),
-                      samples=samples)  # fmt: skip
+    return Importance(
+        heads=heads.float(), neurons=neuron_sq.sqrt().float(), layers=(turn / samples).float(), samples=samples
+    )
 
 
 def _top(scores: torch.Tensor, k: int) -> list[int]:
@@ -182,15 +193,19 @@ def prune_model(model, plan: PruningPlan):
     config = model.config
     uniform = len({len(h) for h in plan.heads}) == 1 and len({len(n) for n in plan.neurons}) == 1
     if not uniform or not len(plan.heads) == len(plan.neurons) == len(plan.layers) > 0:
-        raise ValueError("A pruning plan keeps at least one layer, and the same number of heads and of neurons in "
-                         "every kept layer (the config describes every layer at once).")
-    new_config = config.__class__.from_dict({
-        **config.to_dict(),
-        "num_hidden_layers": len(plan.layers),
-        "num_attention_heads": len(plan.heads[0]),
-        "head_dim": config.head_dim,  # explicit: heads x head_dim need no longer equal hidden_size
-        "intermediate_size": len(plan.neurons[0]),
-    })  # fmt: skip
+        raise ValueError(
+            "A pruning plan keeps at least one layer, and the same number of heads and of neurons in "
+            "every kept layer (the config describes every layer at once)."
+        )
+    new_config = config.__class__.from_dict(
+        {
+            **config.to_dict(),
+            "num_hidden_layers": len(plan.layers),
+            "num_attention_heads": len(plan.heads[0]),
+            "head_dim": config.head_dim,  # explicit: heads x head_dim need no longer equal hidden_size
+            "intermediate_size": len(plan.neurons[0]),
+        }
+    )
     head_dim = config.head_dim
     channels = [torch.tensor([h * head_dim + d for h in heads for d in range(head_dim)]) for heads in plan.heads]
     neurons = [torch.tensor(kept) for kept in plan.neurons]
@@ -248,8 +263,12 @@ def check_draft(draft_path: str, target_path: str) -> None:
     hands the draft's token ids to the target as they are, so both need the same vocabulary and token mapping."""
     from .tokenization import check_same_vocabulary
 
-    check_same_vocabulary(draft_path, target_path, roles=("draft", "target"),
-                          why="Speculative decoding hands the draft's token ids to the target unchanged")  # fmt: skip
+    check_same_vocabulary(
+        draft_path,
+        target_path,
+        roles=("draft", "target"),
+        why="Speculative decoding hands the draft's token ids to the target unchanged",
+    )
 
 
 def load_draft(draft_path: str, target: str, **kwargs):

@@ -118,13 +118,17 @@ class SimpleGPTConfig(PreTrainedConfig):
         # The reference design configures one dropout rate for the whole model.
         if (dropout := kwargs.pop("dropout", None)) is not None:
             self.embedding_dropout = self.residual_dropout = self.attention_dropout = dropout
-        super().__post_init__(**kwargs)  # also applies the reference design's aliases (num_layers=...) through attribute_map
+        super().__post_init__(
+            **kwargs
+        )  # also applies the reference design's aliases (num_layers=...) through attribute_map
         if self.intermediate_size is None:
             self.intermediate_size = 4 * self.hidden_size
         if getattr(self, "auto_map", None) is None:
             # Every saved folder can then be loaded as remote code by each Auto class, whatever class saved it.
             self.auto_map = {"AutoConfig": "configuration_simplegpt.SimpleGPTConfig", **AUTO_MAP}
-        if self.head_dim is None:  # saved explicitly from now on; folders written before head_dim existed load as before
+        if (
+            self.head_dim is None
+        ):  # saved explicitly from now on; folders written before head_dim existed load as before
             # Only a derived head_dim needs the heads to divide the width; an explicit one (a pruned model) need not.
             if self.hidden_size % self.num_attention_heads:
                 raise ValueError(

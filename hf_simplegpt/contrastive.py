@@ -48,8 +48,14 @@ def check_choices(pooling: str, attention: str) -> None:
         raise ValueError(f"--attention {attention!r}: choose one of {', '.join(ATTENTION)}.")
 
 
-def build_encoder(model_name_or_path: str, pooling: str = "mean", attention: str = "bidirectional",
-                  from_scratch: bool = False, max_seq_length: int | None = None, device: str | None = None):  # fmt: skip
+def build_encoder(
+    model_name_or_path: str,
+    pooling: str = "mean",
+    attention: str = "bidirectional",
+    from_scratch: bool = False,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+):
     """A `SentenceTransformer` (Transformer -> Pooling -> Normalize) around the SimpleGPT at `model_name_or_path`.
 
     `from_scratch` keeps the folder's shape and tokenizer but starts from fresh random weights (seed them first).
@@ -70,8 +76,10 @@ def build_encoder(model_name_or_path: str, pooling: str = "mean", attention: str
     tokenizer = transformer.tokenizer
     if pooling == "last-token":
         if tokenizer.eos_token is None:
-            raise ValueError(f"--pooling last-token appends the EOS token, and the tokenizer of {model_name_or_path} "
-                             "has none. Use --pooling mean, or a tokenizer with an eos_token.")  # fmt: skip
+            raise ValueError(
+                f"--pooling last-token appends the EOS token, and the tokenizer of {model_name_or_path} "
+                "has none. Use --pooling mean, or a tokenizer with an eos_token."
+            )
         tokenizer.add_eos_token = True  # rewrites the post-processor: every text ends in EOS, kept by truncation
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -114,9 +122,11 @@ def check_pairs(dataset, name: str = "pair data") -> list[str]:
     columns = [c for c in PAIR_COLUMNS if c in dataset.column_names]
     missing = [c for c in ("anchor", "positive") if c not in columns]
     if missing:
-        raise ValueError(f"The {name} lacks the column(s) {missing}; it has {list(dataset.column_names)}. Contrastive "
-                         "training needs `anchor` and `positive` texts (and optionally a hard `negative`) in every row; "
-                         "`hf-simplegpt make-pairs` writes such a jsonl from a text file or an MMLU folder.")  # fmt: skip
+        raise ValueError(
+            f"The {name} lacks the column(s) {missing}; it has {list(dataset.column_names)}. Contrastive "
+            "training needs `anchor` and `positive` texts (and optionally a hard `negative`) in every row; "
+            "`hf-simplegpt make-pairs` writes such a jsonl from a text file or an MMLU folder."
+        )
     seen: dict[tuple[str, str], int] = {}
     row_number = [0]
 
@@ -130,8 +140,10 @@ def check_pairs(dataset, name: str = "pair data") -> list[str]:
         if pair[0] == pair[1]:
             return "'anchor' and 'positive' are the same text: nothing to learn from it. Drop the row."
         if pair in seen:
-            return (f"it repeats the pair of row {seen[pair]} (same anchor and positive): a copy in the same batch "
-                    "would be scored as a negative of its own anchor. Remove duplicate pairs.")  # fmt: skip
+            return (
+                f"it repeats the pair of row {seen[pair]} (same anchor and positive): a copy in the same batch "
+                "would be scored as a negative of its own anchor. Remove duplicate pairs."
+            )
         seen[pair] = row_number[0]
         return None
 
@@ -145,8 +157,9 @@ def load_pairs(data_args: DataArguments, seed: int):
     train, heldout = load_data(data_args, seed, check=check_pairs)
     columns = [c for c in PAIR_COLUMNS if c in train.column_names]
     if "negative" in columns and "negative" not in heldout.column_names:
-        raise ValueError("The training pairs have a 'negative' column and the held-out pairs have none; give both "
-                         "the same columns.")  # fmt: skip
+        raise ValueError(
+            "The training pairs have a 'negative' column and the held-out pairs have none; give both the same columns."
+        )
     return train.select_columns(columns), heldout.select_columns(columns)
 
 
@@ -187,8 +200,10 @@ def make_mmlu_pairs(folder: str, split: str = "test", min_words: int = 3) -> lis
     skipped: they answer many questions alike, so they could not single one out."""
     files = sorted(glob.glob(os.path.join(folder, split, f"*_{split}.csv")))
     if not files:
-        raise ValueError(f"--mmlu_dir {folder}: no {split}/*_{split}.csv files. Pass a folder with MMLU's {split}/ "
-                         "CSVs (question, 4 choices, answer).")  # fmt: skip
+        raise ValueError(
+            f"--mmlu_dir {folder}: no {split}/*_{split}.csv files. Pass a folder with MMLU's {split}/ "
+            "CSVs (question, 4 choices, answer)."
+        )
     pairs, seen = [], set()
     for path in files:
         with open(path, newline="", encoding="utf-8") as f:
@@ -231,9 +246,15 @@ def retrieval_evaluator(rows: list[dict], name: str = "heldout", batch_size: int
         queries={qid: text for text, qid in queries.items()},
         corpus={cid: text for text, cid in corpus.items()},
         relevant_docs=relevant,
-        mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10], precision_recall_at_k=[1, 10], map_at_k=[10],
-        batch_size=batch_size, name=name, write_csv=False,
-    )  # fmt: skip
+        mrr_at_k=[10],
+        ndcg_at_k=[10],
+        accuracy_at_k=[1, 10],
+        precision_recall_at_k=[1, 10],
+        map_at_k=[10],
+        batch_size=batch_size,
+        name=name,
+        write_csv=False,
+    )
 
 
 def summarize(metrics: dict, evaluator) -> dict:
@@ -265,7 +286,7 @@ def tfidf_retrieval_metrics(rows: list[dict], fit_texts: list[str] | None = None
         best = row.argsort()[::-1][:top]
         results.append([{"corpus_id": evaluator.corpus_ids[i], "score": float(row[i])} for i in best])
     computed = evaluator.compute_metrics(results)
-    metrics = {f"tfidf_{name.replace('@k', '@' + str(k))}": v for name, values in computed.items()
-               for k, v in values.items()}  # fmt: skip
+    metrics = {
+        f"tfidf_{name.replace('@k', '@' + str(k))}": v for name, values in computed.items() for k, v in values.items()
+    }
     return summarize(metrics, evaluator)
-

@@ -67,21 +67,26 @@ def gpt2_state_dict_to_simplegpt(gpt2_state: dict[str, torch.Tensor], num_layers
         src, dst = f"transformer.h.{i}.", f"model.layers.{i}."
         q, k, v = gpt2_state[src + "attn.c_attn.weight"].t().chunk(3, dim=0)
         q_bias, k_bias, v_bias = gpt2_state[src + "attn.c_attn.bias"].chunk(3, dim=0)
-        state.update({
-            dst + "self_attn.q_proj.weight": q, dst + "self_attn.q_proj.bias": q_bias,
-            dst + "self_attn.k_proj.weight": k, dst + "self_attn.k_proj.bias": k_bias,
-            dst + "self_attn.v_proj.weight": v, dst + "self_attn.v_proj.bias": v_bias,
-            dst + "self_attn.o_proj.weight": gpt2_state[src + "attn.c_proj.weight"].t(),
-            dst + "self_attn.o_proj.bias": gpt2_state[src + "attn.c_proj.bias"],
-            dst + "attention_norm.weight": gpt2_state[src + "ln_1.weight"],
-            dst + "attention_norm.bias": gpt2_state[src + "ln_1.bias"],
-            dst + "mlp.up_proj.weight": gpt2_state[src + "mlp.c_fc.weight"].t(),
-            dst + "mlp.up_proj.bias": gpt2_state[src + "mlp.c_fc.bias"],
-            dst + "mlp.down_proj.weight": gpt2_state[src + "mlp.c_proj.weight"].t(),
-            dst + "mlp.down_proj.bias": gpt2_state[src + "mlp.c_proj.bias"],
-            dst + "mlp_norm.weight": gpt2_state[src + "ln_2.weight"],
-            dst + "mlp_norm.bias": gpt2_state[src + "ln_2.bias"],
-        })
+        state.update(
+            {
+                dst + "self_attn.q_proj.weight": q,
+                dst + "self_attn.q_proj.bias": q_bias,
+                dst + "self_attn.k_proj.weight": k,
+                dst + "self_attn.k_proj.bias": k_bias,
+                dst + "self_attn.v_proj.weight": v,
+                dst + "self_attn.v_proj.bias": v_bias,
+                dst + "self_attn.o_proj.weight": gpt2_state[src + "attn.c_proj.weight"].t(),
+                dst + "self_attn.o_proj.bias": gpt2_state[src + "attn.c_proj.bias"],
+                dst + "attention_norm.weight": gpt2_state[src + "ln_1.weight"],
+                dst + "attention_norm.bias": gpt2_state[src + "ln_1.bias"],
+                dst + "mlp.up_proj.weight": gpt2_state[src + "mlp.c_fc.weight"].t(),
+                dst + "mlp.up_proj.bias": gpt2_state[src + "mlp.c_fc.bias"],
+                dst + "mlp.down_proj.weight": gpt2_state[src + "mlp.c_proj.weight"].t(),
+                dst + "mlp.down_proj.bias": gpt2_state[src + "mlp.c_proj.bias"],
+                dst + "mlp_norm.weight": gpt2_state[src + "ln_2.weight"],
+                dst + "mlp_norm.bias": gpt2_state[src + "ln_2.bias"],
+            }
+        )
     return {name: tensor.contiguous() for name, tensor in state.items()}
 
 

@@ -20,9 +20,10 @@ import re
 import shutil
 import sys
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import datasets
 import numpy as np
@@ -45,8 +46,10 @@ class CorpusArguments(DataArguments):
 
     heldout_size: float = field(
         default=0.05,
-        metadata={"help": "Documents held out for validation when there is no --eval_file or validation split: a "
-                  "fraction (< 1) or a count (>= 1; with --streaming, a count of the first documents)."},  # fmt: skip
+        metadata={
+            "help": "Documents held out for validation when there is no --eval_file or validation split: a "
+            "fraction (< 1) or a count (>= 1; with --streaming, a count of the first documents)."
+        },
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
     streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it."})
@@ -83,8 +86,16 @@ class CorpusArguments(DataArguments):
             raise ValueError("--streaming applies to Hub datasets; add --dataset_name or drop --streaming.")
         from .training import check_minimums
 
-        check_minimums(self, {"max_train_samples": 1, "min_chars": 0, "max_chars": max(self.min_chars, 1),
-                              "minhash_num_perm": 2, "preprocessing_num_workers": 1})  # fmt: skip
+        check_minimums(
+            self,
+            {
+                "max_train_samples": 1,
+                "min_chars": 0,
+                "max_chars": max(self.min_chars, 1),
+                "minhash_num_perm": 2,
+                "preprocessing_num_workers": 1,
+            },
+        )
 
 
 @dataclass
@@ -148,9 +159,12 @@ def _select_text_column(ds: Dataset | IterableDataset, column: str, source: str)
     if columns is None:  # some streaming datasets only know their columns once iterated
         columns = list(next(iter(ds)).keys())
     if column not in columns:
-        raise ValueError(f"{source} has no column {column!r}; its columns are {columns}. Pass --text_column <one of them>.")
+        raise ValueError(
+            f"{source} has no column {column!r}; its columns are {columns}. Pass --text_column <one of them>."
+        )
     feature = (ds.features or {}).get(column)
     if feature is not None and getattr(feature, "dtype", None) not in ("string", "large_string"):
+
         def problem(row):
             value = row[column]
             if not isinstance(value, (str, type(None))):
@@ -158,8 +172,9 @@ def _select_text_column(ds: Dataset | IterableDataset, column: str, source: str)
             return None
 
         check_rows(ds, [column], problem, source)
-        raise ValueError(f"{source}: column {column!r} holds {feature}, not text; pass --text_column naming a text "
-                         "column.")  # fmt: skip
+        raise ValueError(
+            f"{source}: column {column!r} holds {feature}, not text; pass --text_column naming a text column."
+        )
     ds = ds.select_columns([column])
     return ds.rename_column(column, "text") if column != "text" else ds
 
@@ -176,7 +191,9 @@ def load_raw_datasets(args: CorpusArguments) -> tuple[dict[str, Dataset | Iterab
         train, validation = _load_builtin(args), load_files(args.eval_file, "--eval_file") if args.eval_file else None
         args.text_column = "text"
     raw = {"train": train, "validation": validation}
-    raw = {k: None if v is None else _select_text_column(v, args.text_column, f"{source} [{k}]") for k, v in raw.items()}
+    raw = {
+        k: None if v is None else _select_text_column(v, args.text_column, f"{source} [{k}]") for k, v in raw.items()
+    }
     if args.max_train_samples is not None:
         train = raw["train"]
         raw["train"] = (
@@ -299,9 +316,7 @@ def clean_dataset(ds: Dataset, args: CorpusArguments, stats: CorpusStats | None 
                     keep.append(int(i))
         near_removed = 0
         if args.near_dedup_threshold is not None and keep:
-            flags = near_duplicate_flags(
-                ds.select(keep)["minhash"], args.near_dedup_threshold, args.minhash_num_perm
-            )
+            flags = near_duplicate_flags(ds.select(keep)["minhash"], args.near_dedup_threshold, args.minhash_num_perm)
             near_removed = sum(flags)
             keep = [i for i, dup in zip(keep, flags) if not dup]
         decision = {"keep": keep, "exact": exact_removed, "near": near_removed}
@@ -413,7 +428,9 @@ def tokenize_and_pack(
     Returns a dataset with one column `input_ids` of shape (block_size,) per row.
     """
     if tokenizer.eos_token_id is None:
-        raise ValueError("The tokenizer has no eos_token; packing needs one between documents. Set tokenizer.eos_token.")
+        raise ValueError(
+            "The tokenizer has no eos_token; packing needs one between documents. Set tokenizer.eos_token."
+        )
     tok_kwargs = {"tokenizer": tokenizer, "eos_token_id": tokenizer.eos_token_id}
     if isinstance(ds, IterableDataset):
         ds = ds.map(_tokenize_batch, batched=True, fn_kwargs=tok_kwargs, remove_columns=["text"])
@@ -495,7 +512,9 @@ def load_or_train_tokenizer(
 
     if name_or_path:
         if is_local_path(name_or_path) and not os.path.exists(name_or_path):
-            raise ValueError(f"--tokenizer_name {name_or_path!r}: no such folder. Pass a saved tokenizer folder or a Hub id.")
+            raise ValueError(
+                f"--tokenizer_name {name_or_path!r}: no such folder. Pass a saved tokenizer folder or a Hub id."
+            )
         if os.path.isdir(name_or_path):
             check_tokenizer_files(name_or_path, "--tokenizer_name")
         return AutoTokenizer.from_pretrained(name_or_path, model_max_length=model_max_length)

@@ -33,14 +33,17 @@ class DataArguments:
 
     train_file: str | None = field(
         default=None,
-        metadata={"help": "Local training data: a .txt (documents separated by blank lines), .json/.jsonl, .csv or "
-                  ".parquet file, a folder of them, or a glob."},  # fmt: skip
+        metadata={
+            "help": "Local training data: a .txt (documents separated by blank lines), .json/.jsonl, .csv or "
+            ".parquet file, a folder of them, or a glob."
+        },
     )
     eval_file: str | None = field(
         default=None, metadata={"help": "Local held-out data in the same formats; default: --heldout_size rows."}
     )
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset id (or a local folder laid out like one), instead of --train_file."}
+        default=None,
+        metadata={"help": "Hub dataset id (or a local folder laid out like one), instead of --train_file."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
@@ -50,8 +53,10 @@ class DataArguments:
     )
     heldout_size: float = field(
         default=64,
-        metadata={"help": "Rows held out when there is no --eval_file or held-out split: a count (>= 1) or a "
-                  "fraction of the training rows (< 1)."},  # fmt: skip
+        metadata={
+            "help": "Rows held out when there is no --eval_file or held-out split: a count (>= 1) or a "
+            "fraction of the training rows (< 1)."
+        },
     )
 
     def __post_init__(self):
@@ -78,7 +83,9 @@ def resolve_data_files(pattern: str, flag: str) -> tuple[str, list[str]]:
     extensions = {os.path.splitext(f)[1].lower() for f in files}
     unknown = extensions - set(BUILDERS)
     if unknown:
-        raise ValueError(f"{flag} {pattern!r}: unsupported extension(s) {sorted(unknown)}; use one of {list(BUILDERS)}.")
+        raise ValueError(
+            f"{flag} {pattern!r}: unsupported extension(s) {sorted(unknown)}; use one of {list(BUILDERS)}."
+        )
     builders = {BUILDERS[e] for e in extensions}
     if len(builders) > 1:
         raise ValueError(f"{flag} {pattern!r} mixes formats {sorted(extensions)}; point it at files of one format.")
@@ -136,8 +143,10 @@ def file_problem(path: str, builder: str) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        return (f"line {line} is not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}). Save the file as UTF-8, "
-                "e.g. iconv -f latin1 -t utf-8.")  # fmt: skip
+        return (
+            f"line {line} is not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}). Save the file as UTF-8, "
+            "e.g. iconv -f latin1 -t utf-8."
+        )
     if builder == "json":
         return _json_problem(text)
     if builder == "csv":
@@ -231,11 +240,15 @@ def load_hub_dataset(args: DataArguments, streaming: bool = False) -> tuple[Data
     """(train split, held-out split or None) of `--dataset_name`."""
     name = args.dataset_name
     if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
-        raise ValueError(f"--dataset_name {name}: no such folder (and not a Hub id). Pass an existing folder or a Hub id.")
+        raise ValueError(
+            f"--dataset_name {name}: no such folder (and not a Hub id). Pass an existing folder or a Hub id."
+        )
     try:
         loaded = datasets.load_dataset(name, args.dataset_config, streaming=streaming)
     except Exception as err:
-        if not isinstance(err, (FileNotFoundError, datasets.exceptions.DatasetNotFoundError)) and not is_connection_error(err):
+        if not isinstance(
+            err, (FileNotFoundError, datasets.exceptions.DatasetNotFoundError)
+        ) and not is_connection_error(err):
             raise
         raise ValueError(
             f"Could not load --dataset_name {name!r}: {err}. Check the name/config (and network), "

@@ -37,7 +37,9 @@ def check_format(fmt: str) -> None:
 
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r} is not an ExecuTorch backend here; choose one of {', '.join(BACKENDS)}.")
+        raise ValueError(
+            f"--backend {backend!r} is not an ExecuTorch backend here; choose one of {', '.join(BACKENDS)}."
+        )
 
 
 def require_executorch():
@@ -54,7 +56,11 @@ def require_executorch():
 def runner_metadata(model, max_cache_len: int) -> dict:
     """Constant methods that ExecuTorch's LLM runner reads from a .pte to drive it."""
     config = model.config
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else config.eos_token_id
+    eos = (
+        model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else config.eos_token_id
+    )
     metadata = {
         "get_max_seq_len": max_cache_len,
         "get_max_context_len": max_cache_len,
@@ -151,8 +157,10 @@ class ExecuTorchLM:
             raise ValueError("The prompt is empty: greedy decoding needs at least one token.")
         max_new_tokens = min(max_new_tokens, self.max_seq_len - len(prompt))
         if max_new_tokens < 1:
-            raise ValueError(f"A {len(prompt)}-token prompt leaves no room in the program's {self.max_seq_len}-position "
-                             "cache; shorten it or export with a larger --max_cache_len.")  # fmt: skip
+            raise ValueError(
+                f"A {len(prompt)}-token prompt leaves no room in the program's {self.max_seq_len}-position "
+                "cache; shorten it or export with a larger --max_cache_len."
+            )
         logits = [self.logits(prompt, 0)]
         new = [int(logits[-1][-1].argmax())]
         while len(new) < max_new_tokens and new[-1] != eos_token_id:
@@ -173,12 +181,24 @@ def greedy_parity(model, runner, prompts: list[list[int]], max_new_tokens: int, 
     rows = []
     for ids in prompts:
         prompt = torch.tensor([ids])
-        expected = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens,
-                                  do_sample=False, pad_token_id=pad)[0, len(ids):].tolist()  # fmt: skip
+        expected = model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )[0, len(ids) :].tolist()
         got, logits = runner.greedy(ids, max_new_tokens, eos)
         eager = model(torch.tensor([ids + got[:-1]])).logits[0]
-        rows.append({"prompt_ids": ids, "generate": expected, name: got, "match": expected == got,
-                     "max_logit_diff": (logits - eager).abs().max().item()})  # fmt: skip
+        rows.append(
+            {
+                "prompt_ids": ids,
+                "generate": expected,
+                name: got,
+                "match": expected == got,
+                "max_logit_diff": (logits - eager).abs().max().item(),
+            }
+        )
     return rows
 
 

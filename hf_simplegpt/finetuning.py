@@ -88,9 +88,12 @@ def check_sft_dataset(dataset: Dataset, name: str = "dataset") -> str:
 
         def problem(row):
             bad_input = not isinstance(row.get("input"), (str, type(None)))
-            return (text_field_problem(row["instruction"], "instruction", "plain")
-                    or text_field_problem(row[response], response, "plain")
-                    or ("'input' is not a string." if bad_input else None))  # fmt: skip
+            return (
+                text_field_problem(row["instruction"], "instruction", "plain")
+                or text_field_problem(row[response], response, "plain")
+                or ("'input' is not a string." if bad_input else None)
+            )
+
     check_rows(dataset, columns, problem, name)
     return fmt
 
@@ -100,7 +103,9 @@ def _sharegpt_to_messages(example: dict) -> dict:
     for turn in example["conversations"]:
         role = _SHAREGPT_ROLES.get(turn.get("from"))
         if role is None:
-            raise ValueError(f"ShareGPT turn has 'from'={turn.get('from')!r}; expected one of {sorted(_SHAREGPT_ROLES)}.")
+            raise ValueError(
+                f"ShareGPT turn has 'from'={turn.get('from')!r}; expected one of {sorted(_SHAREGPT_ROLES)}."
+            )
         messages.append({"role": role, "content": turn["value"]})
     return {"messages": messages}
 

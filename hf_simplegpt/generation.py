@@ -47,8 +47,9 @@ def check_fits_context(model, length: int | None, flag: str) -> None:
     trainer would otherwise fail at the first sequence that long, deep into training."""
     limit = context_length(model)
     if length is not None and limit is not None and length > limit:
-        raise ValueError(f"{flag} {length} is longer than the model's {limit} learned positions; pass {flag} {limit} "
-                         "(or less).")  # fmt: skip
+        raise ValueError(
+            f"{flag} {length} is longer than the model's {limit} learned positions; pass {flag} {limit} (or less)."
+        )
 
 
 def keep_last_tokens(sequences: list[list[int]], limit: int | None, what: str) -> list[list[int]]:
@@ -57,8 +58,14 @@ def keep_last_tokens(sequences: list[list[int]], limit: int | None, what: str) -
         return sequences
     too_long = sum(len(ids) > limit for ids in sequences)
     if too_long:
-        logger.warning("%d of %d %s have more than the %d tokens the model's context allows: they keep only their "
-                       "last %d tokens.", too_long, len(sequences), what, limit, limit)  # fmt: skip
+        logger.warning(
+            "%d of %d %s have more than the %d tokens the model's context allows: they keep only their last %d tokens.",
+            too_long,
+            len(sequences),
+            what,
+            limit,
+            limit,
+        )
     return [ids[-limit:] for ids in sequences]
 
 
@@ -78,9 +85,14 @@ def fit_to_context(prompts: list[list[int]], max_new_tokens: int, limit: int | N
     prompts = keep_last_tokens(prompts, limit - 1, "prompts")
     room = limit - max(len(ids) for ids in prompts)
     if max_new_tokens > room:
-        logger.warning("max_new_tokens=%d is more than the model's %d-position context leaves after the longest "
-                       "prompt (%d tokens): generating at most %d new tokens.",
-                       max_new_tokens, limit, limit - room, room)  # fmt: skip
+        logger.warning(
+            "max_new_tokens=%d is more than the model's %d-position context leaves after the longest "
+            "prompt (%d tokens): generating at most %d new tokens.",
+            max_new_tokens,
+            limit,
+            limit - room,
+            room,
+        )
         max_new_tokens = room
     return prompts, max_new_tokens
 
@@ -112,8 +124,9 @@ def generate(
         return []
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}.")
-    ids, max_new_tokens = fit_to_context([encode_prompt(tokenizer, p) for p in prompts], max_new_tokens,
-                                         context_length(model))  # fmt: skip
+    ids, max_new_tokens = fit_to_context(
+        [encode_prompt(tokenizer, p) for p in prompts], max_new_tokens, context_length(model)
+    )
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # GPT-2's tokenizer has no pad token: pad (masked out) with EOS, as `generate` does, on a copy of it.
         tokenizer = copy.deepcopy(tokenizer)
@@ -128,10 +141,16 @@ def generate(
             torch.manual_seed(seed)
         for start in range(0, len(ids), batch_size):
             # Left padding puts every prompt's last token in the last column, where generation continues.
-            batch = tokenizer.pad({"input_ids": ids[start : start + batch_size]}, padding_side="left",
-                                  return_tensors="pt").to(device)  # fmt: skip
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                    do_sample=do_sample, **sampling)  # fmt: skip
+            batch = tokenizer.pad(
+                {"input_ids": ids[start : start + batch_size]}, padding_side="left", return_tensors="pt"
+            ).to(device)
+            output = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                do_sample=do_sample,
+                **sampling,
+            )
             texts += tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     model.train(was_training)
     return texts

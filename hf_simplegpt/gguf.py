@@ -53,12 +53,16 @@ def check_llama_cpp_can_run(config) -> None:
     head_dim = get("head_dim") or hidden // heads
     reasons = []
     if get("norm_position", "post") != "pre":
-        reasons.append("it is post-norm (norm_position 'post', the reference design's block: x = norm(x + f(x))); "
-                       "llama.cpp has no post-norm decoder graph, only GPT-2's pre-norm one. Train with "
-                       "--norm_position pre (hf-simplegpt pretrain's default) to export")  # fmt: skip
+        reasons.append(
+            "it is post-norm (norm_position 'post', the reference design's block: x = norm(x + f(x))); "
+            "llama.cpp has no post-norm decoder graph, only GPT-2's pre-norm one. Train with "
+            "--norm_position pre (hf-simplegpt pretrain's default) to export"
+        )
     if heads * head_dim != hidden:
-        reasons.append(f"its attention is {heads} heads x {head_dim} = {heads * head_dim} wide, not hidden_size "
-                       f"{hidden} (pruned heads); llama.cpp's gpt2 graph needs heads x head_dim == hidden_size")  # fmt: skip
+        reasons.append(
+            f"its attention is {heads} heads x {head_dim} = {heads * head_dim} wide, not hidden_size "
+            f"{hidden} (pruned heads); llama.cpp's gpt2 graph needs heads x head_dim == hidden_size"
+        )
     if get("is_causal", True) is False:
         reasons.append("its attention is bidirectional (a masked LM); llama.cpp's gpt2 graph is a causal decoder")
     act = get("hidden_act", "gelu")
@@ -76,18 +80,24 @@ def gguf_tokenizer_fields(tokenizer, vocab_size: int) -> dict:
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     pre = state.get("pre_tokenizer") or {}
     if state["model"]["type"] != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
-        raise ValueError("GGUF export writes byte-level BPE tokenizers split by GPT-2's regex (what hf_simplegpt "
-                         f"trains); this tokenizer is {state['model']['type']} with pre-tokenizer {pre.get('type')}.")  # fmt: skip
+        raise ValueError(
+            "GGUF export writes byte-level BPE tokenizers split by GPT-2's regex (what hf_simplegpt "
+            f"trains); this tokenizer is {state['model']['type']} with pre-tokenizer {pre.get('type')}."
+        )
     if pre.get("add_prefix_space") or state.get("normalizer"):
-        raise ValueError("The tokenizer adds a prefix space or normalizes text; llama.cpp's gpt2 tokenizer does "
-                         "neither, so it would encode text differently.")  # fmt: skip
+        raise ValueError(
+            "The tokenizer adds a prefix space or normalizes text; llama.cpp's gpt2 tokenizer does "
+            "neither, so it would encode text differently."
+        )
     if len(tokenizer) > vocab_size:
         raise ValueError(f"The tokenizer has {len(tokenizer)} tokens but the model embeds only {vocab_size}.")
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     added = set(tokenizer.added_tokens_decoder)
-    types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED if i in added
-             else gguf.TokenType.NORMAL for i in range(len(tokens))]  # fmt: skip
+    types = [
+        gguf.TokenType.CONTROL if i in special else gguf.TokenType.USER_DEFINED if i in added else gguf.TokenType.NORMAL
+        for i in range(len(tokens))
+    ]
     # Rows of the embedding no token uses (a vocabulary rounded up): named so llama.cpp never emits them as text.
     for i in range(len(tokens), vocab_size):
         tokens.append(f"<|unused_{i}|>")
@@ -121,20 +131,24 @@ def gguf_tensors(model, dtype: str) -> dict[str, np.ndarray]:
     for i, layer in enumerate(base.layers):
         attn, mlp = layer.self_attn, layer.mlp
         qkv_bias = [vector(p.bias, config.hidden_size) for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
-        tensors.update({
-            f"blk.{i}.attn_norm.weight": vector(layer.attention_norm.weight, None),
-            f"blk.{i}.attn_norm.bias": vector(layer.attention_norm.bias, None),
-            f"blk.{i}.attn_qkv.weight": matrix(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
-            f"blk.{i}.attn_qkv.bias": np.concatenate(qkv_bias),
-            f"blk.{i}.attn_output.weight": matrix(attn.o_proj.weight),
-            f"blk.{i}.attn_output.bias": vector(attn.o_proj.bias, config.hidden_size),
-            f"blk.{i}.ffn_norm.weight": vector(layer.mlp_norm.weight, None),
-            f"blk.{i}.ffn_norm.bias": vector(layer.mlp_norm.bias, None),
-            f"blk.{i}.ffn_up.weight": matrix(mlp.up_proj.weight),
-            f"blk.{i}.ffn_up.bias": vector(mlp.up_proj.bias, config.intermediate_size),
-            f"blk.{i}.ffn_down.weight": matrix(mlp.down_proj.weight),
-            f"blk.{i}.ffn_down.bias": vector(mlp.down_proj.bias, config.hidden_size),
-        })  # fmt: skip
+        tensors.update(
+            {
+                f"blk.{i}.attn_norm.weight": vector(layer.attention_norm.weight, None),
+                f"blk.{i}.attn_norm.bias": vector(layer.attention_norm.bias, None),
+                f"blk.{i}.attn_qkv.weight": matrix(
+                    torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+                ),
+                f"blk.{i}.attn_qkv.bias": np.concatenate(qkv_bias),
+                f"blk.{i}.attn_output.weight": matrix(attn.o_proj.weight),
+                f"blk.{i}.attn_output.bias": vector(attn.o_proj.bias, config.hidden_size),
+                f"blk.{i}.ffn_norm.weight": vector(layer.mlp_norm.weight, None),
+                f"blk.{i}.ffn_norm.bias": vector(layer.mlp_norm.bias, None),
+                f"blk.{i}.ffn_up.weight": matrix(mlp.up_proj.weight),
+                f"blk.{i}.ffn_up.bias": vector(mlp.up_proj.bias, config.intermediate_size),
+                f"blk.{i}.ffn_down.weight": matrix(mlp.down_proj.weight),
+                f"blk.{i}.ffn_down.bias": vector(mlp.down_proj.bias, config.hidden_size),
+            }
+        )
     return tensors
 
 
@@ -162,11 +176,18 @@ def write_gguf(model, tokenizer, path: str | Path, dtype: str = "f16", name: str
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
     writer.add_token_merges(vocab["merges"])
-    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else config.eos_token_id
+    eos = (
+        model.generation_config.eos_token_id
+        if model.generation_config.eos_token_id is not None
+        else config.eos_token_id
+    )
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
-    for add, token_id in ((writer.add_bos_token_id, config.bos_token_id), (writer.add_eos_token_id, eos),
-                          (writer.add_pad_token_id, config.pad_token_id),
-                          (writer.add_unk_token_id, tokenizer.unk_token_id)):  # fmt: skip
+    for add, token_id in (
+        (writer.add_bos_token_id, config.bos_token_id),
+        (writer.add_eos_token_id, eos),
+        (writer.add_pad_token_id, config.pad_token_id),
+        (writer.add_unk_token_id, tokenizer.unk_token_id),
+    ):
         if token_id is not None:
             add(token_id)
     # SimpleGPT's tokenizer adds no special tokens when encoding; llama.cpp would otherwise prepend BOS.
@@ -212,8 +233,12 @@ def load_gguf(path: str | Path, **kwargs):
     arch = fields["general.architecture"]
     if arch != "gpt2":
         raise ValueError(f"{path} holds a {arch!r} model; load_gguf reads the gpt2 files that write_gguf writes.")
-    kwargs = {"n_positions": fields["gpt2.context_length"], "n_inner": fields["gpt2.feed_forward_length"],
-              "dtype": torch.float32, **kwargs}  # fmt: skip
+    kwargs = {
+        "n_positions": fields["gpt2.context_length"],
+        "n_inner": fields["gpt2.feed_forward_length"],
+        "dtype": torch.float32,
+        **kwargs,
+    }
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
 
 
@@ -236,9 +261,14 @@ class TransformersLM:
     def greedy(self, prompt: list[int], max_new_tokens: int, eos_token_id: int | None = None):
         """(new tokens of greedy `generate`, logits (len(prompt) + len(new) - 1, vocab) of one forward pass)."""
         ids = torch.tensor([prompt])
-        new = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                  do_sample=False, eos_token_id=eos_token_id, pad_token_id=eos_token_id or 0,
-                                  )[0, len(prompt) :].tolist()  # fmt: skip
+        new = self.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos_token_id,
+            pad_token_id=eos_token_id or 0,
+        )[0, len(prompt) :].tolist()
         return new, self.model(torch.tensor([prompt + new[:-1]])).logits[0]
 
 
@@ -247,11 +277,15 @@ def require_llama_cpp():
     try:
         import llama_cpp
     except ImportError as error:
-        raise ImportError("Running a GGUF here needs llama-cpp-python: pip install llama-cpp-python (it builds "
-                          "llama.cpp from source where no wheel fits: about 12 minutes on 2 cores).") from error  # fmt: skip
+        raise ImportError(
+            "Running a GGUF here needs llama-cpp-python: pip install llama-cpp-python (it builds "
+            "llama.cpp from source where no wheel fits: about 12 minutes on 2 cores)."
+        ) from error
     except (OSError, RuntimeError, AttributeError) as error:  # installed, but its llama.cpp library does not load
-        raise ImportError(f"llama-cpp-python is installed but its llama.cpp library does not load ({error}); "
-                          "reinstall it: pip install --force-reinstall --no-cache-dir llama-cpp-python.") from error  # fmt: skip
+        raise ImportError(
+            f"llama-cpp-python is installed but its llama.cpp library does not load ({error}); "
+            "reinstall it: pip install --force-reinstall --no-cache-dir llama-cpp-python."
+        ) from error
     return llama_cpp
 
 
@@ -263,8 +297,9 @@ class LlamaCppLM:
         llama_cpp = require_llama_cpp()
         # n_ctx 0: the model's context (the file's context_length). logits_all: llama-cpp-python 0.3 copies llama.cpp's
         # logits into `scores` only with it (every position's row, which the parity check compares too).
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads,
-                                   logits_all=True, verbose=False)  # fmt: skip
+        self.llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=0, n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False
+        )
 
     def tokenize(self, text: str) -> list[int]:
         """llama.cpp's token ids of `text` (special tokens written in the text are parsed, as transformers does)."""
@@ -277,8 +312,9 @@ class LlamaCppLM:
             raise ValueError("The prompt is empty: greedy decoding needs at least one token.")
         max_new_tokens = min(max_new_tokens, self.llm.n_ctx() - len(prompt))
         if max_new_tokens < 1:
-            raise ValueError(f"A {len(prompt)}-token prompt leaves no room in the model's {self.llm.n_ctx()}-position "
-                             "context.")  # fmt: skip
+            raise ValueError(
+                f"A {len(prompt)}-token prompt leaves no room in the model's {self.llm.n_ctx()}-position context."
+            )
         self.llm.reset()
         self.llm.eval(prompt)
         new = [int(np.argmax(self.llm.scores[self.llm.n_tokens - 1]))]

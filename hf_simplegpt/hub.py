@@ -50,8 +50,12 @@ def is_local_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.path.isdir(name.split("/")[0])
 
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")  # fmt: skip
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
@@ -67,8 +71,10 @@ def check_model_source(name: str, flag: str = "--model_name_or_path") -> None:
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ValueError(f"{flag} {name}: the folder holds no model (no config.json). Pass a saved model folder.")
         if not any(os.path.isfile(os.path.join(name, f)) for f in WEIGHT_FILES):
-            raise ValueError(f"{flag} {name} holds a config.json but no weights (model.safetensors): the save did not "
-                             "finish, or this is not a model folder. Pass a complete saved model folder.")  # fmt: skip
+            raise ValueError(
+                f"{flag} {name} holds a config.json but no weights (model.safetensors): the save did not "
+                "finish, or this is not a model folder. Pass a complete saved model folder."
+            )
         check_weights_match_config(name, flag)
         check_tokenizer_files(name, flag)
     elif is_local_path(name) or os.path.exists(name):
@@ -98,8 +104,15 @@ def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") 
     if config.get("quantization_config"):  # a quantizer's own weight layout, which its loader checks
         return
     architectures = config.get("architectures") or []
-    cls = next((getattr(module, a, None) for a in architectures[:1] for module in (modeling_simplegpt, transformers)
-                if getattr(module, a, None) is not None), None)  # fmt: skip
+    cls = next(
+        (
+            getattr(module, a, None)
+            for a in architectures[:1]
+            for module in (modeling_simplegpt, transformers)
+            if getattr(module, a, None) is not None
+        ),
+        None,
+    )
     if cls is None:  # an architecture neither we nor transformers know (remote code): nothing to compare with
         return
     verbosity, bars = transformers.logging.get_verbosity(), transformers.logging.is_progress_bar_enabled()
@@ -108,30 +121,40 @@ def check_weights_match_config(folder: str, flag: str = "--model_name_or_path") 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, info = cls.from_pretrained(folder, device_map=torch.device("meta"), output_loading_info=True,
-                                          ignore_mismatched_sizes=True)  # fmt: skip
+            _, info = cls.from_pretrained(
+                folder, device_map=torch.device("meta"), output_loading_info=True, ignore_mismatched_sizes=True
+            )
     except SafetensorError as error:
-        raise ValueError(f"{flag} {folder}: its weights file cannot be read ({error}): it is damaged or incomplete. "
-                         "Save or download the model again.") from None  # fmt: skip
+        raise ValueError(
+            f"{flag} {folder}: its weights file cannot be read ({error}): it is damaged or incomplete. "
+            "Save or download the model again."
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
     problems = []
     if info["missing_keys"]:
-        problems.append(f"config.json describes {len(info['missing_keys'])} weight(s) the file lacks "
-                        f"({_some(info['missing_keys'])}), which loading would fill with random values")  # fmt: skip
+        problems.append(
+            f"config.json describes {len(info['missing_keys'])} weight(s) the file lacks "
+            f"({_some(info['missing_keys'])}), which loading would fill with random values"
+        )
     if info["unexpected_keys"]:
-        problems.append(f"the file holds {len(info['unexpected_keys'])} weight(s) the model of config.json has no "
-                        f"place for ({_some(info['unexpected_keys'])})")  # fmt: skip
+        problems.append(
+            f"the file holds {len(info['unexpected_keys'])} weight(s) the model of config.json has no "
+            f"place for ({_some(info['unexpected_keys'])})"
+        )
     if info["mismatched_keys"]:
         shapes = [f"{k} {tuple(saved)} vs {tuple(expected)}" for k, saved, expected in info["mismatched_keys"]]
-        problems.append(f"{len(shapes)} weight(s) have another shape than config.json gives (file vs config: "
-                        f"{_some(shapes, 3)})")  # fmt: skip
+        problems.append(
+            f"{len(shapes)} weight(s) have another shape than config.json gives (file vs config: {_some(shapes, 3)})"
+        )
     if problems:
-        raise ValueError(f"{flag} {folder}: its config.json and its weights disagree: {'; '.join(problems)}. "
-                         "Was config.json edited, or copied from another model? Restore the config.json saved with "
-                         "these weights.")  # fmt: skip
+        raise ValueError(
+            f"{flag} {folder}: its config.json and its weights disagree: {'; '.join(problems)}. "
+            "Was config.json edited, or copied from another model? Restore the config.json saved with "
+            "these weights."
+        )
 
 
 def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--model_name_or_path") -> dict:
@@ -142,23 +165,31 @@ def check_simplegpt_source(name: str, job: str, output_dir: str, flag: str = "--
 
     check_model_source(name, flag)
     if os.path.isfile(os.path.join(name, "adapter_config.json")):
-        raise ValueError(f"{flag} {name} is a LoRA adapter, not a whole model: {job} needs one. Merge it first "
-                         "(hf-simplegpt sft ... --merge, or hf_simplegpt.adapters.merge_adapter).")  # fmt: skip
+        raise ValueError(
+            f"{flag} {name} is a LoRA adapter, not a whole model: {job} needs one. Merge it first "
+            "(hf-simplegpt sft ... --merge, or hf_simplegpt.adapters.merge_adapter)."
+        )
     config, _ = PretrainedConfig.get_config_dict(name)
     model_type = config.get("model_type")
     if model_type != "simplegpt":
-        raise ValueError(f"{flag} {name}: {job} works on SimpleGPT models, and this folder's config.json says "
-                         f"model_type {model_type!r}. Pass a folder saved by hf_simplegpt (model_type 'simplegpt').")  # fmt: skip
+        raise ValueError(
+            f"{flag} {name}: {job} works on SimpleGPT models, and this folder's config.json says "
+            f"model_type {model_type!r}. Pass a folder saved by hf_simplegpt (model_type 'simplegpt')."
+        )
     quantized = config.get("quantization_config")
     if quantized:
         method = quantized.get("quant_type", {}).get("default", {}).get("_type", quantized.get("quant_method"))
-        raise ValueError(f"{flag} {name}: the model is already quantized ({method}); {job} needs the float model. "
-                         "Pass the folder it was quantized from.")  # fmt: skip
+        raise ValueError(
+            f"{flag} {name}: the model is already quantized ({method}); {job} needs the float model. "
+            "Pass the folder it was quantized from."
+        )
     if os.path.isdir(name):
         source, out = Path(name).resolve(), Path(output_dir).resolve()
         if out == source or source in out.parents or out in source.parents:
-            raise ValueError(f"--output_dir {output_dir} would write into (or over) the source model folder {name}; "
-                             "nothing is ever written there. Pass another folder.")  # fmt: skip
+            raise ValueError(
+                f"--output_dir {output_dir} would write into (or over) the source model folder {name}; "
+                "nothing is ever written there. Pass another folder."
+            )
     return config
 
 
@@ -227,8 +258,11 @@ def eval_results_from(results: dict) -> list[EvalResult]:
             )
     holistic = results.get("holistic")
     if holistic:  # the report's own sections (accuracy, bias, safety, perplexity have their tasks' entries above)
-        for metric, name in (("ece", "calibration: MMLU ECE (10 bins)"), ("robust_acc", "robustness: MMLU accuracy, "
-                             "worst perturbation"), ("decode_tokens_per_s", "efficiency: decode tokens/s, batch 1")):  # fmt: skip
+        for metric, name in (
+            ("ece", "calibration: MMLU ECE (10 bins)"),
+            ("robust_acc", "robustness: MMLU accuracy, worst perturbation"),
+            ("decode_tokens_per_s", "efficiency: decode tokens/s, batch 1"),
+        ):
             entries.append(
                 EvalResult(
                     task_type="text-generation",
@@ -242,9 +276,17 @@ def eval_results_from(results: dict) -> list[EvalResult]:
             )
     retrieval = results.get("retrieval")
     for metric in ("recall@1", "recall@10", "mrr@10") if retrieval else ():
-        entries.append(EvalResult(task_type="sentence-similarity", task_name="Retrieval", dataset_type=retrieval["dataset"],
-                                  dataset_name=retrieval["dataset"], metric_type=metric, metric_name=metric,
-                                  metric_value=round(retrieval[metric], 4)))  # fmt: skip
+        entries.append(
+            EvalResult(
+                task_type="sentence-similarity",
+                task_name="Retrieval",
+                dataset_type=retrieval["dataset"],
+                dataset_name=retrieval["dataset"],
+                metric_type=metric,
+                metric_name=metric,
+                metric_value=round(retrieval[metric], 4),
+            )
+        )
     for task, metric in (("perplexity", "perplexity"), ("bleu", "bleu")):
         if results.get(task):
             dataset = results[task].get("dataset", "custom")
@@ -279,19 +321,27 @@ def results_table(results: dict) -> str:
     if results.get("crows_pairs"):
         c = results["crows_pairs"]
         stderr = f" ± {c['pct_stereotype_stderr']:.4f}" if c.get("pct_stereotype_stderr") is not None else ""
-        rows.append((f"CrowS-Pairs ({c['n']} pairs)", "pct_stereotype (ideal 0.5)", f"{c['pct_stereotype']:.4f}{stderr}"))
+        rows.append(
+            (f"CrowS-Pairs ({c['n']} pairs)", "pct_stereotype (ideal 0.5)", f"{c['pct_stereotype']:.4f}{stderr}")
+        )
         rows.append((f"CrowS-Pairs ({c['n']} pairs)", "likelihood_diff", f"{c['likelihood_diff']:.3f}"))
-        rows += [(f"CrowS-Pairs {t} ({v['n']})", "pct_stereotype", f"{v['pct_stereotype']:.4f}")
-                 for t, v in c.get("bias_types", {}).items()]  # fmt: skip
+        rows += [
+            (f"CrowS-Pairs {t} ({v['n']})", "pct_stereotype", f"{v['pct_stereotype']:.4f}")
+            for t, v in c.get("bias_types", {}).items()
+        ]
     if results.get("safety"):
         v = results["safety"]
         rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate", f"{v['refusal_rate']:.4f}"))
         if "judge_refusal_rate" in v:
-            rows.append((f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}"))
+            rows.append(
+                (f"Safety ({v['n']} harmful prompts)", "refusal rate (judge)", f"{v['judge_refusal_rate']:.4f}")
+            )
     if results.get("retrieval"):
         r = results["retrieval"]
-        rows += [(f"{r['dataset']} retrieval ({r['queries']} queries)", m, f"{r[m]:.4f}")
-                 for m in ("recall@1", "recall@10", "mrr@10")]  # fmt: skip
+        rows += [
+            (f"{r['dataset']} retrieval ({r['queries']} queries)", m, f"{r[m]:.4f}")
+            for m in ("recall@1", "recall@10", "mrr@10")
+        ]
     if not rows:
         return ""
     lines = ["| Task | Metric | Value |", "|---|---|---|"] + [f"| {t} | {m} | {v} |" for t, m, v in rows]
@@ -304,8 +354,17 @@ def _model_facts(folder: Path) -> dict:
     if not config_path.is_file():
         return {}
     config = json.loads(config_path.read_text())
-    keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "head_dim", "intermediate_size",
-            "max_position_embeddings", "vocab_size", "norm_position")  # fmt: skip
+    keys = (
+        "model_type",
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "head_dim",
+        "intermediate_size",
+        "max_position_embeddings",
+        "vocab_size",
+        "norm_position",
+    )
     return {k: config[k] for k in keys if k in config}
 
 
@@ -423,8 +482,9 @@ def sentence_transformers_files(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not (folder / "modules.json").is_file():
         return []
-    names = ["modules.json"] + [n for n in ("config_sentence_transformers.json", "sentence_bert_config.json")
-                                if (folder / n).is_file()]  # fmt: skip
+    names = ["modules.json"] + [
+        n for n in ("config_sentence_transformers.json", "sentence_bert_config.json") if (folder / n).is_file()
+    ]
     for module in json.loads((folder / "modules.json").read_text()):
         if module.get("path"):
             names += sorted(str(p.relative_to(folder)) for p in (folder / module["path"]).rglob("*") if p.is_file())
@@ -484,7 +544,9 @@ def _model_files(folder: Path, present: set[str], missing: list[str]) -> list[st
         missing += [f"{name} (named by auto_map)" for name in code if name not in present]
         files += code
     else:
-        missing.append("auto_map in config.json (save the model with hf_simplegpt imported: its classes register for auto_map)")
+        missing.append(
+            "auto_map in config.json (save the model with hf_simplegpt imported: its classes register for auto_map)"
+        )
     # save_pretrained writes a generation config for models that generate (not for a reward model).
     if any(a.endswith("ForCausalLM") for a in config.get("architectures") or []) or "generation_config.json" in present:
         files.append("generation_config.json")
@@ -517,8 +579,9 @@ def push_to_hub(
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in sources.items()]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        info = api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message,
-                                 repo_type="model")  # fmt: skip
+        info = api.create_commit(
+            repo_id=repo_id, operations=operations, commit_message=commit_message, repo_type="model"
+        )
     except Exception as error:
         if not is_connection_error(error):
             raise
@@ -548,8 +611,14 @@ def wants_push(args) -> bool:
 def push(folder: str | Path, args, extra_files: tuple[str, ...] = (), replacements: dict | None = None) -> str:
     """How every job publishes: `push_to_hub(folder, ...)` to `args.hub_model_id`, with the job's
     `--hub_private_repo` and `--hub_token` when it has them. Logs and returns the commit URL."""
-    url = push_to_hub(folder, args.hub_model_id, private=getattr(args, "hub_private_repo", None),
-                      token=getattr(args, "hub_token", None), extra_files=extra_files, replacements=replacements)  # fmt: skip
+    url = push_to_hub(
+        folder,
+        args.hub_model_id,
+        private=getattr(args, "hub_private_repo", None),
+        token=getattr(args, "hub_token", None),
+        extra_files=extra_files,
+        replacements=replacements,
+    )
     logger.info("Pushed %s to %s", folder, url)
     return url
 

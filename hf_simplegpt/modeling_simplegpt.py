@@ -349,19 +349,24 @@ def check_input_shapes(config, input_ids, inputs_embeds, attention_mask=None, po
         shape = tuple(input_ids.shape)
     else:
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[-1] != config.hidden_size:
-            raise ValueError(f"inputs_embeds must have shape (batch, seq, hidden_size={config.hidden_size}); got "
-                             f"{tuple(inputs_embeds.shape)}.")  # fmt: skip
+            raise ValueError(
+                f"inputs_embeds must have shape (batch, seq, hidden_size={config.hidden_size}); got "
+                f"{tuple(inputs_embeds.shape)}."
+            )
         shape = tuple(inputs_embeds.shape[:2])
     if 0 in shape:
         raise ValueError(f"The input is empty (shape {shape}): pass at least one token per sequence.")
     if attention_mask is not None and attention_mask.ndim not in (2, 4):
-        raise ValueError(f"attention_mask must be (batch, seq) (or a prepared 4-D mask); got shape "
-                         f"{tuple(attention_mask.shape)}.")  # fmt: skip
+        raise ValueError(
+            f"attention_mask must be (batch, seq) (or a prepared 4-D mask); got shape {tuple(attention_mask.shape)}."
+        )
     if position_ids is not None and (position_ids.ndim != 2 or position_ids.shape[-1] != shape[1]):
         raise ValueError(f"position_ids must have shape (batch or 1, seq={shape[1]}); got {tuple(position_ids.shape)}.")
     if labels is not None and (tuple(labels.shape) != shape or labels.dtype.is_floating_point):
-        raise ValueError(f"labels must be integer token ids of the input's shape {shape} (-100 where no loss is "
-                         f"wanted); got shape {tuple(labels.shape)}, dtype {labels.dtype}.")  # fmt: skip
+        raise ValueError(
+            f"labels must be integer token ids of the input's shape {shape} (-100 where no loss is "
+            f"wanted); got shape {tuple(labels.shape)}, dtype {labels.dtype}."
+        )
 
 
 # Elements of the (tokens, vocab) float32 logits that the chunked loss holds at once: 2**25 floats = 128 MiB.
@@ -664,7 +669,9 @@ class SimpleGPTForSequenceClassification(SimpleGPTPreTrainedModel):
         pooled_logits = self.score(hidden_states[torch.arange(batch_size, device=hidden_states.device), last_token])
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=pooled_logits, labels=labels, pooled_logits=pooled_logits, config=self.config)
+            loss = self.loss_function(
+                logits=pooled_logits, labels=labels, pooled_logits=pooled_logits, config=self.config
+            )
         return SequenceClassifierOutputWithPast(
             loss=loss,
             logits=pooled_logits,

@@ -66,7 +66,8 @@ class ModelArguments:
     """The model to pretrain: a fresh SimpleGPT of the given shape, or `--model_name_or_path` to continue one."""
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Continue pretraining this saved model (folder or Hub id) instead of a new one."}
+        default=None,
+        metadata={"help": "Continue pretraining this saved model (folder or Hub id) instead of a new one."},
     )
     tokenizer_name: str | None = field(
         default=None, metadata={"help": "Tokenizer folder or Hub id; default: train one on the training text."}
@@ -76,15 +77,21 @@ class ModelArguments:
     vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the trained tokenizer and the model."})
     hidden_size: int = field(default=128, metadata={"help": "Width of the residual stream."})
     num_hidden_layers: int = field(default=4, metadata={"help": "Transformer blocks."})
-    num_attention_heads: int = field(default=4, metadata={"help": "Attention heads (must divide hidden_size unless --head_dim is set)."})
+    num_attention_heads: int = field(
+        default=4, metadata={"help": "Attention heads (must divide hidden_size unless --head_dim is set)."}
+    )
     head_dim: int | None = field(
         default=None,
-        metadata={"help": "Width per head (default hidden_size // heads); heads x head_dim may then differ from "
-                  "hidden_size, as in a pruned model's shape."},  # fmt: skip
+        metadata={
+            "help": "Width per head (default hidden_size // heads); heads x head_dim may then differ from "
+            "hidden_size, as in a pruned model's shape."
+        },
     )
     max_position_embeddings: int = field(default=128, metadata={"help": "Context length = packed block size."})
     intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (default 4 * hidden_size)."})
-    norm_position: str = field(default="pre", metadata={"help": "pre (GPT-2, stable) or post (the reference design's block)."})
+    norm_position: str = field(
+        default="pre", metadata={"help": "pre (GPT-2, stable) or post (the reference design's block)."}
+    )
     dropout: float = field(default=0.1, metadata={"help": "Embedding, residual and attention dropout."})
     tie_word_embeddings: bool = field(default=False, metadata={"help": "Share input and output embeddings."})
     num_sample_generations: int = field(default=3, metadata={"help": "Sample continuations printed at the end."})
@@ -95,8 +102,10 @@ class ModelArguments:
         if not 0 < self.mlm_probability < 1:
             raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if self.max_position_embeddings < 2:
-            raise ValueError(f"--max_position_embeddings {self.max_position_embeddings} must be at least 2: it is the "
-                             "context length and the block size (a token and the one it predicts).")  # fmt: skip
+            raise ValueError(
+                f"--max_position_embeddings {self.max_position_embeddings} must be at least 2: it is the "
+                "context length and the block size (a token and the one it predicts)."
+            )
         if self.num_sample_generations < 0:
             raise ValueError(f"--num_sample_generations must be >= 0 (0: none), got {self.num_sample_generations}.")
         if self.model_name_or_path is None:
@@ -180,7 +189,9 @@ def installed_trackers() -> list[str] | str:
     """The local, login-free trackers that are installed (TensorBoard, Trackio), or "none"."""
     from transformers.integrations import is_tensorboard_available, is_trackio_available
 
-    found = [name for name, ok in (("tensorboard", is_tensorboard_available()), ("trackio", is_trackio_available())) if ok]
+    found = [
+        name for name, ok in (("tensorboard", is_tensorboard_available()), ("trackio", is_trackio_available())) if ok
+    ]
     return found or "none"
 
 
@@ -355,8 +366,9 @@ def plot_loss_curve(log_history: Iterable[dict], path: str, title: str = "Loss")
     return path
 
 
-def card_context(trainer, data_args, model_args, stats, metrics: dict, initial_eval_loss: float | None,
-                 samples: list[str]) -> dict:  # fmt: skip
+def card_context(
+    trainer, data_args, model_args, stats, metrics: dict, initial_eval_loss: float | None, samples: list[str]
+) -> dict:
     """Values the model_cards/pretrain.md template shows besides the config (architecture) and results."""
     args = trainer.args
     global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size

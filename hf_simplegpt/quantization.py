@@ -197,8 +197,14 @@ def measure_speed(
     def decode(model, rows):
         prompt = full[:rows, :prompt_length]
         # Exactly new_tokens per row: no EOS stop, no padding (every prompt has the same length).
-        kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                      do_sample=False, eos_token_id=None, pad_token_id=0)  # fmt: skip
+        kwargs = dict(
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )
         return lambda: model.generate(prompt, **kwargs)
 
     rows = {
@@ -227,23 +233,39 @@ def quantize_folder(source: str, method: str, output_dir, *, include_embeddings:
 
     spec = check_method(method)
     config = torchao_config(method, AutoConfig.from_pretrained(source), include_embeddings)
-    quantized = AutoModelForCausalLM.from_pretrained(source, quantization_config=config, dtype=spec.dtype,
-                                                     device_map=device)  # fmt: skip
+    quantized = AutoModelForCausalLM.from_pretrained(
+        source, quantization_config=config, dtype=spec.dtype, device_map=device
+    )
     quantized.save_pretrained(output_dir)
     del quantized
     return AutoModelForCausalLM.from_pretrained(output_dir, device_map=device).eval()
 
 
-def comparison_results(reference, model, method: str, blocks: torch.Tensor, *, batch_size: int = 8,
-                       prompt_length: int = 16, new_tokens: int = 32, repeats: int = 5) -> dict:  # fmt: skip
+def comparison_results(
+    reference,
+    model,
+    method: str,
+    blocks: torch.Tensor,
+    *,
+    batch_size: int = 8,
+    prompt_length: int = 16,
+    new_tokens: int = 32,
+    repeats: int = 5,
+) -> dict:
     """`model` (quantized with `method`) against its float32 `reference` on held-out `blocks`: {"method",
     "description", "torchao_version", "float32": {...}, "quantized": {...}, "setup": {...}} with the rows of
     `markdown_table`."""
     import torchao
 
     comparison = compare_on_blocks(reference, model, blocks, batch_size)
-    speed = measure_speed({"float32": reference, method: model}, blocks, batch_size=batch_size,
-                          prompt_length=prompt_length, new_tokens=new_tokens, repeats=repeats)  # fmt: skip
+    speed = measure_speed(
+        {"float32": reference, method: model},
+        blocks,
+        batch_size=batch_size,
+        prompt_length=prompt_length,
+        new_tokens=new_tokens,
+        repeats=repeats,
+    )
     device = next(model.parameters()).device
     return {
         "method": method,
@@ -266,11 +288,16 @@ def comparison_results(reference, model, method: str, blocks: torch.Tensor, *, b
             **speed[method],
         },
         "setup": {
-            "tokens": comparison["tokens"], "blocks": len(blocks), "block_size": blocks.shape[1],
+            "tokens": comparison["tokens"],
+            "blocks": len(blocks),
+            "block_size": blocks.shape[1],
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "repeats": repeats, "batch_size": batch_size,
-            "prompt_length": prompt_length, "new_tokens": min(new_tokens, blocks.shape[1] - prompt_length),
-        },  # fmt: skip
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "batch_size": batch_size,
+            "prompt_length": prompt_length,
+            "new_tokens": min(new_tokens, blocks.shape[1] - prompt_length),
+        },
     }
 
 
@@ -296,8 +323,9 @@ def markdown_table(results: dict, heldout: str) -> str:
     lines = [f"| | float32 | {method} | {method} / float32 |", "|---|---:|---:|---:|"]
     for key, label, fmt, ratio in table_rows(s["batch_size"]):
         left = fmt.format(ref[key]) if key in ref else "–"
-        lines.append(f"| {label} | {left} | {fmt.format(quant[key])} | "
-                     + (f"{quant[key] / ref[key]:.2f}x |" if ratio else "|"))  # fmt: skip
+        lines.append(
+            f"| {label} | {left} | {fmt.format(quant[key])} | " + (f"{quant[key] / ref[key]:.2f}x |" if ratio else "|")
+        )
     threads = f", {s['threads']} thread{'s' if s['threads'] != 1 else ''}" if s["device"] == "cpu" else ""
     lines += [
         "",

@@ -40,8 +40,10 @@ def launch(module: str, job_args: Sequence[str], workers: int):
         _run_job,
         train_loop_config={"module": module, "args": args},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=torch.cuda.is_available()),
-        run_config=RunConfig(storage_path=os.path.abspath(os.path.join(output_dir, "ray_results")),
-                             name=os.path.basename(os.path.abspath(output_dir))),  # fmt: skip
+        run_config=RunConfig(
+            storage_path=os.path.abspath(os.path.join(output_dir, "ray_results")),
+            name=os.path.basename(os.path.abspath(output_dir)),
+        ),
     )
     return trainer.fit()
 

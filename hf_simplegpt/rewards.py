@@ -58,7 +58,9 @@ def load_reward_function(name: str, kwargs: dict[str, Any] | None = None, allow_
     else:
         module_name, sep, attr = name.partition(":") if ":" in name else name.rpartition(".")
         if not sep or not module_name or not attr:
-            raise ValueError(f"Reward function {name!r} must be a registered name or a dotted path 'package.module.function'.")
+            raise ValueError(
+                f"Reward function {name!r} must be a registered name or a dotted path 'package.module.function'."
+            )
         try:
             func = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as e:
@@ -161,8 +163,11 @@ class RewardModelScorer:
     def score(self, prompts: Sequence[Text | None], completions: Sequence[Text]) -> torch.Tensor:
         """Rewards, shape (n,), for n (prompt, completion) pairs; a prompt may be None when the completion is whole."""
         # The score is read at the last token, so an overlong sequence loses the start of its prompt.
-        ids = keep_last_tokens([self.encode(p, c) for p, c in zip(prompts, completions, strict=True)],
-                               context_length(self.model), "sequences scored by the reward model")  # fmt: skip
+        ids = keep_last_tokens(
+            [self.encode(p, c) for p, c in zip(prompts, completions, strict=True)],
+            context_length(self.model),
+            "sequences scored by the reward model",
+        )
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -187,8 +192,10 @@ class RewardArguments:
     )
     reward_funcs: list[str] = field(
         default_factory=list,
-        metadata={"help": f"Reward functions by name ({sorted(REWARD_FUNCTIONS)}), or dotted import paths "
-                  "with --allow_custom_reward_funcs."},  # fmt: skip
+        metadata={
+            "help": f"Reward functions by name ({sorted(REWARD_FUNCTIONS)}), or dotted import paths "
+            "with --allow_custom_reward_funcs."
+        },
     )
     reward_func_kwargs: str | None = field(
         default=None,
@@ -196,8 +203,10 @@ class RewardArguments:
     )
     allow_custom_reward_funcs: bool = field(
         default=False,
-        metadata={"help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job). On the "
-                  "command line only: a --config file cannot set it (training.COMMAND_LINE_ONLY)."},  # fmt: skip
+        metadata={
+            "help": "Allow --reward_funcs to import Python code by dotted path (it runs in this job). On the "
+            "command line only: a --config file cannot set it (training.COMMAND_LINE_ONLY)."
+        },
     )
     eval_max_new_tokens: int = field(default=24, metadata={"help": "Completion length when measuring held-out reward."})
 
@@ -215,7 +224,11 @@ def build_reward_funcs(args: RewardArguments, device) -> list:
     unknown = sorted(set(kwargs) - set(args.reward_funcs))
     if unknown:
         raise ValueError(f"--reward_func_kwargs names {unknown}, which are not in --reward_funcs {args.reward_funcs}.")
-    funcs += [load_reward_function(name, kwargs.get(name), args.allow_custom_reward_funcs) for name in args.reward_funcs]
+    funcs += [
+        load_reward_function(name, kwargs.get(name), args.allow_custom_reward_funcs) for name in args.reward_funcs
+    ]
     if not funcs:
-        raise ValueError("No reward: pass --reward_model_name_or_path (an hf-simplegpt reward output) and/or --reward_funcs.")
+        raise ValueError(
+            "No reward: pass --reward_model_name_or_path (an hf-simplegpt reward output) and/or --reward_funcs."
+        )
     return funcs

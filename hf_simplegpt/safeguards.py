@@ -48,6 +48,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import TrainerCallback
 
+from . import ray_train
 from .checkpoints import (
     MANIFEST_NAME,
     checkpoint_dirs,
@@ -57,7 +58,6 @@ from .checkpoints import (
     run_geometry,
     write_manifest,
 )
-from . import ray_train
 from .training import check_engine, use_global_step_in_trackio
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,16 @@ LOCK_NAME = ".hf_simplegpt.lock"
 # Flags whose value is a secret, never written into a file or a message (a lock names the command that holds it).
 SECRET_FLAGS = ("--hub_token", "--token", "--api_key")
 # Files whose presence means a folder holds a saved model (full, or a LoRA adapter).
-MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-               "adapter_config.json", "adapter_model.safetensors", "model.pte", "model.gguf")  # fmt: skip
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "model.pte",
+    "model.gguf",
+)
 # Set by `hf-simplegpt` for the processes it launches: the pid their parent must have.
 LAUNCHER_PID_ENV = "HF_SIMPLEGPT_LAUNCHER_PID"
 _PR_SET_PDEATHSIG = 1
@@ -81,14 +89,18 @@ class RunArguments:
 
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Replace the model and checkpoints --output_dir already holds (its checkpoint-N folders are "
-                  "removed before training starts). Without it such a folder is refused unless the run resumes."},
-    )  # fmt: skip
+        metadata={
+            "help": "Replace the model and checkpoints --output_dir already holds (its checkpoint-N folders are "
+            "removed before training starts). Without it such a folder is refused unless the run resumes."
+        },
+    )
     allow_resume_changes: bool = field(
         default=False,
-        metadata={"help": "Resume even though the model config or the batch geometry (processes x per-device batch x "
-                  "accumulation) differs from the checkpoint's; the run then does not continue exactly."},
-    )  # fmt: skip
+        metadata={
+            "help": "Resume even though the model config or the batch geometry (processes x per-device batch x "
+            "accumulation) differs from the checkpoint's; the run then does not continue exactly."
+        },
+    )
 
 
 class NoSpaceError(OSError):
@@ -110,8 +122,10 @@ def check_training_args(args) -> None:
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate} must be > 0 (0 trains nothing)")
     if args.max_steps <= 0 and not args.num_train_epochs > 0:
-        problems.append(f"--max_steps {args.max_steps} and --num_train_epochs {args.num_train_epochs} give zero "
-                        "training steps; pass --max_steps N or --num_train_epochs > 0")  # fmt: skip
+        problems.append(
+            f"--max_steps {args.max_steps} and --num_train_epochs {args.num_train_epochs} give zero "
+            "training steps; pass --max_steps N or --num_train_epochs > 0"
+        )
     # (transformers itself replaces --eval_steps 0 by --logging_steps.)
     if getattr(args.save_strategy, "value", args.save_strategy) == "steps" and not args.save_steps > 0:
         problems.append(f"--save_steps {args.save_steps} must be > 0 with --save_strategy steps")
@@ -158,13 +172,21 @@ def check_writable_dir(path: str, flag: str = "--output_dir") -> list[str]:
             f.write("ok")
         os.remove(probe)
     except OSError as err:
-        raise ValueError(f"{flag} {path} is not a writable folder ({err.strerror or err}). Pass a folder you can "
-                         "write to.") from err  # fmt: skip
+        raise ValueError(
+            f"{flag} {path} is not a writable folder ({err.strerror or err}). Pass a folder you can write to."
+        ) from err
     return created
 
 
-def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False, writer: bool = True,
-                     inputs: Sequence[str | None] = (), flag: str = "--output_dir") -> None:  # fmt: skip
+def claim_output_dir(
+    path: str,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    writer: bool = True,
+    inputs: Sequence[str | None] = (),
+    flag: str = "--output_dir",
+) -> None:
     """Make `path` this job's output folder, or raise ValueError before any work starts.
 
     A folder the job reads (`inputs`: its source models) is always refused. A folder holding a model or checkpoints
@@ -175,8 +197,10 @@ def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False
     """
     for source in inputs:
         if source and os.path.isdir(source) and os.path.realpath(source) == os.path.realpath(path):
-            raise ValueError(f"{flag} {path} is the folder this job reads its model from: writing there would replace "
-                             f"it. Pass another {flag}.")  # fmt: skip
+            raise ValueError(
+                f"{flag} {path} is the folder this job reads its model from: writing there would replace "
+                f"it. Pass another {flag}."
+            )
     created = check_writable_dir(path, flag)
     if writer:
         _created_dirs.extend(created)
@@ -191,19 +215,26 @@ def claim_output_dir(path: str, *, overwrite: bool = False, resume: bool = False
         for checkpoint in stale:
             shutil.rmtree(checkpoint)
         if stale:
-            logger.warning("--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s", len(stale), path,
-                           ", ".join(os.path.basename(c) for c in stale))  # fmt: skip
+            logger.warning(
+                "--overwrite_output_dir: removed %d old checkpoint(s) from %s: %s",
+                len(stale),
+                path,
+                ", ".join(os.path.basename(c) for c in stale),
+            )
 
 
-def output_dir_refusal(path: str, *, overwrite: bool = False, resume: bool = False, flag: str = "--output_dir",
-                       locked: bool = True) -> str | None:  # fmt: skip
+def output_dir_refusal(
+    path: str, *, overwrite: bool = False, resume: bool = False, flag: str = "--output_dir", locked: bool = True
+) -> str | None:
     """Why a run may not write into `path`, or None: it holds a model or checkpoints (and the run neither resumes nor
     overwrites), or (with `locked`) a running job holds its lock. `hf-simplegpt` asks before it starts the launcher."""
     existing = saved_work(path)
     if existing and not (resume or overwrite):
-        return (f"{flag} {path} already holds a model or checkpoints ({', '.join(existing)}): a new run would overwrite "
-                "them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir true to replace "
-                f"it, or another {flag}.")  # fmt: skip
+        return (
+            f"{flag} {path} already holds a model or checkpoints ({', '.join(existing)}): a new run would overwrite "
+            "them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir true to replace "
+            f"it, or another {flag}."
+        )
     holder = lock_holder(path) if locked else None
     return _in_use(path, holder) if holder else None
 
@@ -227,8 +258,10 @@ def lock_holder(path: str) -> str | None:
 
 
 def _in_use(path: str, holder: str) -> str:
-    return (f"{path} is in use by another run ({holder}). Two runs writing one folder mix their checkpoints: wait for "
-            "it to finish, stop it, or pass another --output_dir.")  # fmt: skip
+    return (
+        f"{path} is in use by another run ({holder}). Two runs writing one folder mix their checkpoints: wait for "
+        "it to finish, stop it, or pass another --output_dir."
+    )
 
 
 # Output folders this process created (claim_output_dir): a job that fails removes those it left empty.
@@ -249,8 +282,9 @@ def lock_output_dir(path: str) -> None:
         return
     lock_path = os.path.join(path, LOCK_NAME)
     if os.path.isdir(lock_path):
-        raise ValueError(f"{lock_path} is a folder, where this job keeps its lock file: remove it, or pass another "
-                         "--output_dir.")  # fmt: skip
+        raise ValueError(
+            f"{lock_path} is a folder, where this job keeps its lock file: remove it, or pass another --output_dir."
+        )
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -269,10 +303,15 @@ def lock_output_dir(path: str) -> None:
         os.close(fd)
     previous = os.read(fd, 4096)
     if previous.strip():
-        logger.warning("Took over the stale lock of %s: its run (%s) is no longer running.", path,
-                       _describe_holder(previous))  # fmt: skip
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": " ".join(without_secrets(sys.argv))[:500]}  # fmt: skip
+        logger.warning(
+            "Took over the stale lock of %s: its run (%s) is no longer running.", path, _describe_holder(previous)
+        )
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(without_secrets(sys.argv))[:500],
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     _held_locks[real] = fd
@@ -336,8 +375,11 @@ def guarded_main(main):
             why = no_space_reason(err, list(_held_locks) or ["."])
             if why is None:
                 raise
-            raise NoSpaceError(errno.ENOSPC, f"No space to write the job's output: {why} ({err}). Free space and "
-                               "run it again; checkpoints written before are intact.") from err  # fmt: skip
+            raise NoSpaceError(
+                errno.ENOSPC,
+                f"No space to write the job's output: {why} ({err}). Free space and "
+                "run it again; checkpoints written before are intact.",
+            ) from err
         finally:
             for real in set(_held_locks) - before:
                 release_output_dir(real)
@@ -362,8 +404,11 @@ def no_space_reason(err: BaseException, folders: list[str]) -> str | None:
             break
         seen.add(id(nxt))
         chain.append(nxt)
-    codes = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "a file grew past the file size limit",
-             errno.EDQUOT: "the disk quota is exceeded"}  # fmt: skip
+    codes = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EFBIG: "a file grew past the file size limit",
+        errno.EDQUOT: "the disk quota is exceeded",
+    }
     for e in chain:
         if isinstance(e, OSError) and e.errno in codes:
             return codes[e.errno]
@@ -372,8 +417,12 @@ def no_space_reason(err: BaseException, folders: list[str]) -> str | None:
                 return why
     soft_limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if soft_limit != resource.RLIM_INFINITY:
-        sizes = (os.path.getsize(os.path.join(root, f)) for folder in folders for root, _, names in os.walk(folder)
-                 for f in names)  # fmt: skip
+        sizes = (
+            os.path.getsize(os.path.join(root, f))
+            for folder in folders
+            for root, _, names in os.walk(folder)
+            for f in names
+        )
         if any(size >= soft_limit for size in sizes):
             return f"a file reached the file size limit (ulimit -f: {soft_limit} bytes)"
     for folder in folders:
@@ -470,8 +519,13 @@ def start_run(training_args, run_args: RunArguments, inputs: Sequence[str | None
             f"--overwrite_output_dir would remove {resume}, the checkpoint --resume_from_checkpoint continues from. "
             "Pass one of the two."
         )
-    claim_output_dir(training_args.output_dir, overwrite=run_args.overwrite_output_dir, resume=resume is not None,
-                     writer=training_args.should_save, inputs=inputs)  # fmt: skip
+    claim_output_dir(
+        training_args.output_dir,
+        overwrite=run_args.overwrite_output_dir,
+        resume=resume is not None,
+        writer=training_args.should_save,
+        inputs=inputs,
+    )
     return GuardedRun(resume, run_args.allow_resume_changes)
 
 
@@ -504,8 +558,12 @@ class GuardedRun:
                 )
             with open(os.path.join(resume, "trainer_state.json")) as f:
                 step = json.load(f)["global_step"]
-            logger.warning("Resuming from %s (step %d)%s.", resume, step,
-                           f", accepting changes: {'; '.join(differences)}" if differences else "")  # fmt: skip
+            logger.warning(
+                "Resuming from %s (step %d)%s.",
+                resume,
+                step,
+                f", accepting changes: {'; '.join(differences)}" if differences else "",
+            )
         callback = SafeguardCallback(may_overflow=trainer.accelerator.scaler is not None)
         trainer.add_callback(callback)
         try:
@@ -523,13 +581,20 @@ class GuardedRun:
         if callback.stopped_by is not None:
             name = signal.Signals(callback.stopped_by).name
             checkpoint = os.path.join(trainer.args.output_dir, f"checkpoint-{trainer.state.global_step}")
-            logger.error("Stopped by %s at step %d; saved %s. Continue with --resume_from_checkpoint true (or %s).",
-                         name, trainer.state.global_step, checkpoint, checkpoint)  # fmt: skip
+            logger.error(
+                "Stopped by %s at step %d; saved %s. Continue with --resume_from_checkpoint true (or %s).",
+                name,
+                trainer.state.global_step,
+                checkpoint,
+                checkpoint,
+            )
             raise SystemExit(128 + callback.stopped_by)
         bad = non_finite_parameters(trainer.model)
         if bad:
-            raise NonFiniteError(f"Training ended with non-finite weights ({', '.join(bad[:3])}); the model is not "
-                                 "saved. Resume from an earlier checkpoint with a lower --learning_rate.")  # fmt: skip
+            raise NonFiniteError(
+                f"Training ended with non-finite weights ({', '.join(bad[:3])}); the model is not "
+                "saved. Resume from an earlier checkpoint with a lower --learning_rate."
+            )
         return result
 
     @staticmethod
@@ -542,8 +607,11 @@ class GuardedRun:
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         if why is None:
             raise RuntimeError(f"Saving {name} failed ({err}); the partial folder was removed and {kept}.") from err
-        raise NoSpaceError(errno.ENOSPC, f"No space to save {name}: {why} ({err}). The partial folder was removed and "
-                           f"{kept}: free space, then continue with --resume_from_checkpoint true.") from err
+        raise NoSpaceError(
+            errno.ENOSPC,
+            f"No space to save {name}: {why} ({err}). The partial folder was removed and "
+            f"{kept}: free space, then continue with --resume_from_checkpoint true.",
+        ) from err
 
 
 # ---------------------------------------------------------------------------------------------------- the callback
@@ -628,9 +696,12 @@ class SafeguardCallback(TrainerCallback):
         now = time.monotonic()
         if self.requested is None:
             self.requested, self.requested_at = signum, now
-            logger.warning("%s received: saving a checkpoint at the end of this step, then exiting (Ctrl-C again, "
-                           "after %d s, exits at once without it).", signal.Signals(signum).name,
-                           SECOND_CTRL_C_AFTER)  # fmt: skip
+            logger.warning(
+                "%s received: saving a checkpoint at the end of this step, then exiting (Ctrl-C again, "
+                "after %d s, exits at once without it).",
+                signal.Signals(signum).name,
+                SECOND_CTRL_C_AFTER,
+            )
         elif signum == signal.SIGINT and now - self.requested_at >= SECOND_CTRL_C_AFTER:
             raise KeyboardInterrupt
 
@@ -640,9 +711,12 @@ class SafeguardCallback(TrainerCallback):
         if bad_norm:
             step = state.global_step + 1
             weights = non_finite_parameters(model)
-            cause = (f"the weights were already non-finite ({', '.join(weights[:3])}): a corrupted model or checkpoint "
-                     "file?" if weights else "the loss or its gradient overflowed: lower --learning_rate, keep "
-                     "--max_grad_norm > 0, or train in bf16 rather than fp16")  # fmt: skip
+            cause = (
+                f"the weights were already non-finite ({', '.join(weights[:3])}): a corrupted model or checkpoint file?"
+                if weights
+                else "the loss or its gradient overflowed: lower --learning_rate, keep "
+                "--max_grad_norm > 0, or train in bf16 rather than fp16"
+            )
             raise NonFiniteError(
                 f"Training stopped at step {step}: the gradient norm is {norm if norm else 'not finite'}; {cause}. "
                 f"Nothing of step {step} was applied or saved; the checkpoints of earlier steps are intact."
@@ -659,8 +733,10 @@ class SafeguardCallback(TrainerCallback):
             bad = non_finite_parameters(model)
             if _sync_max([float(bool(bad))], args.device)[0]:
                 where = ", ".join(bad[:3]) or "on another process"
-                raise NonFiniteError(f"At step {state.global_step} the weights hold NaN/inf ({where}); they are not "
-                                     "saved. Earlier checkpoints are intact.")  # fmt: skip
+                raise NonFiniteError(
+                    f"At step {state.global_step} the weights hold NaN/inf ({where}); they are not "
+                    "saved. Earlier checkpoints are intact."
+                )
             self.saving = state.global_step
             self._remove_cut_off_save(args, state.global_step)
 
@@ -670,8 +746,9 @@ class SafeguardCallback(TrainerCallback):
         from an empty folder, and the killed save's leftovers (safetensors' .tmpXXXXXX files) never get listed."""
         folder = os.path.join(args.output_dir, f"checkpoint-{step}")
         if args.should_save and os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
-            logger.warning("Removing %s, cut off while saving by an earlier run, before saving that step again.",
-                           folder)  # fmt: skip
+            logger.warning(
+                "Removing %s, cut off while saving by an earlier run, before saving that step again.", folder
+            )
             shutil.rmtree(folder)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()  # nobody writes its files into the folder before it is removed

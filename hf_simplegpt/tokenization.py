@@ -106,8 +106,12 @@ def differing_tokens(tokenizer, other, limit: int = 5) -> list[tuple[str, int]]:
     return sorted(set(tokenizer.get_vocab().items()) ^ set(other.get_vocab().items()))[:limit]
 
 
-def check_same_vocabulary(student_path: str, teacher_path: str, roles: tuple[str, str] = ("student", "teacher"),
-                          why: str = "Distillation matches the teacher's next-token distribution token by token") -> None:
+def check_same_vocabulary(
+    student_path: str,
+    teacher_path: str,
+    roles: tuple[str, str] = ("student", "teacher"),
+    why: str = "Distillation matches the teacher's next-token distribution token by token",
+) -> None:
     """Raise `ValueError` unless the two model folders share a vocabulary: the same `vocab_size` and the same token
     to id mapping. `roles` name the two folders in the message and `why` says what needs it (distillation by default,
     speculative decoding for a draft and its target)."""
@@ -140,12 +144,16 @@ def check_tokenizer_files(folder: str, flag: str) -> None:
             with open(config, encoding="utf-8") as f:
                 json.load(f)
         except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{flag} {folder}: {config} is not valid JSON ({error}); the file is truncated or "
-                             "damaged. Restore it from where the folder came from.") from None  # fmt: skip
+            raise ValueError(
+                f"{flag} {folder}: {config} is not valid JSON ({error}); the file is truncated or "
+                "damaged. Restore it from where the folder came from."
+            ) from None
     path = os.path.join(folder, "tokenizer.json")
     if os.path.isfile(path):
         try:
             Tokenizer.from_file(path)
         except Exception as error:  # the tokenizers library raises a bare Exception for any unreadable file
-            raise ValueError(f"{flag} {folder}: {path} is not a readable tokenizer ({error}); the file is truncated "
-                             "or damaged. Restore it from where the folder came from.") from None  # fmt: skip
+            raise ValueError(
+                f"{flag} {folder}: {path} is not a readable tokenizer ({error}); the file is truncated "
+                "or damaged. Restore it from where the folder came from."
+            ) from None

@@ -186,8 +186,11 @@ def check_saved_model(trainer, folder: str, input_ids: torch.Tensor) -> float | 
 
 def bundled_configs() -> list[str]:
     """Names of the recipe configs shipped inside the package (the files of recipes/configs/)."""
-    return sorted(p.name for p in resources.files("hf_simplegpt").joinpath("recipes", "configs").iterdir()
-                  if p.name.endswith(".yaml"))  # fmt: skip
+    return sorted(
+        p.name
+        for p in resources.files("hf_simplegpt").joinpath("recipes", "configs").iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 def resolve_config(path: str) -> str:
@@ -199,7 +202,9 @@ def resolve_config(path: str) -> str:
     bundled = resources.files("hf_simplegpt").joinpath("recipes", "configs", name)
     if name in bundled_configs() and path in (name, os.path.join("recipes", "configs", name)):
         return str(bundled)
-    raise ValueError(f"--config {path}: no such file. Pass a YAML file, or one of the bundled configs {bundled_configs()}.")
+    raise ValueError(
+        f"--config {path}: no such file. Pass a YAML file, or one of the bundled configs {bundled_configs()}."
+    )
 
 
 def check_minimums(args, minimums: Mapping[str, int]) -> None:
@@ -235,8 +240,10 @@ def check_config_types(parser, config: Mapping[str, Any], path: str) -> None:
                     raise ValueError
                 action.type(str(item))
             except (ValueError, TypeError, argparse.ArgumentTypeError):
-                raise ValueError(f"--config {path}: {action.dest}: {value!r} is not {kind}, which --{action.dest} "
-                                 "takes. Fix that line of the YAML file.") from None  # fmt: skip
+                raise ValueError(
+                    f"--config {path}: {action.dest}: {value!r} is not {kind}, which --{action.dest} "
+                    "takes. Fix that line of the YAML file."
+                ) from None
 
 
 def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tuple:
@@ -259,19 +266,25 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
         with open(args[at], encoding="utf-8") as f:
             config = yaml.safe_load(f) or {}
         if not isinstance(config, dict):
-            raise ValueError(f"--config {args[at]} must hold a YAML mapping of flag: value, got {type(config).__name__}.")
+            raise ValueError(
+                f"--config {args[at]} must hold a YAML mapping of flag: value, got {type(config).__name__}."
+            )
         only_given = sorted(name for name in COMMAND_LINE_ONLY if config.get(name))
         if only_given:
             flags = " ".join(f"--{name} true" for name in only_given)
-            raise ValueError(f"--config {args[at]} sets {', '.join(only_given)}, which runs Python code from outside "
-                             f"the project; a config file cannot turn that on. Pass {flags} on the command line if "
-                             "you trust that code.")  # fmt: skip
+            raise ValueError(
+                f"--config {args[at]} sets {', '.join(only_given)}, which runs Python code from outside "
+                f"the project; a config file cannot turn that on. Pass {flags} on the command line if "
+                "you trust that code."
+            )
         given |= set(config)
     parser = TrlParser(list(dataclass_types))
     # --config is read above, before the parser; the help still names it first, as every documented command uses it.
     parser.usage = "%(prog)s [--config FILE.yaml] [--flag value ...]"
-    parser.description = (f"--config FILE.yaml: flags from a YAML file (flag: value), or one of the bundled configs "
-                          f"({', '.join(bundled_configs())}); flags on the command line win.")  # fmt: skip
+    parser.description = (
+        f"--config FILE.yaml: flags from a YAML file (flag: value), or one of the bundled configs "
+        f"({', '.join(bundled_configs())}); flags on the command line win."
+    )
     if "--config" in args:
         check_config_types(parser, config, args[args.index("--config") + 1])
     fields = {f for t in dataclass_types for f in t.__dataclass_fields__}

@@ -36,6 +36,7 @@ def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":  # a failed or skipped setup is the outcome too
         OUTCOMES.setdefault(report.nodeid, report.outcome)
 
+
 TINY_CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "A journey of a thousand miles begins with a single step.",
@@ -100,8 +101,11 @@ def folder_digest(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder`, by relative path: equal digests mean a byte-identical folder."""
     import hashlib
 
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def train_tiny(tokenizer, corpus: list[str], **config) -> SimpleGPTForCausalLM:
@@ -188,8 +192,10 @@ def mmlu_dir(tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------------ recipes
 
 PRETRAIN_TINY = str(REPO_ROOT / "recipes" / "configs" / "pretrain_tiny.yaml")
-WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
-         "and every river runs to the sea under grey clouds").split()  # fmt: skip
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings "
+    "and every river runs to the sea under grey clouds"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -209,8 +215,19 @@ def run_pretrain(tmp_path, corpus, *extra, out="out"):
     from hf_simplegpt.recipes import pretrain
 
     output_dir = str(tmp_path / out)
-    argv = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", output_dir,
-            "--data_cache_dir", str(Path(corpus).parent / "cache"), "--disable_tqdm", "true", *extra]  # fmt: skip
+    argv = [
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--output_dir",
+        output_dir,
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--disable_tqdm",
+        "true",
+        *extra,
+    ]
     return pretrain.main(argv), output_dir
 
 
@@ -268,8 +285,10 @@ def make_model(tokenizer, **shape) -> SimpleGPTForCausalLM:
 
 def warm_start(model, tokenizer, rows, steps: int = 150, lr: float = 5e-3):
     """A few seconds of plain causal-LM training on prompt + completion (the role of SFT in the real pipeline)."""
-    ids = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]
-           for r in rows]  # fmt: skip
+    ids = [
+        tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"]
+        for r in rows
+    ]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     for step in range(steps):
@@ -303,6 +322,15 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def reward_dir(workspace) -> Path:
     out = workspace["root"] / "reward"
-    run_recipe("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", str(workspace["policy"]),
-               "--train_file", str(workspace["pairs"]), "--output_dir", str(out))  # fmt: skip
+    run_recipe(
+        "reward",
+        "--config",
+        "reward_tiny.yaml",
+        "--model_name_or_path",
+        str(workspace["policy"]),
+        "--train_file",
+        str(workspace["pairs"]),
+        "--output_dir",
+        str(out),
+    )
     return out

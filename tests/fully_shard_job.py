@@ -25,8 +25,14 @@ def main(engine: str, output_dir: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)  # the same initial weights on every process, for both engines
-    config = SimpleGPTConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             max_position_embeddings=LENGTH, dropout=0.0)  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=LENGTH,
+        dropout=0.0,
+    )
     model = SimpleGPTForCausalLM(config)
     data = torch.randint(0, 128, (STEPS, world * BATCH, LENGTH), generator=torch.Generator().manual_seed(1))
     probe = torch.randint(0, 128, (2, LENGTH), generator=torch.Generator().manual_seed(2))
@@ -57,8 +63,12 @@ def main(engine: str, output_dir: str) -> None:
         if rank == 0:
             SimpleGPTForCausalLM(config).save_pretrained(f"{output_dir}/model", state_dict=state)
     if rank == 0:
-        record = {"losses": losses, "probe": probe.tolist(), "logits": logits.tolist(),
-                  "sharded": [type(p).__name__ for p in model.parameters()][:1]}  # fmt: skip
+        record = {
+            "losses": losses,
+            "probe": probe.tolist(),
+            "logits": logits.tolist(),
+            "sharded": [type(p).__name__ for p in model.parameters()][:1],
+        }
         with open(f"{output_dir}/{engine}.json", "w") as f:
             json.dump(record, f)
     dist.barrier()  # leave together: a gloo rank that tears down while its peer is still writing can hang in destroy

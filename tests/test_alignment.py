@@ -15,8 +15,10 @@ def test_preference_data_validation_names_the_fields_found():
     with pytest.raises(ValueError, match=r"\['chosen', 'rejected'\].*\['prompt', 'good', 'bad'\]"):
         alignment.validate_preference_dataset(bad)
     mixed = Dataset.from_list([{"prompt": "Q", "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"}])
-    with pytest.raises(ValueError, match="Row 1 of the preference data: 'prompt' is plain where the first row's fields "
-                       "are conversational"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="Row 1 of the preference data: 'prompt' is plain where the first row's fields are conversational",
+    ):
         alignment.validate_preference_dataset(mixed)
     rows = KeywordTask(conversational=False).preference_pairs(5)
     rows[3]["rejected"] = None  # every row is checked, not only the first
@@ -31,5 +33,14 @@ def test_alignment_recipes_refuse_an_adapter_folder_as_the_starting_model(worksp
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     with pytest.raises(ValueError, match="LoRA adapter, not a standalone model"):
-        run_recipe("dpo", "--config", "dpo_tiny.yaml", "--model_name_or_path", str(adapter),
-                   "--train_file", str(workspace["pairs"]), "--output_dir", str(tmp_path / "out"))  # fmt: skip
+        run_recipe(
+            "dpo",
+            "--config",
+            "dpo_tiny.yaml",
+            "--model_name_or_path",
+            str(adapter),
+            "--train_file",
+            str(workspace["pairs"]),
+            "--output_dir",
+            str(tmp_path / "out"),
+        )

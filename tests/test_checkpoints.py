@@ -38,8 +38,13 @@ def _fake_checkpoint(path, step=4, manifest=True):
 def test_valid_checkpoint_has_no_problems(tmp_path):
     ckpt = _fake_checkpoint(tmp_path / "checkpoint-4")
     listed = json.loads((ckpt / MANIFEST_NAME).read_text())
-    assert set(listed["files"]) == {"trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt",
-                                    "rng_state.pth"}  # fmt: skip
+    assert set(listed["files"]) == {
+        "trainer_state.json",
+        "model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+    }
     assert listed["files"]["model.safetensors"]["size"] == os.path.getsize(ckpt / "model.safetensors")
     assert checkpoint_problems(str(ckpt)) == []
     assert resolve_resume_checkpoint(str(ckpt), str(tmp_path)) == str(ckpt)
@@ -90,8 +95,9 @@ def test_resume_true_skips_a_partial_newest_checkpoint(tmp_path, caplog):
     _fake_checkpoint(tmp_path / "checkpoint-8", step=8, manifest=False)  # killed before the save finished
     _fake_checkpoint(tmp_path / "checkpoint-10", step=10)
     _overwrite_bytes(tmp_path / "checkpoint-10" / "model.safetensors")  # corrupted afterwards
-    assert manifest_problems(str(tmp_path / "checkpoint-8")) == [f"{MANIFEST_NAME} is missing (the save was cut off "
-                                                                 "before it finished)"]  # fmt: skip
+    assert manifest_problems(str(tmp_path / "checkpoint-8")) == [
+        f"{MANIFEST_NAME} is missing (the save was cut off before it finished)"
+    ]
     assert resolve_resume_checkpoint("true", str(tmp_path)) == str(good)
     assert "Skipping incomplete checkpoint" in caplog.text and "checkpoint-10" in caplog.text
     (good / "trainer_state.json").unlink()

@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import pytest
+
 from hf_simplegpt import cli
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hf_simplegpt", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "hf_simplegpt", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
 
 
 def test_help_lists_every_job(capsys):
@@ -40,14 +42,48 @@ def test_every_jobs_help_lists_its_flags_under_its_name(capsys, job):
 
 
 def test_launcher_flags_go_to_accelerate_and_the_rest_to_the_job():
-    launch, job = cli.split_launch_args(["--multi_gpu", "--num_processes", "2", "--config", "x.yaml",
-                                         "--max_steps=3", "--main_process_port=2950", "--output_dir", "o",
-                                         "--mixed_precision", "bf16", "--debug", "underflow_overflow",
-                                         "--gradient_accumulation_steps", "4", "--dynamo_backend", "no"])  # fmt: skip
-    assert launch == ["--multi_gpu", "--num_processes", "2", "--main_process_port=2950", "--mixed_precision", "bf16",
-                      "--dynamo_backend", "no"]  # fmt: skip
-    assert job == ["--config", "x.yaml", "--max_steps=3", "--output_dir", "o", "--debug", "underflow_overflow",
-                   "--gradient_accumulation_steps", "4"]  # fmt: skip
+    launch, job = cli.split_launch_args(
+        [
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--config",
+            "x.yaml",
+            "--max_steps=3",
+            "--main_process_port=2950",
+            "--output_dir",
+            "o",
+            "--mixed_precision",
+            "bf16",
+            "--debug",
+            "underflow_overflow",
+            "--gradient_accumulation_steps",
+            "4",
+            "--dynamo_backend",
+            "no",
+        ]
+    )
+    assert launch == [
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port=2950",
+        "--mixed_precision",
+        "bf16",
+        "--dynamo_backend",
+        "no",
+    ]
+    assert job == [
+        "--config",
+        "x.yaml",
+        "--max_steps=3",
+        "--output_dir",
+        "o",
+        "--debug",
+        "underflow_overflow",
+        "--gradient_accumulation_steps",
+        "4",
+    ]
     assert cli.accelerate_config_file("multi_gpu").endswith("recipes/accelerate/multi_gpu.yaml")
     with pytest.raises(SystemExit, match=r"--accelerate_config nope.*'fsdp'"):
         cli.accelerate_config_file("nope")
@@ -70,8 +106,10 @@ def test_the_flags_accelerate_and_the_jobs_share_are_the_jobs():
     assert accelerate & jobs == set(cli.JOB_OWNED_FLAGS)
 
 
-@pytest.mark.parametrize("argv, says", [(["pretrian"], "unknown job 'pretrian'"),
-                                        (["evaluate", "--num_processes", "2"], "runs in one process")])
+@pytest.mark.parametrize(
+    "argv, says",
+    [(["pretrian"], "unknown job 'pretrian'"), (["evaluate", "--num_processes", "2"], "runs in one process")],
+)
 def test_unknown_job_and_misplaced_launcher_flags_are_refused(capsys, argv, says):
     with pytest.raises(SystemExit) as done:
         cli.main(argv)
@@ -84,20 +122,37 @@ def test_a_taken_output_dir_is_refused_before_the_launcher_starts(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text("{}")
-    result = run("pretrain", "--config", "pretrain_tiny.yaml", "--train_file", tmp_path / "corpus.txt",
-                 "--output_dir", out, cwd=tmp_path)  # fmt: skip
+    result = run(
+        "pretrain",
+        "--config",
+        "pretrain_tiny.yaml",
+        "--train_file",
+        tmp_path / "corpus.txt",
+        "--output_dir",
+        out,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"hf-simplegpt pretrain: error: --output_dir {out} already holds a model or checkpoints (config.json): a new "
         "run would overwrite them. Pass --resume_from_checkpoint true to continue that run, --overwrite_output_dir "
-        "true to replace it, or another --output_dir.")  # fmt: skip
+        "true to replace it, or another --output_dir."
+    )
     assert "Traceback" not in result.stderr and "accelerate" not in result.stderr.lower()
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]
 
 
 def test_a_failing_job_exits_non_zero_with_its_own_message(tmp_path):
-    result = run("pretrain", "--config", "pretrain_tiny.yaml", "--train_file", tmp_path / "missing.txt",
-                 "--output_dir", tmp_path / "out", cwd=tmp_path)  # fmt: skip
+    result = run(
+        "pretrain",
+        "--config",
+        "pretrain_tiny.yaml",
+        "--train_file",
+        tmp_path / "missing.txt",
+        "--output_dir",
+        tmp_path / "out",
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "--train_file" in result.stderr and "no such file" in result.stderr
     assert "CalledProcessError" not in result.stderr  # no launcher traceback on top of the job's error

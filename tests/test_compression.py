@@ -157,8 +157,12 @@ def folders(tmp_path_factory):
     reversed_corpus = [text[::-1] for text in TINY_CORPUS]  # same special tokens and size, other merges
     other_mapping = train_tokenizer(reversed_corpus, vocab_size=300, model_max_length=64)
     assert len(other_mapping) == len(tokenizer) and other_mapping.get_vocab() != tokenizer.get_vocab()
-    for name, tok in (("target", tokenizer), ("draft", tokenizer), ("other_size", other_size),
-                      ("other_mapping", other_mapping)):  # fmt: skip
+    for name, tok in (
+        ("target", tokenizer),
+        ("draft", tokenizer),
+        ("other_size", other_size),
+        ("other_mapping", other_mapping),
+    ):
         torch.manual_seed(0)
         config = SimpleGPTConfig(**tiny_config_kwargs(vocab_size=len(tok), **special_token_ids(tok)))
         SimpleGPTForCausalLM(config).save_pretrained(root / name)
@@ -173,9 +177,11 @@ def test_load_draft_loads_a_draft_with_the_targets_tokenizer(folders):
 
 @pytest.mark.parametrize(
     "name, message",
-    [("other_size", r"draft \(.*other_size\) has vocab_size 280 but the target .* has 300\. Speculative decoding"),
-     ("other_mapping", r"draft .* and target .* tokenizers have the same size but map tokens differently")],
-)  # fmt: skip
+    [
+        ("other_size", r"draft \(.*other_size\) has vocab_size 280 but the target .* has 300\. Speculative decoding"),
+        ("other_mapping", r"draft .* and target .* tokenizers have the same size but map tokens differently"),
+    ],
+)
 def test_a_draft_with_another_vocabulary_is_refused_before_its_weights_load(folders, name, message, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("the draft's weights were loaded before its vocabulary was checked")
@@ -190,12 +196,14 @@ def test_a_draft_with_another_vocabulary_is_refused_before_its_weights_load(fold
 
 @pytest.mark.parametrize(
     "ratios, drop_layers, message",
-    [((0.0, 0.5), 0, r"--attention_keep_ratio \(or --keep_ratio\) must be in \(0, 1\], got 0\.0"),
-     ((0.5, 1.5), 0, r"--mlp_keep_ratio \(or --keep_ratio\) must be in \(0, 1\], got 1\.5"),
-     ((0.1, 0.5), 0, r"Keeping 0\.1 of 4 attention heads per layer keeps 0; .* at least 0\.125"),
-     ((0.5, 0.003), 0, r"Keeping 0\.003 of 128 MLP neurons per layer keeps 0; .*--mlp_keep_ratio"),
-     ((0.5, 0.5), 2, r"--drop_layers 2: the model has 2 layers and at least one must stay; pass a number in 0\.\.1")],
-)  # fmt: skip
+    [
+        ((0.0, 0.5), 0, r"--attention_keep_ratio \(or --keep_ratio\) must be in \(0, 1\], got 0\.0"),
+        ((0.5, 1.5), 0, r"--mlp_keep_ratio \(or --keep_ratio\) must be in \(0, 1\], got 1\.5"),
+        ((0.1, 0.5), 0, r"Keeping 0\.1 of 4 attention heads per layer keeps 0; .* at least 0\.125"),
+        ((0.5, 0.003), 0, r"Keeping 0\.003 of 128 MLP neurons per layer keeps 0; .*--mlp_keep_ratio"),
+        ((0.5, 0.5), 2, r"--drop_layers 2: the model has 2 layers and at least one must stay; pass a number in 0\.\.1"),
+    ],
+)
 def test_impossible_pruning_is_refused_with_the_flag_to_change(ratios, drop_layers, message):
     with pytest.raises(ValueError, match=message):
         pruned_shape(SimpleGPTConfig(**tiny_config_kwargs()), *ratios, drop_layers)

@@ -65,13 +65,21 @@ def test_config_round_trips_through_auto_config(tmp_path):
     "overrides, message",
     [
         (dict(hidden_size=30, num_attention_heads=4), "hidden_size (30) must be divisible by num_attention_heads (4)"),
-        (dict(head_dim=0), "field 'head_dim':\n    ValueError: Value must be a positive integer (or None: derived), got 0"),
+        (
+            dict(head_dim=0),
+            "field 'head_dim':\n    ValueError: Value must be a positive integer (or None: derived), got 0",
+        ),
         (dict(norm_position="middle"), "Field 'norm_position' expected one of ('post', 'pre'), got middle"),
         (dict(hidden_act="gelu_wrong"), "field 'hidden_act':\n    ValueError: Value must be one of ['gelu'"),
-        (dict(num_hidden_layers=0), "field 'num_hidden_layers':\n    ValueError: Value must be greater or equal to 1, got 0"),
+        (
+            dict(num_hidden_layers=0),
+            "field 'num_hidden_layers':\n    ValueError: Value must be greater or equal to 1, got 0",
+        ),
         (dict(hidden_size=32.0), "Field 'hidden_size' expected int, got float (value: 32.0)"),
-        (dict(attention_dropout=1.5, dropout=None),
-         "field 'attention_dropout':\n    ValueError: Value must be greater or equal to 0 and smaller than 1, got 1.5"),
+        (
+            dict(attention_dropout=1.5, dropout=None),
+            "field 'attention_dropout':\n    ValueError: Value must be greater or equal to 0 and smaller than 1, got 1.5",
+        ),
         (dict(pad_token_id=300), "pad_token_id=300 is outside the vocabulary [0, 300)"),
         (dict(layer_norm_eps=0.0), "field 'layer_norm_eps':\n    ValueError: Value must be greater than 0, got 0.0"),
     ],

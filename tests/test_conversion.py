@@ -9,7 +9,9 @@ from hf_simplegpt.conversion import convert_gpt2_to_simplegpt
 
 def tiny_gpt2(**overrides) -> GPT2LMHeadModel:
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=128, n_positions=32, n_embd=48, n_layer=3, n_head=4, bos_token_id=127, eos_token_id=127, **overrides)
+    config = GPT2Config(
+        vocab_size=128, n_positions=32, n_embd=48, n_layer=3, n_head=4, bos_token_id=127, eos_token_id=127, **overrides
+    )
     return GPT2LMHeadModel(config).eval()
 
 

@@ -147,7 +147,9 @@ def test_packing_puts_eos_between_documents_in_full_blocks(tmp_path, tiny_tokeni
     packed = tokenize_and_pack(_file_dataset(tmp_path, docs), tiny_tokenizer, 16, _args(tmp_path))
     blocks = packed["input_ids"]
     assert all(len(b) == 16 for b in blocks)
-    stream = [t for d in docs for t in tiny_tokenizer(d, add_special_tokens=False).input_ids + [tiny_tokenizer.eos_token_id]]
+    stream = [
+        t for d in docs for t in tiny_tokenizer(d, add_special_tokens=False).input_ids + [tiny_tokenizer.eos_token_id]
+    ]
     assert [t for b in blocks for t in b] == stream[: len(blocks) * 16]  # order kept, only the tail dropped
     assert len(stream) - len(blocks) * 16 < 16
     assert sum(b.count(tiny_tokenizer.eos_token_id) for b in blocks) >= len(docs) - 1

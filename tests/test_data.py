@@ -12,7 +12,6 @@ from hf_simplegpt.corpus import load_raw_datasets
 from hf_simplegpt.data import DataArguments, resolve_data_files
 from tests.test_corpus import DOCS, _args
 
-
 # -------------------------------------------------------------------------------------------------------- loading
 
 
@@ -28,8 +27,9 @@ def corpus_files(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("name, column", [("c.txt", "text"), ("c.jsonl", "content"), ("c.csv", "content"),
-                                          ("c.parquet", "content")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, column", [("c.txt", "text"), ("c.jsonl", "content"), ("c.csv", "content"), ("c.parquet", "content")]
+)
 def test_every_local_format_loads_the_same_documents(corpus_files, tmp_path, name, column):
     raw, source = load_raw_datasets(_args(tmp_path, train_file=str(corpus_files / name), text_column=column))
     assert raw["train"].column_names == ["text"]
@@ -45,7 +45,11 @@ def test_folder_and_glob_collect_files_of_one_format(tmp_path):
     builder, files = resolve_data_files(str(folder), "--train_file")
     assert builder == "text" and [f.rsplit("/", 1)[1] for f in files] == ["a.txt", "b.txt"]
     raw, _ = load_raw_datasets(_args(tmp_path, train_file=str(folder / "**" / "*.txt"), min_chars=1))
-    assert sorted(t.strip() for t in raw["train"]["text"]) == ["first document here", "second document here", "third document here"]
+    assert sorted(t.strip() for t in raw["train"]["text"]) == [
+        "first document here",
+        "second document here",
+        "third document here",
+    ]
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
@@ -87,10 +91,14 @@ def test_every_recipe_loads_files_and_dataset_folders_the_same_way(tmp_path):
     (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Dataset.from_list(rows[:3]).to_parquet(tmp_path / "held.parquet")
     train, heldout = data.load_data(DataArguments(train_file=str(tmp_path / "data" / "train.jsonl"), heldout_size=2), 0)
-    assert (len(train), len(heldout)) == (8, 2) and sorted(list(train["prompt"]) + list(heldout["prompt"])) == sorted(r["prompt"] for r in rows)
+    assert (len(train), len(heldout)) == (8, 2) and sorted(list(train["prompt"]) + list(heldout["prompt"])) == sorted(
+        r["prompt"] for r in rows
+    )
     again = data.load_data(DataArguments(train_file=str(tmp_path / "data" / "train.jsonl"), heldout_size=0.2), 0)[1]
     assert list(again["prompt"]) == list(heldout["prompt"])  # a count or a fraction, the same seeded split
-    train, heldout = data.load_data(DataArguments(train_file=str(tmp_path / "data"), eval_file=str(tmp_path / "held.parquet")), 0)
+    train, heldout = data.load_data(
+        DataArguments(train_file=str(tmp_path / "data"), eval_file=str(tmp_path / "held.parquet")), 0
+    )
     assert len(train) == 10 and list(heldout["completion"]) == ["c0", "c1", "c2"]
     # --dataset_name takes a Hub id or, as here, a folder laid out like a Hub dataset repository
     train, heldout = data.load_data(DataArguments(dataset_name=str(tmp_path / "data"), heldout_size=3), 0)

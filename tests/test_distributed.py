@@ -31,9 +31,26 @@ def env() -> dict:
 
 def machine(rank: int, port: int, *job_args, rdzv_timeout: int = 120) -> subprocess.Popen:
     """One "machine" of a 2-machine launch on 127.0.0.1: `hf-simplegpt pretrain` with accelerate's multi-node flags."""
-    cmd = [sys.executable, "-m", "hf_simplegpt", "pretrain", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
-           "--main_process_port", str(port), "--rdzv_conf", f"timeout={rdzv_timeout}", *job_args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hf_simplegpt",
+        "pretrain",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "2",
+        "--machine_rank",
+        str(rank),
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(port),
+        "--rdzv_conf",
+        f"timeout={rdzv_timeout}",
+        *job_args,
+    ]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -42,9 +59,28 @@ def losses(output_dir) -> dict[int, float]:
 
 
 def test_two_machines_train_like_one_process_with_the_same_global_batch_and_resume_on_one(tmp_path, corpus):
-    common = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"),
-              "--max_steps", "6", "--logging_steps", "1", "--save_steps", "3", "--eval_steps", "6",
-              "--eval_on_start", "false", "--num_sample_generations", "0", "--disable_tqdm", "true"]  # fmt: skip
+    common = [
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--max_steps",
+        "6",
+        "--logging_steps",
+        "1",
+        "--save_steps",
+        "3",
+        "--eval_steps",
+        "6",
+        "--eval_on_start",
+        "false",
+        "--num_sample_generations",
+        "0",
+        "--disable_tqdm",
+        "true",
+    ]
     two = tmp_path / "two"
     port = free_port()
     machines = [machine(rank, port, *common, "--output_dir", str(two)) for rank in (0, 1)]
@@ -59,16 +95,25 @@ def test_two_machines_train_like_one_process_with_the_same_global_batch_and_resu
     assert two_machines == pytest.approx(one_process, abs=1e-5)
 
     # The 2-machine checkpoint resumes on one machine (same global batch) and continues the same curve.
-    run_pretrain(tmp_path, corpus, *common[4:], "--per_device_train_batch_size", "8",
-                 "--resume_from_checkpoint", str(two / "checkpoint-3"), out="resumed")  # fmt: skip
+    run_pretrain(
+        tmp_path,
+        corpus,
+        *common[4:],
+        "--per_device_train_batch_size",
+        "8",
+        "--resume_from_checkpoint",
+        str(two / "checkpoint-3"),
+        out="resumed",
+    )
     resumed = losses(tmp_path / "resumed")
     assert [resumed[s] for s in (4, 5, 6)] == pytest.approx([two_machines[s] for s in (4, 5, 6)], abs=1e-5)
 
 
 def test_a_machine_that_cannot_reach_the_main_one_fails_in_bounded_time_naming_it(tmp_path, corpus):
     port = free_port()  # nothing listens there: machine 0 never started
-    proc = machine(1, port, "--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(tmp_path / "o"),
-                   rdzv_timeout=3)  # fmt: skip
+    proc = machine(
+        1, port, "--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(tmp_path / "o"), rdzv_timeout=3
+    )
     output = proc.communicate(timeout=300)[0]  # start-up included; the wait itself is the 3 s below
     assert proc.returncode != 0
     assert f"could not reach the main machine at 127.0.0.1:{port}" in output, output[-3000:]
@@ -82,10 +127,23 @@ def test_fsdp2_fully_shard_trains_like_ddp_and_its_full_state_dict_loads(tmp_pat
 
     jobs = {}
     for engine in ("fsdp2", "ddp"):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "tests/fully_shard_job.py", engine, str(tmp_path)]  # fmt: skip
-        jobs[engine] = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "tests/fully_shard_job.py",
+            engine,
+            str(tmp_path),
+        ]
+        jobs[engine] = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     for engine, job in jobs.items():
         output = job.communicate(timeout=300)[0]
         assert job.returncode == 0, output[-4000:]
@@ -109,14 +167,49 @@ def test_deepspeed_zero_on_cpus_trains_like_one_process_and_saves_the_trained_mo
     pytest.importorskip("deepspeed")
     from transformers import AutoModelForCausalLM
 
-    common = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"),
-              "--max_steps", "4", "--logging_steps", "1", "--eval_steps", "4", "--eval_on_start", "false",
-              "--num_sample_generations", "0", "--disable_tqdm", "true"]  # fmt: skip
+    common = [
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--max_steps",
+        "4",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "4",
+        "--eval_on_start",
+        "false",
+        "--num_sample_generations",
+        "0",
+        "--disable_tqdm",
+        "true",
+    ]
     out = tmp_path / config
-    proc = subprocess.run([sys.executable, "-m", "hf_simplegpt", "pretrain", "--accelerate_config", config,
-                           "--num_processes", "2", *common, "--output_dir", str(out),
-                           "--record_batch_fingerprints", "true"],
-                          cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hf_simplegpt",
+            "pretrain",
+            "--accelerate_config",
+            config,
+            "--num_processes",
+            "2",
+            *common,
+            "--output_dir",
+            str(out),
+            "--record_batch_fingerprints",
+            "true",
+        ],
+        cwd=REPO_ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "Launch: DistributedType.DEEPSPEED, 2 process(es) on cpu" in proc.stdout
     ranks = [json.loads((out / "batch_fingerprints" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -129,8 +222,10 @@ def test_deepspeed_zero_on_cpus_trains_like_one_process_and_saves_the_trained_mo
         assert losses(out)[4] < losses(out)[1] - 0.1
     results = json.loads((out / "all_results.json").read_text())
     assert results["saved_model_max_logit_difference"] <= 1e-4  # checked by the job against the model in memory
-    assert AutoModelForCausalLM.from_pretrained(out).num_parameters() == \
-        AutoModelForCausalLM.from_pretrained(tmp_path / "one").num_parameters()  # fmt: skip
+    assert (
+        AutoModelForCausalLM.from_pretrained(out).num_parameters()
+        == AutoModelForCausalLM.from_pretrained(tmp_path / "one").num_parameters()
+    )
 
 
 @pytest.mark.slow  # a local Ray cluster starts in minutes on a loaded 2-core machine
@@ -138,10 +233,34 @@ def test_ray_train_runs_the_job_in_two_workers_and_reports_its_checkpoints(tmp_p
     """`hf-simplegpt pretrain --ray_workers 2`: Ray's TorchTrainer, two CPU workers, one gloo process group."""
     pytest.importorskip("ray.train")
     out = tmp_path / "ray"
-    cmd = [sys.executable, "-m", "hf_simplegpt", "pretrain", "--ray_workers", "2", "--config", PRETRAIN_TINY,
-           "--train_file", corpus, "--data_cache_dir", str(Path(corpus).parent / "cache"), "--output_dir", str(out),
-           "--max_steps", "4", "--save_steps", "2", "--eval_steps", "4", "--num_sample_generations", "0",
-           "--disable_tqdm", "true", "--record_batch_fingerprints", "true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hf_simplegpt",
+        "pretrain",
+        "--ray_workers",
+        "2",
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "2",
+        "--eval_steps",
+        "4",
+        "--num_sample_generations",
+        "0",
+        "--disable_tqdm",
+        "true",
+        "--record_batch_fingerprints",
+        "true",
+    ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ranks = [json.loads((out / "batch_fingerprints" / f"rank{r}.json").read_text()) for r in (0, 1)]

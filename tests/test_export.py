@@ -45,8 +45,9 @@ def test_the_program_prefills_then_decodes_one_token_per_call_as_generate_does(m
     assert runner.max_seq_len == CACHE
     prompt = [5, 17, 42, 8]
     new, logits = runner.greedy(prompt, 12)  # no EOS given: exactly 12 tokens
-    expected = model.generate(torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)[0, len(prompt) :].tolist()  # fmt: skip
+    expected = model.generate(
+        torch.tensor([prompt]), max_new_tokens=12, min_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0
+    )[0, len(prompt) :].tolist()
     assert new == expected and len(set(new)) > 1
     with torch.no_grad():
         eager = model(torch.tensor([prompt + new[:-1]])).logits[0]
@@ -74,10 +75,17 @@ def test_the_program_carries_the_llm_runners_metadata(pte):
     from executorch.runtime import Runtime
 
     program = Runtime.get().load_program(pte)
-    read = {name: program.load_method(name).execute([])[0] for name in ("get_vocab_size", "get_n_layers", "get_bos_id",
-                                                                        "get_max_context_len", "use_kv_cache")}  # fmt: skip
-    assert read == {"get_vocab_size": 300, "get_n_layers": 2, "get_bos_id": 1, "get_max_context_len": CACHE,
-                    "use_kv_cache": True}  # fmt: skip
+    read = {
+        name: program.load_method(name).execute([])[0]
+        for name in ("get_vocab_size", "get_n_layers", "get_bos_id", "get_max_context_len", "use_kv_cache")
+    }
+    assert read == {
+        "get_vocab_size": 300,
+        "get_n_layers": 2,
+        "get_bos_id": 1,
+        "get_max_context_len": CACHE,
+        "use_kv_cache": True,
+    }
 
 
 def test_bad_requests_name_the_problem(model, runner):

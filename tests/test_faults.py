@@ -28,8 +28,20 @@ from hf_simplegpt.checkpoints import MANIFEST_NAME, checkpoint_dirs, checkpoint_
 from tests.conftest import PRETRAIN_TINY, REPO_ROOT, log_history, run_pretrain
 
 # The finished run every test compares with or starts from: 8 steps, a checkpoint every 4, a log every step.
-RUN = ("--max_steps", "8", "--save_steps", "4", "--eval_steps", "4", "--logging_steps", "1", "--dropout", "0.1",
-       "--num_sample_generations", "0")  # fmt: skip
+RUN = (
+    "--max_steps",
+    "8",
+    "--save_steps",
+    "4",
+    "--eval_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--dropout",
+    "0.1",
+    "--num_sample_generations",
+    "0",
+)
 TOKEN = "hf_faultsTestToken0123456789"  # a made-up Hub token that must appear in no file
 
 
@@ -45,7 +57,12 @@ def finished(tmp_path_factory, corpus) -> Path:
 
 def curve(output_dir, after: int = 0) -> dict:
     """{(step, "loss" | "eval_loss"): value} of a run's log after step `after`."""
-    return {(h["step"], k): h[k] for h in log_history(output_dir) for k in ("loss", "eval_loss") if k in h and h["step"] > after}
+    return {
+        (h["step"], k): h[k]
+        for h in log_history(output_dir)
+        for k in ("loss", "eval_loss")
+        if k in h and h["step"] > after
+    }
 
 
 def copy_of(finished: Path, tmp_path: Path, *names: str) -> Path:
@@ -116,15 +133,40 @@ def test_stopping_the_launcher_stops_the_job_after_a_checkpoint(tmp_path, corpus
     While it runs, a second run into the same folder is refused by the lock, naming the job's pid. The Hub token on
     its command line is in no file and no message: not while it runs, nor after it, nor in the refusal."""
     out, log = tmp_path / "out", tmp_path / "job.log"
-    args = ["--config", PRETRAIN_TINY, "--train_file", corpus, "--output_dir", str(out), "--max_steps", "100000",
-            "--save_steps", "100000", "--eval_strategy", "no", "--logging_steps", "1", "--num_sample_generations", "0",
-            "--data_cache_dir", str(Path(corpus).parent / "cache"), "--disable_tqdm", "true",
-            "--hub_token", TOKEN]  # fmt: skip
+    args = [
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "100000",
+        "--save_steps",
+        "100000",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--num_sample_generations",
+        "0",
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--disable_tqdm",
+        "true",
+        "--hub_token",
+        TOKEN,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     monkeypatch.setenv("HF_TOKEN", "")  # restored after the test: the refused run below moves --hub_token there
     with open(log, "w") as sink:
-        launcher = subprocess.Popen([sys.executable, "-m", "hf_simplegpt.cli", "pretrain", *args], cwd=REPO_ROOT,
-                                    env=env, stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "hf_simplegpt.cli", "pretrain", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: "'loss'" in log.read_text(), "a logged training step", launcher)
         (job,) = psutil.Process(launcher.pid).children(recursive=True)
@@ -159,10 +201,34 @@ def test_kill_9_keeps_complete_checkpoints_and_resume_takes_over_the_stale_lock(
     off by the kill (here with the temporary file safetensors writes before renaming) is redone from an empty folder,
     so its manifest lists no leftover. The Hub token is in no file the killed run left, nor in the takeover warning."""
     out = tmp_path / "out"
-    cmd = [sys.executable, str(REPO_ROOT / "recipes" / "pretrain.py"), "--config", PRETRAIN_TINY, "--train_file",
-           corpus, "--output_dir", str(out), "--max_steps", "100000", "--save_steps", "1", "--eval_strategy", "no",
-           "--logging_steps", "1", "--lr_scheduler_type", "constant", "--data_cache_dir", str(Path(corpus).parent / "cache"),
-           "--disable_tqdm", "true", "--num_sample_generations", "0", "--hub_token", TOKEN]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(REPO_ROOT / "recipes" / "pretrain.py"),
+        "--config",
+        PRETRAIN_TINY,
+        "--train_file",
+        corpus,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "100000",
+        "--save_steps",
+        "1",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--lr_scheduler_type",
+        "constant",
+        "--data_cache_dir",
+        str(Path(corpus).parent / "cache"),
+        "--disable_tqdm",
+        "true",
+        "--num_sample_generations",
+        "0",
+        "--hub_token",
+        TOKEN,
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -180,8 +246,18 @@ def test_kill_9_keeps_complete_checkpoints_and_resume_takes_over_the_stale_lock(
     cut_off.mkdir(exist_ok=True)  # the kill may have landed between two saves: make it land in one
     (cut_off / ".tmpK9x2Qa").write_bytes(os.urandom(4096))
 
-    same = ("--max_steps", str(newest + 4), "--eval_strategy", "no", "--logging_steps", "1",
-            "--lr_scheduler_type", "constant", "--num_sample_generations", "0")  # fmt: skip
+    same = (
+        "--max_steps",
+        str(newest + 4),
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+        "--lr_scheduler_type",
+        "constant",
+        "--num_sample_generations",
+        "0",
+    )
     run_pretrain(tmp_path, corpus, *same, "--save_steps", "1", "--resume_from_checkpoint", "true")
     assert f"Took over the stale lock of {out}: its run (pid {proc.pid} " in caplog.text and TOKEN not in caplog.text
     assert f"Resuming from {complete[-1]} (step {newest})" in caplog.text
@@ -218,8 +294,11 @@ def test_non_finite_weights_stop_training_naming_the_step_and_are_never_saved(tm
     weights["model.layers.0.mlp.up_proj.weight"][0, 0] = float("nan")
     save_file(weights, str(path), metadata={"format": "pt"})
     write_manifest(str(out / "checkpoint-4"))
-    with pytest.raises(safeguards.NonFiniteError, match=r"Training stopped at step 5: the gradient norm is nan; the "
-                       r"weights were already non-finite \(model.layers.0.mlp.up_proj.weight\)"):  # fmt: skip
+    with pytest.raises(
+        safeguards.NonFiniteError,
+        match=r"Training stopped at step 5: the gradient norm is nan; the "
+        r"weights were already non-finite \(model.layers.0.mlp.up_proj.weight\)",
+    ):
         run_pretrain(tmp_path, corpus, *RUN, "--resume_from_checkpoint", "true")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-4"]
 
@@ -227,8 +306,11 @@ def test_non_finite_weights_stop_training_naming_the_step_and_are_never_saved(tm
 def test_a_second_run_is_refused_and_overwrite_removes_the_stale_checkpoints(tmp_path, corpus, finished, caplog):
     out = copy_of(finished, tmp_path)
     before = (out / "model.safetensors").read_bytes()
-    with pytest.raises(ValueError, match=r"already holds a model or checkpoints \(config.json, model.safetensors, "
-                       r"checkpoint-4, checkpoint-8\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"already holds a model or checkpoints \(config.json, model.safetensors, "
+        r"checkpoint-4, checkpoint-8\)",
+    ):
         run_pretrain(tmp_path, corpus, *RUN)
     assert (out / "model.safetensors").read_bytes() == before
 
@@ -245,8 +327,18 @@ def test_resume_with_another_batch_or_model_shape_is_refused_unless_allowed(tmp_
         run_pretrain(tmp_path, corpus, *RUN, *resume, "--per_device_train_batch_size", "2")
     with pytest.raises(ValueError, match="different setup: .*model hidden_size 64 -> 32"):
         run_pretrain(tmp_path, corpus, *RUN, *resume, "--hidden_size", "32")
-    run_pretrain(tmp_path, corpus, *RUN, *resume, "--max_steps", "5", "--per_device_train_batch_size", "2",
-                 "--allow_resume_changes", "true")  # fmt: skip
+    run_pretrain(
+        tmp_path,
+        corpus,
+        *RUN,
+        *resume,
+        "--max_steps",
+        "5",
+        "--per_device_train_batch_size",
+        "2",
+        "--allow_resume_changes",
+        "true",
+    )
     assert "accepting changes: per_device_train_batch_size 4 -> 2" in caplog.text
 
 
@@ -257,8 +349,11 @@ def test_a_full_disk_is_a_clear_no_space_error_and_keeps_the_previous_checkpoint
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, limits[1]))  # the model file is ~560 kB
     try:
-        with pytest.raises(safeguards.NoSpaceError, match="No space to save checkpoint-8: a file grew past the file "
-                           "size limit .* the previous checkpoint .*checkpoint-4 is intact"):  # fmt: skip
+        with pytest.raises(
+            safeguards.NoSpaceError,
+            match="No space to save checkpoint-8: a file grew past the file "
+            "size limit .* the previous checkpoint .*checkpoint-4 is intact",
+        ):
             run_pretrain(tmp_path, corpus, *RUN, "--resume_from_checkpoint", "true")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
@@ -280,7 +375,9 @@ def test_readme_counts_are_this_runs_outcomes(request):  # keep last in the modu
     from tests.conftest import OUTCOMES
     from tests.test_bad_inputs import readme_row
 
-    faults = [item.nodeid for item in request.session.items if item.module is request.module and item is not request.node]
+    faults = [
+        item.nodeid for item in request.session.items if item.module is request.module and item is not request.node
+    ]
     if not all(node in OUTCOMES for node in faults):
         pytest.skip("the README's count is checked when every fault test ran in this process (the whole module)")
     handled = sum(OUTCOMES[node] == "passed" for node in faults)

@@ -66,9 +66,7 @@ def test_unrecognised_format_names_found_and_expected_fields():
 
 
 def test_to_sft_dataset_turns_instruction_and_sharegpt_rows_into_messages():
-    alpaca = Dataset.from_list(
-        [{"instruction": "Translate to French.", "input": "cat", "output": "chat", "id": 7}]
-    )
+    alpaca = Dataset.from_list([{"instruction": "Translate to French.", "input": "cat", "output": "chat", "id": 7}])
     converted, fmt = finetuning.to_sft_dataset(alpaca)
     assert fmt == finetuning.INSTRUCTION
     assert converted.column_names == ["messages"]
@@ -77,7 +75,9 @@ def test_to_sft_dataset_turns_instruction_and_sharegpt_rows_into_messages():
         {"role": "assistant", "content": "chat"},
     ]
 
-    sharegpt = Dataset.from_list([{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}])
+    sharegpt = Dataset.from_list(
+        [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+    )
     converted, fmt = finetuning.to_sft_dataset(sharegpt)
     assert fmt == finetuning.SHAREGPT
     assert converted[0]["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]

@@ -11,12 +11,12 @@ from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, SimpleGPTForMask
 from hf_simplegpt.export import greedy_parity
 from hf_simplegpt.gguf import (
     LlamaCppLM,
-    require_llama_cpp,
     TransformersLM,
     check_gguf_dtype,
     check_llama_cpp_can_run,
     load_gguf,
     load_gguf_tokenizer,
+    require_llama_cpp,
     write_gguf,
 )
 from tests.conftest import TINY_CORPUS, tiny_config_kwargs, train_tiny
@@ -37,16 +37,21 @@ def llama_cpp_missing() -> str:
 @pytest.fixture(scope="module")
 def models(tiny_tokenizer):
     """Tiny pre-norm SimpleGPTs trained for a second, with GPT-2's tanh-GELU and with SimpleGPT's default erf-GELU."""
-    return {act: train_tiny(tiny_tokenizer, TINY_CORPUS, norm_position="pre", hidden_act=act)
-            for act in ("gelu_pytorch_tanh", "gelu")}  # fmt: skip
+    return {
+        act: train_tiny(tiny_tokenizer, TINY_CORPUS, norm_position="pre", hidden_act=act)
+        for act in ("gelu_pytorch_tanh", "gelu")
+    }
 
 
 @pytest.fixture(scope="module")
 def files(models, tiny_tokenizer, tmp_path_factory):
     """(activation, dtype) -> the GGUF file of that model in that dtype."""
     root = tmp_path_factory.mktemp("gguf")
-    return {(act, dtype): write_gguf(model, tiny_tokenizer, root / f"{act}-{dtype}.gguf", dtype)
-            for act, model in models.items() for dtype in ("f32", "f16")}  # fmt: skip
+    return {
+        (act, dtype): write_gguf(model, tiny_tokenizer, root / f"{act}-{dtype}.gguf", dtype)
+        for act, model in models.items()
+        for dtype in ("f32", "f16")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +67,11 @@ def test_a_float32_gguf_reloads_in_transformers_as_the_same_model(models, files,
     model = models["gelu_pytorch_tanh"]
     reloaded = load_gguf(files["gelu_pytorch_tanh", "f32"])
     assert type(reloaded).__name__ == "GPT2LMHeadModel"
-    assert (reloaded.config.n_positions, reloaded.config.n_inner, reloaded.config.tie_word_embeddings) == (64, 128, False)
+    assert (reloaded.config.n_positions, reloaded.config.n_inner, reloaded.config.tie_word_embeddings) == (
+        64,
+        128,
+        False,
+    )
     rows = reload_parity(model, files["gelu_pytorch_tanh", "f32"], prompts)
     assert all(row["match"] for row in rows) and sum(len(row["generate"]) for row in rows) == 37  # 12 + 8 + 5 + 12
     assert max(row["max_logit_diff"] for row in rows) < 1e-5  # measured 1.9e-6: float32 rounding only
@@ -70,7 +79,11 @@ def test_a_float32_gguf_reloads_in_transformers_as_the_same_model(models, files,
 
 def test_float16_and_erf_gelu_differ_only_by_their_measured_amounts(models, files, prompts):
     # Measured on these models: f16 weights 2.7e-3; erf-GELU models computed with tanh-GELU 1.3e-3 (f32), 2.5e-3 (f16).
-    for (act, dtype), bound in {("gelu_pytorch_tanh", "f16"): 1e-2, ("gelu", "f32"): 5e-3, ("gelu", "f16"): 1e-2}.items():
+    for (act, dtype), bound in {
+        ("gelu_pytorch_tanh", "f16"): 1e-2,
+        ("gelu", "f32"): 5e-3,
+        ("gelu", "f16"): 1e-2,
+    }.items():
         rows = reload_parity(models[act], files[act, dtype], prompts)
         assert all(row["match"] for row in rows), (act, dtype)
         assert 1e-4 < max(row["max_logit_diff"] for row in rows) < bound, (act, dtype)  # not exact, and small
@@ -98,8 +111,9 @@ def test_the_file_holds_llama_cpps_gpt2_layout_and_tokenizer(files, tiny_tokeniz
 
 def test_the_files_tokenizer_encodes_as_the_source(files, tiny_tokenizer):
     reloaded = load_gguf_tokenizer(files["gelu", "f32"])
-    chat = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False,
-                                              add_generation_prompt=True)  # fmt: skip
+    chat = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi there"}], tokenize=False, add_generation_prompt=True
+    )
     for text in TINY_CORPUS[:8] + [chat, "  two  spaces\n\nand caf\u00e9 \u2603 3.14159"]:
         assert reloaded(text, add_special_tokens=False)["input_ids"] == tiny_tokenizer(text)["input_ids"], text
     assert (reloaded.bos_token, reloaded.eos_token) == ("<|bos|>", "<|endoftext|>")
@@ -109,8 +123,15 @@ def test_tied_biasless_and_rounded_up_shapes_map_exactly(tiny_tokenizer, tmp_pat
     """No biases (written as zeros, which llama.cpp requires), a tied head (no `output` tensor), an MLP that is not
     4x wide, and more embedding rows than tokens (named unused tokens)."""
     torch.manual_seed(0)
-    config = tiny_config_kwargs(norm_position="pre", hidden_act="gelu_new", tie_word_embeddings=True,
-                                attention_bias=False, mlp_bias=False, intermediate_size=48, vocab_size=320)  # fmt: skip
+    config = tiny_config_kwargs(
+        norm_position="pre",
+        hidden_act="gelu_new",
+        tie_word_embeddings=True,
+        attention_bias=False,
+        mlp_bias=False,
+        intermediate_size=48,
+        vocab_size=320,
+    )
     model = SimpleGPTForCausalLM(SimpleGPTConfig(**config)).eval()
     for parameter in model.parameters():  # random weights large enough to give peaked predictions
         torch.nn.init.normal_(parameter, std=0.3)
@@ -137,7 +158,10 @@ def test_transformers_alone_fails_on_the_position_table(files):
 def test_what_llama_cpp_cannot_run_is_refused_with_the_reason(tiny_tokenizer, tmp_path):
     cases = {
         "post-norm": (dict(norm_position="post"), "llama.cpp has no post-norm decoder graph"),
-        "pruned heads": (dict(norm_position="pre", head_dim=4), r"4 heads x 4 = 16 wide, not hidden_size 32 \(pruned heads\)"),
+        "pruned heads": (
+            dict(norm_position="pre", head_dim=4),
+            r"4 heads x 4 = 16 wide, not hidden_size 32 \(pruned heads\)",
+        ),
         "ReLU": (dict(norm_position="pre", hidden_act="relu"), "applies GELU only"),
     }
     for name, (config, message) in cases.items():
@@ -160,8 +184,9 @@ def test_what_llama_cpp_cannot_run_is_refused_with_the_reason(tiny_tokenizer, tm
 @pytest.mark.parametrize("act, dtype", [("gelu_pytorch_tanh", "f32"), ("gelu_pytorch_tanh", "f16"), ("gelu", "f32")])
 def test_llama_cpp_tokenizes_and_decodes_the_same_greedy_tokens(models, files, prompts, tiny_tokenizer, act, dtype):
     llama = LlamaCppLM(files[act, dtype], threads=1)
-    chat = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False,
-                                              add_generation_prompt=True)  # fmt: skip
+    chat = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi there"}], tokenize=False, add_generation_prompt=True
+    )
     for text in PROMPTS + [chat, "  two  spaces\n\nand caf\u00e9 \u2603 3.14159"]:
         assert llama.tokenize(text) == tiny_tokenizer(text)["input_ids"], text  # no BOS added, specials whole
     rows = greedy_parity(models[act], llama, prompts, max_new_tokens=12, name="llama_cpp")

@@ -74,8 +74,13 @@ def test_card_metadata_holds_the_results(model_dir):
 
 
 def test_card_without_results_and_with_recipe_context(tmp_path):
-    path = write_model_card(tmp_path, model_name="sg-sft", training_procedure="SFT with TRL for 3 epochs.",
-                            hyperparameters={"learning_rate": 2e-5}, base_model="me/sg-base")  # fmt: skip
+    path = write_model_card(
+        tmp_path,
+        model_name="sg-sft",
+        training_procedure="SFT with TRL for 3 epochs.",
+        hyperparameters={"learning_rate": 2e-5},
+        base_model="me/sg-base",
+    )
     card = ModelCard.load(path)
     assert card.data.eval_results is None and card.data.base_model == "me/sg-base"
     assert "SFT with TRL for 3 epochs." in card.text and "| learning_rate | 2e-05 |" in card.text
@@ -105,7 +110,9 @@ def test_upload_sends_exactly_the_hub_files(model_dir, monkeypatch):
 def test_missing_pieces_are_named(model_dir):
     (model_dir / "README.md").unlink()
     (model_dir / "model.safetensors").unlink()
-    with pytest.raises(ValueError, match=r"missing: safetensors weights.*README\.md \(hf_simplegpt\.hub\.write_model_card\)"):
+    with pytest.raises(
+        ValueError, match=r"missing: safetensors weights.*README\.md \(hf_simplegpt\.hub\.write_model_card\)"
+    ):
         hub_files(model_dir)
 
 
@@ -138,8 +145,12 @@ def test_uploaded_set_loads_in_a_fresh_process_without_hf_simplegpt(model_dir, t
         shutil.copy2(model_dir / name, published / name)
     run = subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, str(published)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
     assert not loaded["module"].startswith("hf_simplegpt")  # the Hub copy of modeling_simplegpt.py ran
@@ -210,6 +221,20 @@ def test_a_pretraining_run_whose_push_finds_no_hub_keeps_its_model(tmp_path, cor
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(HubUnreachableError, match="is unreachable"):
-        run_pretrain(tmp_path, corpus, "--max_steps", "2", "--push_to_hub", "true", "--hub_model_id", "me/tiny",
-                     "--report_to", "none", "--num_sample_generations", "0")  # fmt: skip
-    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {p.name for p in (tmp_path / "out").iterdir()}
+        run_pretrain(
+            tmp_path,
+            corpus,
+            "--max_steps",
+            "2",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "me/tiny",
+            "--report_to",
+            "none",
+            "--num_sample_generations",
+            "0",
+        )
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }

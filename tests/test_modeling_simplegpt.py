@@ -22,7 +22,6 @@ from transformers import (
     StaticCache,
     pipeline,
 )
-
 from transformers.distributed.pipeline_parallel import PipelineIdentityLayer
 from transformers.generation import CompileConfig
 from transformers.integrations.executorch import TorchExportableModuleForDecoderOnlyLM
@@ -42,7 +41,9 @@ from tests.conftest import tiny_config_kwargs
 ATOL = 1e-5
 # Attention shapes the contract must hold for: the square default (heads x head_dim == hidden_size) and a pruned-style
 # one whose 4 heads of 12 (48 wide) differ from the 32-wide residual stream.
-HEAD_SHAPES = pytest.mark.parametrize("head_shape", [{}, {"head_dim": 12}], ids=["square", "head_dim_x_heads_ne_hidden"])
+HEAD_SHAPES = pytest.mark.parametrize(
+    "head_shape", [{}, {"head_dim": 12}], ids=["square", "head_dim_x_heads_ne_hidden"]
+)
 
 
 def make_model(**overrides) -> SimpleGPTForCausalLM:
@@ -194,7 +195,9 @@ def test_loss_is_the_shifted_next_token_cross_entropy_and_accumulates_exactly():
         torch.testing.assert_close(full.loss, expected)
         # Gradient accumulation: each micro-batch divides by the whole batch's target count, so the sum is exact.
         num_items = (labels[:, 1:] != -100).sum()
-        halves = [model(ids[s], labels=labels[s], num_items_in_batch=num_items).loss for s in (slice(0, 2), slice(2, 4))]
+        halves = [
+            model(ids[s], labels=labels[s], num_items_in_batch=num_items).loss for s in (slice(0, 2), slice(2, 4))
+        ]
     torch.testing.assert_close(sum(halves), full.loss)
 
 
@@ -319,8 +322,12 @@ def test_greedy_generate_equals_a_hand_written_argmax_loop(cache_implementation,
     model = make_model(**head_shape)
     prompt = random_ids(2, 5)
     generated = model.generate(
-        prompt, max_new_tokens=8, do_sample=False, cache_implementation=cache_implementation,
-        eos_token_id=None, pad_token_id=0,
+        prompt,
+        max_new_tokens=8,
+        do_sample=False,
+        cache_implementation=cache_implementation,
+        eos_token_id=None,
+        pad_token_id=0,
     )
     assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
 
@@ -330,7 +337,9 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone():
     short, long_ = random_ids(1, 3, seed=6), random_ids(1, 7, seed=7)
     batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long_])
     mask = torch.tensor([[0] * 4 + [1] * 3, [1] * 7])
-    out = model.generate(batch, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+    out = model.generate(
+        batch, attention_mask=mask, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0
+    )
     assert torch.equal(out[0, 4:], greedy_by_hand(model, short, 6)[0])
     assert torch.equal(out[1], greedy_by_hand(model, long_, 6)[0])
 
@@ -341,7 +350,9 @@ def test_continuous_batching_generates_what_greedy_generate_generates(attn_imple
     """`generate_batch` (paged cache, prompts of mixed lengths packed in one row) equals per-prompt greedy generate."""
     model = make_model()
     prompts = [random_ids(1, length, seed=length)[0].tolist() for length in (3, 9, 5)]
-    expected = [model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p) :].tolist() for p in prompts]
+    expected = [
+        model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False)[0, len(p) :].tolist() for p in prompts
+    ]
     model.set_attn_implementation(attn_implementation)
     outputs = model.generate_batch(
         prompts,
@@ -388,7 +399,9 @@ def test_tied_weights_are_sharded_together(monkeypatch, model_class):
     # Record the placement each style gives a parameter instead of building a device mesh.
     placements = []
     monkeypatch.setattr(
-        tensor_parallel, "distribute_tensor", lambda tensor, mesh, placement, **_: placements.append(placement) or tensor
+        tensor_parallel,
+        "distribute_tensor",
+        lambda tensor, mesh, placement, **_: placements.append(placement) or tensor,
     )
     model = model_class(SimpleGPTConfig(**tiny_config_kwargs(tie_word_embeddings=True)))
     assert model.all_tied_weights_keys == {"lm_head.weight": "model.embed_tokens.weight"}
@@ -405,8 +418,12 @@ def test_tied_weights_are_sharded_together(monkeypatch, model_class):
 def test_the_lm_head_is_a_pipeline_stage_and_kept_whole_under_fsdp(model_class):
     model = model_class(SimpleGPTConfig(**tiny_config_kwargs()))
     assert model.pp_plan["lm_head"] == (["hidden_states"], ["logits"])  # the last stage: hidden states -> logits
-    assert model.fsdp_plan == {"lm_head": "keep_full_weight", "model.embed_tokens": "free_full_weight",
-                               "model.layers.*": "free_full_weight", "model.norm": "keep_full_weight"}  # fmt: skip
+    assert model.fsdp_plan == {
+        "lm_head": "keep_full_weight",
+        "model.embed_tokens": "free_full_weight",
+        "model.layers.*": "free_full_weight",
+        "model.norm": "keep_full_weight",
+    }
 
 
 def test_generate_from_inputs_embeds_equals_generate_from_ids():
@@ -450,7 +467,9 @@ def test_attention_implementations_agree():
 
 def test_unknown_attention_implementation_is_rejected():
     with pytest.raises(ValueError, match="flash_attention_9"):
-        AutoModelForCausalLM.from_config(SimpleGPTConfig(**tiny_config_kwargs()), attn_implementation="flash_attention_9")
+        AutoModelForCausalLM.from_config(
+            SimpleGPTConfig(**tiny_config_kwargs()), attn_implementation="flash_attention_9"
+        )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
@@ -490,8 +509,9 @@ def test_torch_compile_fullgraph_training_step_matches_eager():
     model = make_model(tie_word_embeddings=True).train()
     ids = random_ids(2, 12)
     eager, eager_grads = training_loss_and_grads(model, ids, labels=ids)
-    compiled, compiled_grads = training_loss_and_grads(torch.compile(model, fullgraph=True, backend="aot_eager"), ids,
-                                                       labels=ids)  # fmt: skip
+    compiled, compiled_grads = training_loss_and_grads(
+        torch.compile(model, fullgraph=True, backend="aot_eager"), ids, labels=ids
+    )
     torch.testing.assert_close(compiled.loss, eager.loss, atol=1e-6, rtol=1e-6)
     for name, grad in eager_grads.items():
         torch.testing.assert_close(compiled_grads[f"_orig_mod.{name}"], grad, atol=1e-6, rtol=1e-5, msg=name)
@@ -503,8 +523,13 @@ def test_generate_with_a_static_cache_and_compile_config_compiles_the_decode_ste
     compile_config = CompileConfig(fullgraph=True, backend="aot_eager")  # dynamo's full graph, without codegen time
     compile_config._compile_all_devices = True  # generate compiles on accelerators only unless told (class default)
     generated = model.generate(
-        prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
-        cache_implementation="static", compile_config=compile_config,
+        prompt,
+        max_new_tokens=8,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        cache_implementation="static",
+        compile_config=compile_config,
     )
     assert hasattr(model, "_compiled_call")  # the decode steps ran through torch.compile(fullgraph=True)
     assert torch.equal(generated, greedy_by_hand(model, prompt, 8))
@@ -583,7 +608,9 @@ def test_the_transformers_backend_contract_of_vllm_and_sglang(request):
         model = AutoModel.from_config(config)
     assert type(model) is SimpleGPTModel and all(p.is_meta for p in model.parameters())
     assert model._supports_attention_backend and list(model.pp_plan) == ["embed_tokens", "layers", "norm"]
-    assert model.tp_plan["layers.*.self_attn.q_proj"] == "colwise" and model.tp_plan["embed_tokens"] == "embedding_rowwise"
+    assert (
+        model.tp_plan["layers.*.self_attn.q_proj"] == "colwise" and model.tp_plan["embed_tokens"] == "embedding_rowwise"
+    )
     attention_modules = [m for m in model.modules() if isinstance(m, SimpleGPTAttention)]
     assert [(m.layer_idx, m.is_causal) for m in attention_modules] == [(0, True), (1, True)]
     torch.manual_seed(0)
@@ -595,14 +622,18 @@ def test_the_transformers_backend_contract_of_vllm_and_sglang(request):
 
     def engine_attention(module, query, key, value, attention_mask, **kwargs):
         calls.append((module.layer_idx, attention_mask, kwargs.get("attention_instances")))
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)  # causal via module.is_causal
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, **kwargs
+        )  # causal via module.is_causal
 
     AttentionInterface.register("engine_attention", engine_attention)
     request.addfinalizer(lambda: AttentionInterface._global_mapping.pop("engine_attention"))
     model.set_attn_implementation("engine_attention")
     ids, positions = random_ids(1, 9), torch.arange(9).unsqueeze(0)
     with torch.no_grad():
-        out = model(input_ids=ids, position_ids=positions, use_cache=False, attention_instances=engine_state, return_dict=False)
+        out = model(
+            input_ids=ids, position_ids=positions, use_cache=False, attention_instances=engine_state, return_dict=False
+        )
         embeds_out = model(inputs_embeds=model.get_input_embeddings()(ids), position_ids=positions, use_cache=False)
         expected = reference(ids).last_hidden_state
     assert calls[:2] == [(0, None, engine_state), (1, None, engine_state)]
@@ -672,7 +703,9 @@ def test_tied_embeddings_share_storage_and_survive_resizing():
 
 def test_residual_projections_get_gpt2_scaled_init():
     torch.manual_seed(0)
-    model = SimpleGPTForCausalLM(SimpleGPTConfig(hidden_size=256, num_hidden_layers=8, num_attention_heads=4, vocab_size=1000))
+    model = SimpleGPTForCausalLM(
+        SimpleGPTConfig(hidden_size=256, num_hidden_layers=8, num_attention_heads=4, vocab_size=1000)
+    )
     layer = model.model.layers[0]
     assert abs(layer.self_attn.q_proj.weight.std().item() - 0.02) < 0.001
     assert abs(layer.self_attn.o_proj.weight.std().item() - 0.02 / 4) < 0.0005  # 0.02 / sqrt(2 * 8)
@@ -754,8 +787,18 @@ def test_a_process_without_hf_simplegpt_loads_the_folder_as_remote_code(tmp_path
     ids = random_ids()
     torch.save(ids, tmp_path / "ids.pt")
     result = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "model"), str(tmp_path / "ids.pt"), str(tmp_path / "out.pt")],
-        capture_output=True, text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "", "HF_HOME": str(tmp_path / "hf")},
+        [
+            sys.executable,
+            "-c",
+            REMOTE_CODE_SCRIPT,
+            str(tmp_path / "model"),
+            str(tmp_path / "ids.pt"),
+            str(tmp_path / "out.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "", "HF_HOME": str(tmp_path / "hf")},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("SimpleGPTForCausalLM")
@@ -778,12 +821,18 @@ def test_generate_reads_values_back_for_the_prompt_only_but_direct_calls_are_alw
     model = make_model()
     checked = []
     check_values = SimpleGPTModel._check_values
-    monkeypatch.setattr(SimpleGPTModel, "_check_values", lambda self, *args: checked.append(args) or check_values(self, *args))
+    monkeypatch.setattr(
+        SimpleGPTModel, "_check_values", lambda self, *args: checked.append(args) or check_values(self, *args)
+    )
     prompt = random_ids(2, 5)
     for cache_implementation in ("dynamic", "static"):
         checked.clear()
         generated = model.generate(
-            prompt, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0,
+            prompt,
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
             cache_implementation=cache_implementation,
         )
         assert [args[0].shape for args in checked] == [(2, 5)]  # no device read per new token
@@ -814,7 +863,9 @@ def test_token_ids_outside_the_vocabulary_are_rejected():
 
 def test_attention_mask_of_the_wrong_shape_is_rejected():
     model = make_model()
-    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 5\), expected \(batch_size=2, past \+ current length=12\)"):
+    with pytest.raises(
+        ValueError, match=r"attention_mask has shape \(2, 5\), expected \(batch_size=2, past \+ current length=12\)"
+    ):
         model(random_ids(), attention_mask=torch.ones(2, 5))
     with pytest.raises(ValueError, match="attention_mask has shape"):
         model(random_ids(), attention_mask=torch.ones(3, 12))

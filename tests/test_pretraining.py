@@ -33,8 +33,14 @@ def test_flops_per_token_equals_torchs_flop_counter_over_a_training_step(tiny_to
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    args = ModelArguments(hidden_size=32, num_attention_heads=2, intermediate_size=48, num_hidden_layers=2,
-                          max_position_embeddings=16, tie_word_embeddings=tied)  # fmt: skip
+    args = ModelArguments(
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        max_position_embeddings=16,
+        tie_word_embeddings=tied,
+    )
     model = pretraining.build_model(args, tiny_tokenizer)
     ids = torch.randint(0, model.config.vocab_size, (3, 16))
     with FlopCounterMode(display=False) as counter:
@@ -86,8 +92,10 @@ def test_plot_loss_curve_draws_the_training_and_validation_losses(tmp_path, monk
     history = [{"loss": 5.0 - i * 0.1, "step": i} for i in range(1, 20)]
     history += [{"eval_loss": 5.5 - i * 0.01, "step": i} for i in (0, 10, 19)]
     path = plot_loss_curve(history, str(tmp_path / "loss.png"))
-    assert drawn == {"train": (list(range(1, 20)), [5.0 - i * 0.1 for i in range(1, 20)]),
-                     "validation": ([0, 10, 19], [5.5 - i * 0.01 for i in (0, 10, 19)])}  # fmt: skip
+    assert drawn == {
+        "train": (list(range(1, 20)), [5.0 - i * 0.1 for i in range(1, 20)]),
+        "validation": ([0, 10, 19], [5.5 - i * 0.01 for i in (0, 10, 19)]),
+    }
     # And the PNG shows both: matplotlib's first two colours (train blue, validation orange) cover pixels.
     pixels = matplotlib.image.imread(path)[..., :3]
     for rgb in ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055)):

@@ -37,7 +37,8 @@ def test_weight_bytes_count_int8_data_and_a_scale_and_zero_point_per_row(float_a
     params = dict(reference.named_parameters())
     expected = sum(
         # int8 values, a float32 scale and an int8 zero point (stored, though symmetric: 0) per output row
-        p.numel() + p.shape[0] * (4 + 1) if name in linear + embedding else p.numel() * 4 for name, p in params.items()
+        p.numel() + p.shape[0] * (4 + 1) if name in linear + embedding else p.numel() * 4
+        for name, p in params.items()
     )
     assert weight_bytes(quantized) == expected
     assert weight_bytes(reference) == 4 * reference.num_parameters()

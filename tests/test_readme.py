@@ -68,8 +68,14 @@ def workspace(tmp_path_factory) -> Path:
     (root / "my_held_out.txt").write_text(corpus[cut:])  # text the model does not train on
     tokenizer = train_tokenizer(TINY_CORPUS, vocab_size=300, model_max_length=128)
     torch.manual_seed(0)
-    config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=32, num_layers=2, num_heads=4, max_seq_len=128,
-                             **special_token_ids(tokenizer))  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        max_seq_len=128,
+        **special_token_ids(tokenizer),
+    )
     model = SimpleGPTForCausalLM(config)
     set_sampling_defaults(model)  # what `hf-simplegpt pretrain` saves
     model.save_pretrained(root / "outputs" / "pretrain-default")
@@ -78,8 +84,13 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def run_block(lang: str, code: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_CACHE=str(cwd / ".cache"), TOKENIZERS_PARALLELISM="false",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])  # fmt: skip
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_CACHE=str(cwd / ".cache"),
+        TOKENIZERS_PARALLELISM="false",
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    )
     cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -97,7 +108,7 @@ def test_readme_examples_run_as_written(workspace):
     # The pipeline example, with the folder's defaults, prints its prompt and then text, not only whitespace.
     (pipeline_out,) = [out for code, out in printed.items() if 'pipeline("text-generation"' in code]
     assert pipeline_out.startswith("The for statement")
-    assert pipeline_out[len("The for statement"):].strip(), repr(pipeline_out)
+    assert pipeline_out[len("The for statement") :].strip(), repr(pipeline_out)
     # What the examples claim: the tiny run wrote its samples and card, SFT merged, evaluation wrote results.
     assert (workspace / "outputs" / "tiny" / "README.md").is_file()
     assert "Sample continuations" in (workspace / "outputs" / "tiny" / "README.md").read_text()

@@ -14,9 +14,13 @@ def test_reward_functions_come_from_the_registry_unless_custom_code_is_allowed()
     assert func(completions=["a red fox", "a blue fox"]) == [1.0, 0.0]
     assert rewards.reward_name(func) == "keyword_reward"
     assert rewards.load_reward_function("keyword") is rewards.keyword_reward
-    with pytest.raises(ValueError, match=r"not one of the project's \(\['keyword'\]\).*--allow_custom_reward_funcs true"):
+    with pytest.raises(
+        ValueError, match=r"not one of the project's \(\['keyword'\]\).*--allow_custom_reward_funcs true"
+    ):
         rewards.load_reward_function("os.system")
-    assert rewards.load_reward_function("hf_simplegpt.rewards:keyword_reward", allow_custom=True) is rewards.keyword_reward
+    assert (
+        rewards.load_reward_function("hf_simplegpt.rewards:keyword_reward", allow_custom=True) is rewards.keyword_reward
+    )
     with pytest.raises(ValueError, match="Cannot import reward function"):
         rewards.load_reward_function("hf_simplegpt.rewards.no_such_reward", allow_custom=True)
     with pytest.raises(ValueError, match="dotted path"):
@@ -29,8 +33,13 @@ def test_scorer_encodes_exactly_as_reward_trainer_trained(workspace, conversatio
     tokenizer = AutoTokenizer.from_pretrained(workspace["policy"])
     model = AutoModelForSequenceClassification.from_pretrained(workspace["policy"], num_labels=1)
     rows = KeywordTask(conversational=conversational, seed=3).preference_pairs(4)
-    args = RewardConfig(output_dir=str(workspace["root"] / "unused"), use_cpu=True, bf16=False,
-                        activation_checkpointing=False, report_to="none")
+    args = RewardConfig(
+        output_dir=str(workspace["root"] / "unused"),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+    )
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     scorer = rewards.RewardModelScorer(model, tokenizer)
     for row, prepared in zip(rows, trainer.train_dataset, strict=True):

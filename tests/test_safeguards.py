@@ -57,7 +57,10 @@ def test_claim_refuses_saved_work_and_overwrite_removes_only_checkpoints(tmp_pat
 
 
 def test_no_space_is_recognised_however_a_library_words_it(tmp_path):
-    assert safeguards.no_space_reason(OSError(errno.ENOSPC, "No space left on device"), []) == "no space left on the device"
+    assert (
+        safeguards.no_space_reason(OSError(errno.ENOSPC, "No space left on device"), [])
+        == "no space left on the device"
+    )
     wrapped = RuntimeError("Error while serializing: I/O error: File too large (os error 27)")
     assert safeguards.no_space_reason(wrapped, []) == "a file grew past the file size limit"
     try:
@@ -76,13 +79,26 @@ def test_an_overflowing_loss_stops_training_before_the_update(tiny_tokenizer, tm
     model = make_model(tiny_tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ids = torch.randint(3, 300, (8, 16)).tolist()
-    args = TrainingArguments(str(tmp_path), max_steps=3, per_device_train_batch_size=4, report_to="none",
-                             save_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
-    trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_dict({"input_ids": ids, "labels": ids}),
-                      compute_loss_func=lambda outputs, labels, num_items_in_batch: outputs.logits.mean() * float("inf"))  # fmt: skip
+    args = TrainingArguments(
+        str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict({"input_ids": ids, "labels": ids}),
+        compute_loss_func=lambda outputs, labels, num_items_in_batch: outputs.logits.mean() * float("inf"),
+    )
     run = safeguards.GuardedRun(resume_from_checkpoint=None)
-    with pytest.raises(safeguards.NonFiniteError, match="Training stopped at step 1: the gradient norm is (nan|inf); the "
-                       "loss or its gradient overflowed"):  # fmt: skip
+    with pytest.raises(
+        safeguards.NonFiniteError,
+        match="Training stopped at step 1: the gradient norm is (nan|inf); the loss or its gradient overflowed",
+    ):
         run.train(trainer)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 

@@ -1,7 +1,7 @@
 """hf_simplegpt.synthetic: the keyword task has the property alignment is measured by."""
 
-from hf_simplegpt.synthetic import KeywordTask
 from hf_simplegpt.rewards import keyword_reward
+from hf_simplegpt.synthetic import KeywordTask
 
 
 def test_keyword_task_has_the_measurable_property():

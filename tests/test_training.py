@@ -15,9 +15,11 @@ def test_parse_args_cli_beats_yaml_beats_defaults(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("hidden_size: 96\nlearning_rate: 3.0e-4\ntrain_file: a.txt\nmax_steps: 7\n")
     data, model, train = parse_args(
-        CorpusArguments, ModelArguments, PretrainingArguments,
+        CorpusArguments,
+        ModelArguments,
+        PretrainingArguments,
         args=["--config", str(config), "--learning_rate", "5e-4", "--output_dir", str(tmp_path / "o")],
-    )  # fmt: skip
+    )
     assert (model.hidden_size, data.train_file, train.max_steps) == (96, "a.txt", 7)  # YAML over field defaults
     assert train.learning_rate == 5e-4  # CLI over YAML
     assert model.num_hidden_layers == ModelArguments.num_hidden_layers  # untouched default
@@ -32,8 +34,10 @@ def test_bundled_configs_state_only_what_differs_from_the_job_defaults(job, conf
 
     from hf_simplegpt.recipes.prune import PruningArguments, RecoveryConfig
 
-    arguments = {"pretrain": (CorpusArguments, ModelArguments, PretrainingArguments),
-                 "prune": (CorpusArguments, PruningArguments, RecoveryConfig)}[job]  # fmt: skip
+    arguments = {
+        "pretrain": (CorpusArguments, ModelArguments, PretrainingArguments),
+        "prune": (CorpusArguments, PruningArguments, RecoveryConfig),
+    }[job]
     out = ["--output_dir", str(tmp_path / "o")]
     defaults = parse_args(*arguments, args=out)
     configured = parse_args(*arguments, args=["--config", config, *out])
@@ -96,7 +100,9 @@ def test_an_engine_accelerate_replaced_stops_the_run(monkeypatch, engine):
     from accelerate.utils import DistributedType
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    accelerator = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"), num_processes=2)
+    accelerator = SimpleNamespace(
+        distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"), num_processes=2
+    )
     training.check_engine(accelerator)  # nothing asked for: fine
     monkeypatch.setenv(f"ACCELERATE_USE_{engine}", "true")
     with pytest.raises(ValueError, match=f"asked for {engine} but accelerate set up MULTI_CPU.*does not shard"):
@@ -120,8 +126,12 @@ def test_an_explicit_precision_replaces_the_hardware_one(monkeypatch, tmp_path):
 
 
 def test_config_may_name_a_bundled_file_so_installed_packages_find_it(tmp_path):
-    _, _, train = parse_args(CorpusArguments, ModelArguments, PretrainingArguments,
-                             args=["--config", "pretrain_tiny.yaml", "--output_dir", str(tmp_path)])  # fmt: skip
+    _, _, train = parse_args(
+        CorpusArguments,
+        ModelArguments,
+        PretrainingArguments,
+        args=["--config", "pretrain_tiny.yaml", "--output_dir", str(tmp_path)],
+    )
     assert train.max_steps == 10  # read from recipes/configs/pretrain_tiny.yaml, wherever the command runs
     assert training.resolve_config("recipes/configs/sft_tiny.yaml").endswith("sft_tiny.yaml")
     assert "pretrain_tiny.yaml" in training.bundled_configs()

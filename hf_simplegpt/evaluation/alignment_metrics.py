@@ -53,11 +53,13 @@ def preference_logp_gaps(model, tokenizer, rows: Sequence[dict]) -> torch.Tensor
     return chosen - rejected
 
 
-def sample_completions(model, tokenizer, prompts: Sequence[Text], max_new_tokens: int = 24, seed: int = 0,
-                       batch_size: int = 64) -> list[Text]:
+def sample_completions(
+    model, tokenizer, prompts: Sequence[Text], max_new_tokens: int = 24, seed: int = 0, batch_size: int = 64
+) -> list[Text]:
     """One sampled completion (temperature 1, full distribution) per prompt, in the prompt's format, as GRPO sees it."""
-    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True, seed=seed,
-                     batch_size=batch_size)  # fmt: skip
+    texts = generate(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, do_sample=True, seed=seed, batch_size=batch_size
+    )
     return [[{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts)]
 
 

@@ -75,9 +75,13 @@ def preference_rows(votes: list[dict]) -> list[dict]:
     for v in votes:
         if v["vote"] in ("a", "b"):
             chosen, rejected = (v["answer_a"], v["answer_b"]) if v["vote"] == "a" else (v["answer_b"], v["answer_a"])
-            rows.append({"prompt": [{"role": "user", "content": v["prompt"]}],
-                         "chosen": [{"role": "assistant", "content": chosen}],
-                         "rejected": [{"role": "assistant", "content": rejected}]})  # fmt: skip
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": v["prompt"]}],
+                    "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}],
+                }
+            )
     return rows
 
 
@@ -118,8 +122,12 @@ def win_rates(votes: list[dict], num_bootstrap: int = 1000, seed: int = 0, confi
     for m in models:
         ordered = sorted(samples[m])
         low, high = ordered[int(tail * (len(ordered) - 1))], ordered[math.ceil((1 - tail) * (len(ordered) - 1))]
-        result[m] = {"win_rate": point[m], "ci_low": low, "ci_high": high,
-                     "battles": sum(m in (a, b) for a, b, _ in battles)}  # fmt: skip
+        result[m] = {
+            "win_rate": point[m],
+            "ci_low": low,
+            "ci_high": high,
+            "battles": sum(m in (a, b) for a, b, _ in battles),
+        }
     return result
 
 
@@ -161,10 +169,16 @@ def standings_markdown(votes: list[dict], num_bootstrap: int = 1000) -> str:
     """Win rates with 95% bootstrap intervals, and Bradley-Terry scores when 3 or more models met."""
     rates = win_rates(votes, num_bootstrap=num_bootstrap)
     counts = {k: sum(v["vote"] == k for v in votes) for k in VOTES}
-    lines = [f"{len(votes)} votes: " + ", ".join(f"{VOTE_LABELS[k].lower()} {n}" for k, n in counts.items()), "",
-             "| Model | Battles | Win rate (tie = 1/2) | 95% bootstrap CI |", "|---|---:|---:|---|"]  # fmt: skip
-    lines += [f"| {m} | {r['battles']} | {r['win_rate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] |"
-              for m, r in sorted(rates.items(), key=lambda kv: -kv[1]["win_rate"])]  # fmt: skip
+    lines = [
+        f"{len(votes)} votes: " + ", ".join(f"{VOTE_LABELS[k].lower()} {n}" for k, n in counts.items()),
+        "",
+        "| Model | Battles | Win rate (tie = 1/2) | 95% bootstrap CI |",
+        "|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {m} | {r['battles']} | {r['win_rate']:.3f} | [{r['ci_low']:.3f}, {r['ci_high']:.3f}] |"
+        for m, r in sorted(rates.items(), key=lambda kv: -kv[1]["win_rate"])
+    ]
     if len(rates) >= 3:
         scores = bradley_terry(votes)
         lines += ["", "| Model | Bradley-Terry score (Elo scale) |", "|---|---:|"]
@@ -178,15 +192,24 @@ def standings_markdown(votes: list[dict], num_bootstrap: int = 1000) -> str:
 class Arena:
     """The models, the prompt queue and the votes file behind the page."""
 
-    def __init__(self, model_paths: list[str], votes_path: str, prompts: list[str] | None = None,
-                 max_new_tokens: int = 128, seed: int | None = None, device: str = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        model_paths: list[str],
+        votes_path: str,
+        prompts: list[str] | None = None,
+        max_new_tokens: int = 128,
+        seed: int | None = None,
+        device: str = "cpu",
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.names = [Path(p).name or p for p in model_paths]
         if len(set(self.names)) != len(self.names):  # the votes name models by folder name
             self.names = list(model_paths)
-        self.models = {n: (AutoModelForCausalLM.from_pretrained(p).to(device).eval(), AutoTokenizer.from_pretrained(p))
-                       for n, p in zip(self.names, model_paths)}  # fmt: skip
+        self.models = {
+            n: (AutoModelForCausalLM.from_pretrained(p).to(device).eval(), AutoTokenizer.from_pretrained(p))
+            for n, p in zip(self.names, model_paths)
+        }
         self.votes_path = votes_path
         started = Path(votes_path).is_file() and os.path.getsize(votes_path) > 0
         done = {v["prompt"] for v in read_votes(votes_path)} if started else set()
@@ -206,8 +229,13 @@ class Arena:
         """Two different models in random order and their answers."""
         with self.lock:
             model_a, model_b = self.rng.sample(self.names, 2)
-        return {"prompt": prompt, "model_a": model_a, "model_b": model_b,
-                "answer_a": self.answer(model_a, prompt), "answer_b": self.answer(model_b, prompt)}  # fmt: skip
+        return {
+            "prompt": prompt,
+            "model_a": model_a,
+            "model_b": model_b,
+            "answer_a": self.answer(model_a, prompt),
+            "answer_b": self.answer(model_b, prompt),
+        }
 
     def vote(self, battle: dict, vote: str) -> dict:
         """Record the vote (fsync'ed) and move the prompt queue on."""
@@ -230,17 +258,26 @@ def build_page(arena: Arena):
         if not prompt.strip():
             raise gr.Error("Type a prompt first.")
         battle = arena.battle(prompt.strip())
-        chats = [[{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle[f"answer_{s}"]}]
-                 for s in "ab"]  # fmt: skip
-        return (*chats, battle, *[gr.Button(interactive=True)] * len(VOTES), "Vote to see which model wrote which answer.")
+        chats = [
+            [{"role": "user", "content": battle["prompt"]}, {"role": "assistant", "content": battle[f"answer_{s}"]}]
+            for s in "ab"
+        ]
+        return (
+            *chats,
+            battle,
+            *[gr.Button(interactive=True)] * len(VOTES),
+            "Vote to see which model wrote which answer.",
+        )
 
     def make_vote(kind):
         def vote(battle):
             if not battle:
                 raise gr.Error("Ask a prompt first.")
             record = arena.vote(battle, kind)
-            reveal = (f"**Your vote: {VOTE_LABELS[kind]}.** Model A was `{record['model_a']}`, model B was "
-                      f"`{record['model_b']}`. Saved to `{arena.votes_path}`.")  # fmt: skip
+            reveal = (
+                f"**Your vote: {VOTE_LABELS[kind]}.** Model A was `{record['model_a']}`, model B was "
+                f"`{record['model_b']}`. Saved to `{arena.votes_path}`."
+            )
             return (None, *[gr.Button(interactive=False)] * len(VOTES), reveal, arena.next_prompt())
 
         return vote
@@ -281,8 +318,9 @@ def read_prompts(path: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(prog="hf-simplegpt arena", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="hf-simplegpt arena", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="*", help="two or more model folders to compare")
     parser.add_argument("--prompts", help=".txt (one prompt per line) or .jsonl with 'prompt': the judge's queue")
     parser.add_argument("--votes", default="arena_votes.jsonl", help="JSONL the votes are appended to")
@@ -310,14 +348,21 @@ def main(argv: list[str] | None = None):
     if args.output:
         raise ValueError("--output goes with --export VOTES.")
     if len(args.models) < 2:
-        raise ValueError(f"The arena needs two or more model folders, got {len(args.models)}: "
-                         "hf-simplegpt arena MODEL_A MODEL_B [MODEL_C ...].")  # fmt: skip
+        raise ValueError(
+            f"The arena needs two or more model folders, got {len(args.models)}: "
+            "hf-simplegpt arena MODEL_A MODEL_B [MODEL_C ...]."
+        )
     from ..hub import check_model_source
 
     for path in args.models:
         check_model_source(path, "arena model")
-    arena = Arena(args.models, args.votes, read_prompts(args.prompts) if args.prompts else None,
-                  max_new_tokens=args.max_new_tokens, seed=args.seed)  # fmt: skip
+    arena = Arena(
+        args.models,
+        args.votes,
+        read_prompts(args.prompts) if args.prompts else None,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
     page = build_page(arena)
     page.queue().launch(server_name=args.host, server_port=args.port, prevent_thread_lock=True)
     page.block_thread()  # until Ctrl+C

@@ -44,10 +44,16 @@ def load_crows_pairs(path: str | None = None) -> list[dict]:
         name = f"Hub dataset {HUB_DATASET}"
     missing = [c for c in COLUMNS if c not in rows.column_names]
     if missing:
-        raise ValueError(f"{name} lacks the column(s) {missing}; it has {rows.column_names}. CrowS-Pairs rows need "
-                         f"{', '.join(COLUMNS)}.")  # fmt: skip
-    check_rows(rows, list(COLUMNS), lambda r: next(filter(None, (text_field_problem(r[c], c, "plain") for c in COLUMNS)), None),
-               name)  # fmt: skip
+        raise ValueError(
+            f"{name} lacks the column(s) {missing}; it has {rows.column_names}. CrowS-Pairs rows need "
+            f"{', '.join(COLUMNS)}."
+        )
+    check_rows(
+        rows,
+        list(COLUMNS),
+        lambda r: next(filter(None, (text_field_problem(r[c], c, "plain") for c in COLUMNS)), None),
+        name,
+    )
     return rows.select_columns(list(COLUMNS)).to_list()
 
 
@@ -76,10 +82,17 @@ def evaluate_crows_pairs(model, tokenizer, pairs: list[dict], *, batch_size: int
     model.eval()
     requests = [("", p[column]) for p in pairs for column in ("sent_more", "sent_less")]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    scores = score_token_pairs(model, encode_pairs(tokenizer, requests), batch_size=batch_size,
-                               max_length=model_max_length(model), pad_token_id=pad)  # fmt: skip
+    scores = score_token_pairs(
+        model,
+        encode_pairs(tokenizer, requests),
+        batch_size=batch_size,
+        max_length=model_max_length(model),
+        pad_token_id=pad,
+    )
     more, less = scores[0::2], scores[1::2]
     results = aggregate(more, less, [p["bias_type"] for p in pairs])
-    samples = [{"doc_id": i, "bias_type": p["bias_type"], "loglik_more": m, "loglik_less": s, "stereotype": m > s}
-               for i, (p, m, s) in enumerate(zip(pairs, more, less))]  # fmt: skip
+    samples = [
+        {"doc_id": i, "bias_type": p["bias_type"], "loglik_more": m, "loglik_less": s, "stereotype": m > s}
+        for i, (p, m, s) in enumerate(zip(pairs, more, less))
+    ]
     return results, samples

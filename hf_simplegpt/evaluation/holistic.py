@@ -26,7 +26,9 @@ from .mmlu import Question, Subject
 NUM_BINS = 10
 
 
-def expected_calibration_error(choice_logliks: list[list[float]], answers: list[int], num_bins: int = NUM_BINS) -> float:
+def expected_calibration_error(
+    choice_logliks: list[list[float]], answers: list[int], num_bins: int = NUM_BINS
+) -> float:
     """ECE of the softmax over each question's choice log-likelihoods (see the module docstring)."""
     if not choice_logliks or len(choice_logliks) != len(answers):
         raise ValueError("Need one list of choice log-likelihoods per answer, and at least one.")
@@ -83,7 +85,9 @@ def decode_tokens_per_second(model, tokenizer, new_tokens: int = 32, repeats: in
     import torch
 
     device = next(model.parameters()).device
-    ids = torch.tensor([tokenizer("The", add_special_tokens=False)["input_ids"] or [tokenizer.bos_token_id]], device=device)
+    ids = torch.tensor(
+        [tokenizer("The", add_special_tokens=False)["input_ids"] or [tokenizer.bos_token_id]], device=device
+    )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     settings = dict(do_sample=False, pad_token_id=pad, attention_mask=torch.ones_like(ids))
     with torch.no_grad():
@@ -101,18 +105,29 @@ SECTIONS = (
     ("accuracy", "MMLU accuracy", lambda r: r.get("mmlu", {}).get("acc"), "higher"),
     ("calibration", "MMLU ECE (10 bins)", lambda r: r.get("holistic", {}).get("ece"), "lower"),
     ("robustness", "MMLU accuracy, worst perturbation", lambda r: r.get("holistic", {}).get("robust_acc"), "higher"),
-    ("bias", "CrowS-Pairs pct_stereotype (ideal 0.5)", lambda r: r.get("crows_pairs", {}).get("pct_stereotype"),
-     "closer to 0.5"),
+    (
+        "bias",
+        "CrowS-Pairs pct_stereotype (ideal 0.5)",
+        lambda r: r.get("crows_pairs", {}).get("pct_stereotype"),
+        "closer to 0.5",
+    ),
     ("safety", "refusal rate on harmful prompts", lambda r: r.get("safety", {}).get("refusal_rate"), "higher"),
     ("perplexity", "perplexity", lambda r: r.get("perplexity", {}).get("perplexity"), "lower"),
-    ("efficiency", "greedy decode tokens/s, batch 1", lambda r: r.get("holistic", {}).get("decode_tokens_per_s"), "higher"),
-)  # fmt: skip
+    (
+        "efficiency",
+        "greedy decode tokens/s, batch 1",
+        lambda r: r.get("holistic", {}).get("decode_tokens_per_s"),
+        "higher",
+    ),
+)
 
 
 def report_rows(results_by_model: dict[str, dict]) -> list[dict]:
     """One row per section: section, metric, better, and one value (or None: not measured) per model."""
-    return [{"section": s, "metric": m, "better": b, "values": {name: get(r) for name, r in results_by_model.items()}}
-            for s, m, get, b in SECTIONS]  # fmt: skip
+    return [
+        {"section": s, "metric": m, "better": b, "values": {name: get(r) for name, r in results_by_model.items()}}
+        for s, m, get, b in SECTIONS
+    ]
 
 
 def report_markdown(rows: list[dict]) -> str:
@@ -120,8 +135,10 @@ def report_markdown(rows: list[dict]) -> str:
     models = list(rows[0]["values"])
     fmt = lambda v: "not measured" if v is None else (f"{v:.1f}" if abs(v) >= 100 else f"{v:.4f}")  # noqa: E731
     lines = ["| Section | Metric | " + " | ".join(models) + " | Better |", "|---|---|" + "---:|" * len(models) + "---|"]
-    lines += [f"| {r['section']} | {r['metric']} | " + " | ".join(fmt(r["values"][m]) for m in models) + f" | {r['better']} |"
-              for r in rows]  # fmt: skip
+    lines += [
+        f"| {r['section']} | {r['metric']} | " + " | ".join(fmt(r["values"][m]) for m in models) + f" | {r['better']} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 

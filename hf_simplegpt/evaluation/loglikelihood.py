@@ -146,9 +146,13 @@ def score_token_pairs(
     max_length = max_length or model_max_length(model)
     cut = sum(len(context) + len(continuation) > max_length + 1 for context, continuation in pairs)
     if cut:
-        logger.warning("%d of %d scored requests are longer than the model's %d-token context: their contexts are cut "
-                       "from the left (as lm-evaluation-harness does), so they are scored on part of their prompt.",
-                       cut, len(pairs), max_length)  # fmt: skip
+        logger.warning(
+            "%d of %d scored requests are longer than the model's %d-token context: their contexts are cut "
+            "from the left (as lm-evaluation-harness does), so they are scored on part of their prompt.",
+            cut,
+            len(pairs),
+            max_length,
+        )
     rows = _build_rows(pairs, max_length, share_inputs)
     rows.sort(key=lambda r: -len(r.input_ids))
     device = next(model.parameters()).device

@@ -242,16 +242,26 @@ def evaluate_mmlu(
     pairs = encode_pairs(tokenizer, requests)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     n_rows = count_rows(pairs, max_length, one_pass)
-    with tqdm(total=n_rows, desc=f"MMLU {num_fewshot}-shot ({len(docs)} questions)", unit="fwd", disable=not progress) as bar:
+    with tqdm(
+        total=n_rows, desc=f"MMLU {num_fewshot}-shot ({len(docs)} questions)", unit="fwd", disable=not progress
+    ) as bar:
         scores = score_token_pairs(
-            model, pairs, batch_size=batch_size, max_length=max_length, padding_side=padding_side,
-            pad_token_id=pad, share_inputs=one_pass, on_rows_done=bar.update,
-        )  # fmt: skip
+            model,
+            pairs,
+            batch_size=batch_size,
+            max_length=max_length,
+            padding_side=padding_side,
+            pad_token_id=pad,
+            share_inputs=one_pass,
+            on_rows_done=bar.update,
+        )
     samples = []
     for i, (subject, doc_id, answer) in enumerate(docs):
         logliks = scores[4 * i : 4 * i + 4]
         pred = predict(logliks)
-        samples.append({"subject": subject, "doc_id": doc_id, "choice_logliks": logliks, "pred": pred, "answer": answer})
+        samples.append(
+            {"subject": subject, "doc_id": doc_id, "choice_logliks": logliks, "pred": pred, "answer": answer}
+        )
     results = aggregate([s["pred"] for s in samples], [s["answer"] for s in samples], [s["subject"] for s in samples])
     results.update(num_fewshot=num_fewshot, limit=limit, forward_rows=n_rows, questions=len(docs))
     return results, samples

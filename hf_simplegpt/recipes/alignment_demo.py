@@ -31,6 +31,7 @@ from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM, safeguards
 from hf_simplegpt.synthetic import KeywordTask, write_jsonl
 from hf_simplegpt.tokenization import special_token_ids, train_tokenizer
 
+
 def write_task(out: Path, seed: int) -> dict[str, Path]:
     """Data files from independent draws of the task, plus a tokenizer and an untrained model to start from."""
     data = out / "data"
@@ -42,8 +43,14 @@ def write_task(out: Path, seed: int) -> dict[str, Path]:
     tokenizer = train_tokenizer(KeywordTask(seed=seed + 3).texts(2000), vocab_size=420, model_max_length=128)
     for name, width in (("base", 64), ("student", 32)):
         torch.manual_seed(seed)
-        config = SimpleGPTConfig(vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2, num_attention_heads=4,
-                                 max_position_embeddings=128, **special_token_ids(tokenizer))  # fmt: skip
+        config = SimpleGPTConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            **special_token_ids(tokenizer),
+        )
         SimpleGPTForCausalLM(config).save_pretrained(out / name)
         tokenizer.save_pretrained(out / name)
         files[name] = out / name
@@ -73,41 +80,99 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir).resolve()
     safeguards.check_writable_dir(str(out))
     if any(out.iterdir()) and not args.overwrite_output_dir:
-        raise ValueError(f"--output_dir {out} is not empty (an earlier demo?); pass --overwrite_output_dir to replace "
-                         "it, or another --output_dir.")  # fmt: skip
+        raise ValueError(
+            f"--output_dir {out} is not empty (an earlier demo?); pass --overwrite_output_dir to replace "
+            "it, or another --output_dir."
+        )
     safeguards.lock_output_dir(str(out))
     files = write_task(out, args.seed)
 
-    run("sft", "--config", "sft_tiny.yaml", "--model_name_or_path", files["base"],
-        "--train_file", files["sft"], "--output_dir", out / "sft", "--max_steps", 200,
-        "--per_device_train_batch_size", 16, "--num_sample_generations", 0)  # fmt: skip
+    run(
+        "sft",
+        "--config",
+        "sft_tiny.yaml",
+        "--model_name_or_path",
+        files["base"],
+        "--train_file",
+        files["sft"],
+        "--output_dir",
+        out / "sft",
+        "--max_steps",
+        200,
+        "--per_device_train_batch_size",
+        16,
+        "--num_sample_generations",
+        0,
+    )
     summary = {
-        "reward": run("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", out / "sft",
-                      "--train_file", files["pairs"], "--output_dir", out / "reward"),
-    }  # fmt: skip
+        "reward": run(
+            "reward",
+            "--config",
+            "reward_tiny.yaml",
+            "--model_name_or_path",
+            out / "sft",
+            "--train_file",
+            files["pairs"],
+            "--output_dir",
+            out / "reward",
+        ),
+    }
     for algorithm in ("grpo", "rloo"):
         summary[algorithm] = run(
-            algorithm, "--config", f"{algorithm}_tiny.yaml", "--model_name_or_path", out / "sft",
-            "--reward_model_name_or_path", out / "reward", "--train_file", files["prompts"],
-            "--output_dir", out / algorithm, "--reward_funcs", "keyword", "--reward_weights", 1.0, 0.0,
-        )  # fmt: skip
-    summary["dpo"] = run("dpo", "--config", "dpo_tiny.yaml", "--model_name_or_path", out / "sft",
-                         "--train_file", files["pairs"], "--output_dir", out / "dpo")  # fmt: skip
+            algorithm,
+            "--config",
+            f"{algorithm}_tiny.yaml",
+            "--model_name_or_path",
+            out / "sft",
+            "--reward_model_name_or_path",
+            out / "reward",
+            "--train_file",
+            files["prompts"],
+            "--output_dir",
+            out / algorithm,
+            "--reward_funcs",
+            "keyword",
+            "--reward_weights",
+            1.0,
+            0.0,
+        )
+    summary["dpo"] = run(
+        "dpo",
+        "--config",
+        "dpo_tiny.yaml",
+        "--model_name_or_path",
+        out / "sft",
+        "--train_file",
+        files["pairs"],
+        "--output_dir",
+        out / "dpo",
+    )
     summary["distill"] = run(
-        "distill", "--config", "distill_tiny.yaml", "--model_name_or_path", files["student"],
-        "--teacher_model_name_or_path", out / "grpo", "--train_file", files["prompts"],
-        "--output_dir", out / "distill",
-    )  # fmt: skip
+        "distill",
+        "--config",
+        "distill_tiny.yaml",
+        "--model_name_or_path",
+        files["student"],
+        "--teacher_model_name_or_path",
+        out / "grpo",
+        "--train_file",
+        files["prompts"],
+        "--output_dir",
+        out / "distill",
+    )
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     rows = [
         ("Reward model: held-out preference accuracy", summary["reward"], "preference_accuracy"),
-        *[(f"{a.upper()}: held-out mean reward-model score", summary[a], "heldout_reward_model") for a in ("grpo", "rloo")],
+        *[
+            (f"{a.upper()}: held-out mean reward-model score", summary[a], "heldout_reward_model")
+            for a in ("grpo", "rloo")
+        ],
         *[(f"{a.upper()}: held-out keyword rate", summary[a], "heldout_keyword_reward") for a in ("grpo", "rloo")],
         ("DPO: held-out mean log p(chosen) - log p(rejected)", summary["dpo"], "logp_margin"),
         ("DPO: pairs where chosen is the more likely", summary["dpo"], "chosen_more_likely_fraction"),
         ("Distillation: held-out KL(teacher || student) per token", summary["distill"], "kl_teacher_student"),
-    ]  # fmt: skip
+    ]
     print("\n| Measurement | Before | After |\n|---|---|---|")
     for label, metrics, key in rows:
         print(f"| {label} | {metrics[key + '_before']:.3f} | {metrics[key + '_after']:.3f} |")

@@ -49,20 +49,25 @@ class EncoderArguments:
     )
     pooling: str = field(
         default="mean",
-        metadata={"help": "mean: average of the tokens' last hidden states; last-token: the hidden state of an EOS "
-                  "token appended to every text."},
-    )  # fmt: skip
+        metadata={
+            "help": "mean: average of the tokens' last hidden states; last-token: the hidden state of an EOS "
+            "token appended to every text."
+        },
+    )
     attention: str = field(
         default="bidirectional",
-        metadata={"help": "bidirectional: every token sees the whole text (config.is_causal false, as the masked-LM "
-                  "head); causal: the language model's attention."},
-    )  # fmt: skip
+        metadata={
+            "help": "bidirectional: every token sees the whole text (config.is_causal false, as the masked-LM "
+            "head); causal: the language model's attention."
+        },
+    )
     from_scratch: bool = field(
         default=False, metadata={"help": "Keep only the shape and tokenizer of --model_name_or_path: random weights."}
     )
     max_seq_length: int | None = field(default=None, metadata={"help": "Longest text in tokens; default: the context."})
     scale: float = field(
-        default=20.0, metadata={"help": "MultipleNegativesRankingLoss scale: cosine similarities times this (1/temperature)."}
+        default=20.0,
+        metadata={"help": "MultipleNegativesRankingLoss scale: cosine similarities times this (1/temperature)."},
     )
 
     def __post_init__(self):
@@ -78,15 +83,14 @@ class ContrastiveConfig(SentenceTransformerTrainingArguments):
     """sentence-transformers' training arguments with this job's defaults; every TrainingArguments flag applies."""
 
     output_dir: str | None = field(default="outputs/contrastive", metadata={"help": "Where the encoder goes."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Pairs per batch: each anchor's negatives "
-                                                                   "are the other positives of its batch."})
+    per_device_train_batch_size: int = field(
+        default=64, metadata={"help": "Pairs per batch: each anchor's negatives are the other positives of its batch."}
+    )
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Texts per forward when encoding."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Peak AdamW learning rate."})
     warmup_steps: float = field(default=0.1, metadata={"help": "Warmup steps (int) or fraction of training (<1)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the pairs."})
-    batch_sampler: str = field(
-        default="no_duplicates", metadata={"help": "no_duplicates: no text twice in one batch."}
-    )
+    batch_sampler: str = field(default="no_duplicates", metadata={"help": "no_duplicates: no text twice in one batch."})
     logging_steps: float = field(default=10, metadata={"help": "Log the loss every N steps."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpoints during training: no/steps/epoch."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers to log to."})
@@ -96,12 +100,16 @@ class ContrastiveConfig(SentenceTransformerTrainingArguments):
 def check_arguments(encoder: EncoderArguments, data: DataArguments, train_args: ContrastiveConfig) -> None:
     """What can be wrong with the flags, checked before any data or weights are read."""
     if encoder.model_name_or_path is None:
-        raise ValueError("Pass --model_name_or_path: the SimpleGPT folder the encoder starts from (with "
-                         "--from_scratch true, only its shape and tokenizer are used).")  # fmt: skip
+        raise ValueError(
+            "Pass --model_name_or_path: the SimpleGPT folder the encoder starts from (with "
+            "--from_scratch true, only its shape and tokenizer are used)."
+        )
     check_simplegpt_source(encoder.model_name_or_path, "contrastive", train_args.output_dir)
     if not (data.train_file or data.dataset_name):
-        raise ValueError("Pass --train_file pairs.jsonl (rows with anchor, positive[, negative]) or --dataset_name; "
-                         "`hf-simplegpt make-pairs` writes pairs from a text file or an MMLU folder.")  # fmt: skip
+        raise ValueError(
+            "Pass --train_file pairs.jsonl (rows with anchor, positive[, negative]) or --dataset_name; "
+            "`hf-simplegpt make-pairs` writes pairs from a text file or an MMLU folder."
+        )
 
 
 @safeguards.guarded_main
@@ -116,9 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
     train, heldout = contrastive.load_pairs(data_args, seed=train_args.seed)
 
     set_seed(train_args.seed)
-    encoder = contrastive.build_encoder(source, encoder_args.pooling, encoder_args.attention,
-                                        from_scratch=encoder_args.from_scratch,
-                                        max_seq_length=encoder_args.max_seq_length, device=str(train_args.device))  # fmt: skip
+    encoder = contrastive.build_encoder(
+        source,
+        encoder_args.pooling,
+        encoder_args.attention,
+        from_scratch=encoder_args.from_scratch,
+        max_seq_length=encoder_args.max_seq_length,
+        device=str(train_args.device),
+    )
     evaluator = contrastive.retrieval_evaluator(heldout.to_list(), batch_size=train_args.per_device_eval_batch_size)
     before = contrastive.summarize(evaluator(encoder), evaluator)
     logger.info("Held-out retrieval before training: %s", before)
@@ -145,17 +158,20 @@ def main(argv: list[str] | None = None) -> dict:
         "columns": train.column_names,
         "train_tokens_per_epoch": tokens,
         "steps": trainer.state.global_step,
-        "batch_size": train_args.per_device_train_batch_size * train_args.gradient_accumulation_steps
+        "batch_size": train_args.per_device_train_batch_size
+        * train_args.gradient_accumulation_steps
         * train_args.world_size,
         "learning_rate": train_args.learning_rate,
         "scale": encoder_args.scale,
         "seed": train_args.seed,
         "heldout": {"before": before, "after": after},
-    }  # fmt: skip
+    }
     with open(os.path.join(out, "contrastive.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    print(f"Held-out recall@10: {before['recall@10']:.3f} before -> {after['recall@10']:.3f} after training "
-          f"({after['queries']} queries, {after['documents']} documents)")  # fmt: skip
+    print(
+        f"Held-out recall@10: {before['recall@10']:.3f} before -> {after['recall@10']:.3f} after training "
+        f"({after['queries']} queries, {after['documents']} documents)"
+    )
     write_model_card(
         out,
         "contrastive.md",

@@ -46,18 +46,30 @@ def main(argv: list[str] | None = None) -> dict:
     peft_config = adapters.lora_config_from_model_args(model_args, student)
 
     prompts = heldout["prompt"]
-    completions = alignment_metrics.sample_completions(teacher, tokenizer, prompts, train_args.max_completion_length,
-                                               seed=train_args.seed)  # fmt: skip
+    completions = alignment_metrics.sample_completions(
+        teacher, tokenizer, prompts, train_args.max_completion_length, seed=train_args.seed
+    )
     before = alignment_metrics.completion_kl(teacher, student, tokenizer, prompts, completions)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=train_args, train_dataset=train,
-                                  processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=train_args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     run.train(trainer)
     training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
     n_student, n_teacher = student.num_parameters(), teacher.num_parameters()
-    metrics = {"heldout_prompts": len(prompts), "student_parameters": n_student, "teacher_parameters": n_teacher,
-               "kl_teacher_student_before": before, "kl_teacher_student_after": after}  # fmt: skip
+    metrics = {
+        "heldout_prompts": len(prompts),
+        "student_parameters": n_student,
+        "teacher_parameters": n_teacher,
+        "kl_teacher_student_before": before,
+        "kl_teacher_student_after": after,
+    }
     if not trainer.accelerator.is_main_process:
         return metrics
     print(f"Held-out KL(teacher || student) per token: {before:.4f} before -> {after:.4f} after distillation")
@@ -68,10 +80,15 @@ def main(argv: list[str] | None = None) -> dict:
         base_model=student_path,
         summary=f"A SimpleGPT student ({n_student:,} parameters) distilled on-policy from the teacher "
         f"`{teacher_path}` ({n_teacher:,} parameters) with TRL's DistillationTrainer.",
-        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                         "beta (JSD interpolation)": train_args.beta, "temperature": train_args.temperature,
-                         "max_completion_length": train_args.max_completion_length, "lora": bool(peft_config)},
-    )  # fmt: skip
+        hyperparameters={
+            "learning_rate": train_args.learning_rate,
+            "max_steps": train_args.max_steps,
+            "beta (JSD interpolation)": train_args.beta,
+            "temperature": train_args.temperature,
+            "max_completion_length": train_args.max_completion_length,
+            "lora": bool(peft_config),
+        },
+    )
     if push:
         hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)
     return metrics

@@ -50,8 +50,15 @@ def main(argv: list[str] | None = None) -> dict:
     before = alignment_metrics.preference_logp_gaps(model, tokenizer, rows)
 
     # ref_model=None: TRL loads the frozen copy from the model's path, or under LoRA disables the adapter.
-    trainer = DPOTrainer(model=model, ref_model=None, args=train_args, train_dataset=train, eval_dataset=heldout,
-                         processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=None,
+        args=train_args,
+        train_dataset=train,
+        eval_dataset=heldout,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     run.train(trainer)
     training.ready_for_inference(trainer.model)
     trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
@@ -63,20 +70,26 @@ def main(argv: list[str] | None = None) -> dict:
         metrics[f"chosen_more_likely_fraction_{name}"] = (gaps > 0).float().mean().item()
     if not trainer.accelerator.is_main_process:
         return metrics
-    print(f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
-          f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
-          f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
-          " of pairs")  # fmt: skip
+    print(
+        f"Held-out mean log p(chosen) - log p(rejected): {metrics['logp_margin_before']:.3f} before -> "
+        f"{metrics['logp_margin_after']:.3f} after DPO; chosen more likely in "
+        f"{metrics['chosen_more_likely_fraction_before']:.1%} -> {metrics['chosen_more_likely_fraction_after']:.1%}"
+        " of pairs"
+    )
     alignment.save_metrics_and_card(
         train_args.output_dir,
         metrics,
         method="dpo",
         base_model=path,
         summary="A SimpleGPT aligned to preference pairs with direct preference optimisation (TRL DPOTrainer).",
-        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                         "beta": train_args.beta, "loss_type": train_args.loss_type,
-                         "per_device_train_batch_size": train_args.per_device_train_batch_size,
-                         "lora": bool(peft_config)},  # fmt: skip
+        hyperparameters={
+            "learning_rate": train_args.learning_rate,
+            "max_steps": train_args.max_steps,
+            "beta": train_args.beta,
+            "loss_type": train_args.loss_type,
+            "per_device_train_batch_size": train_args.per_device_train_batch_size,
+            "lora": bool(peft_config),
+        },
     )
     if push:
         hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> Path:
     source.add_argument("--mmlu_dir", help="an MMLU folder with <split>/<subject>_<split>.csv files")
     parser.add_argument("--output", required=True, help="the .jsonl file to write")
     parser.add_argument("--unit", choices=("line", "sentence"), default="line", help="what is paired (text files)")
-    parser.add_argument("--min_words", type=int, default=3, help="skip shorter lines/sentences (text) or answers (MMLU)")
+    parser.add_argument(
+        "--min_words", type=int, default=3, help="skip shorter lines/sentences (text) or answers (MMLU)"
+    )
     parser.add_argument("--split", default="test", help="MMLU split to read (dev, val, test)")
     args = parser.parse_args(argv)
     if args.min_words < 1:
@@ -36,8 +38,10 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         pairs, source = make_mmlu_pairs(args.mmlu_dir, args.split, args.min_words), args.mmlu_dir
     if not pairs:
-        raise ValueError(f"{source} gives no pairs: no passage has two consecutive {args.unit}s of at least "
-                         f"{args.min_words} words. Lower --min_words, try --unit sentence, or pass more text.")  # fmt: skip
+        raise ValueError(
+            f"{source} gives no pairs: no passage has two consecutive {args.unit}s of at least "
+            f"{args.min_words} words. Lower --min_words, try --unit sentence, or pass more text."
+        )
     path = write_jsonl(pairs, args.output)
     print(f"wrote {len(pairs)} pairs to {path}")
     return path

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
         CorpusArguments, ModelArguments, safeguards.RunArguments, PretrainingArguments, args=argv
     )
     if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming.")
+        raise ValueError(
+            "A streamed dataset has no length, so epochs are undefined: pass --max_steps N with --streaming."
+        )
     if model_args.model_name_or_path:
         check_model_source(model_args.model_name_or_path)
         check_continued_model(model_args)
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset = tokenize_and_pack(splits["train"], tokenizer, block_size, data_args, "train")
         eval_dataset = tokenize_and_pack(splits["validation"], tokenizer, block_size, data_args, "validation")
     if not data_args.streaming:
-        stats.block_size, stats.train_blocks, stats.validation_blocks = block_size, len(train_dataset), len(eval_dataset)
+        stats.block_size, stats.train_blocks, stats.validation_blocks = (
+            block_size,
+            len(train_dataset),
+            len(eval_dataset),
+        )
     logger.info("Data: %s", json.dumps(stats.to_dict()))
 
     model = build_model(model_args, tokenizer)
@@ -86,10 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     logger.info(
         "Launch: %s, %d process(es) on %s; global batch %d blocks of %d tokens",
-        trainer.accelerator.distributed_type, training_args.world_size, training_args.device.type,
-        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size,
+        trainer.accelerator.distributed_type,
+        training_args.world_size,
+        training_args.device.type,
+        training_args.per_device_train_batch_size
+        * training_args.gradient_accumulation_steps
+        * training_args.world_size,
         block_size,
-    )  # fmt: skip
+    )
     install_throughput_callback(trainer, model, block_size)
     if training_args.record_batch_fingerprints:
         trainer.add_callback(BatchFingerprintCallback())
@@ -107,7 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
     last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
     if last_eval is None or last_eval["step"] != trainer.state.global_step:
         last_eval = trainer.evaluate()
-    metrics = {**train_result.metrics, "eval_loss": last_eval["eval_loss"], "saved_model_max_logit_difference": saved_difference}
+    metrics = {
+        **train_result.metrics,
+        "eval_loss": last_eval["eval_loss"],
+        "saved_model_max_logit_difference": saved_difference,
+    }
     metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 50.0))
     trainer.save_metrics("all", metrics)
     if not trainer.is_world_process_zero():

@@ -50,7 +50,9 @@ logger = logging.getLogger("hf_simplegpt.prune")
 class PruningArguments:
     """What to prune, how to score it, and how long to recover."""
 
-    model_name_or_path: str | None = field(default=None, metadata={"help": "The SimpleGPT folder to prune (only read)."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "The SimpleGPT folder to prune (only read)."}
+    )
     keep_ratio: float = field(
         default=0.5, metadata={"help": "Fraction of the attention heads and of the MLP neurons kept in every layer."}
     )
@@ -65,7 +67,8 @@ class PruningArguments:
         default=256, metadata={"help": "Training blocks (of the model's context length) the importance is measured on."}
     )
     recovery_steps: int = field(
-        default=200, metadata={"help": "Distillation steps from the unpruned model after pruning; 0: the pruned model alone."}
+        default=200,
+        metadata={"help": "Distillation steps from the unpruned model after pruning; 0: the pruned model alone."},
     )
 
     def __post_init__(self):
@@ -95,11 +98,17 @@ class RecoveryConfig(GKDConfig):
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Blocks per device per step."})
-    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Blocks per forward in calibration and evaluation."})
-    activation_checkpointing: bool | None = field(default=False, metadata={"help": "Recompute activations (saves memory)."})
+    per_device_eval_batch_size: int = field(
+        default=32, metadata={"help": "Blocks per forward in calibration and evaluation."}
+    )
+    activation_checkpointing: bool | None = field(
+        default=False, metadata={"help": "Recompute activations (saves memory)."}
+    )
     save_strategy: str = field(default="no", metadata={"help": "Checkpoints during recovery: no/steps/epoch."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers to log to."})
-    seed: int = field(default=42, metadata={"help": "Seed: the held-out split (as in pretraining), calibration, data order."})
+    seed: int = field(
+        default=42, metadata={"help": "Seed: the held-out split (as in pretraining), calibration, data order."}
+    )
 
 
 def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: RecoveryConfig) -> None:
@@ -109,20 +118,28 @@ def check_arguments(pruning: PruningArguments, data: CorpusArguments, recovery: 
         raise ValueError("Pass --model_name_or_path: the SimpleGPT folder to prune.")
     check_full_model_folder(source, "model to prune")
     if not (data.train_file or data.dataset_name):
-        raise ValueError("Pass --train_file (or --dataset_name): the text the importance is measured on and the "
-                         "recovery trains on, ideally the model's pretraining text.")  # fmt: skip
+        raise ValueError(
+            "Pass --train_file (or --dataset_name): the text the importance is measured on and the "
+            "recovery trains on, ideally the model's pretraining text."
+        )
     if data.streaming:
-        raise ValueError("--streaming is not supported by prune: it samples calibration blocks from the whole corpus. "
-                         "Drop --streaming (the dataset is then downloaded and cached).")  # fmt: skip
+        raise ValueError(
+            "--streaming is not supported by prune: it samples calibration blocks from the whole corpus. "
+            "Drop --streaming (the dataset is then downloaded and cached)."
+        )
     if recovery.max_steps != -1:
         raise ValueError(f"--max_steps {recovery.max_steps}: the recovery length is --recovery_steps.")
     if recovery.lmbda != 0 or recovery.seq_kd:
-        raise ValueError("Recovery distils on the training text (--lmbda 0, --seq_kd false). For on-policy "
-                         "distillation over prompts, run `hf-simplegpt distill` on the pruned folder.")  # fmt: skip
+        raise ValueError(
+            "Recovery distils on the training text (--lmbda 0, --seq_kd false). For on-policy "
+            "distillation over prompts, run `hf-simplegpt distill` on the pruned folder."
+        )
     config = AutoConfig.from_pretrained(source)
     if config.model_type != "simplegpt":
-        raise ValueError(f"{source} holds a {config.model_type!r} model; prune works on SimpleGPT folders "
-                         "(`hf-simplegpt convert` turns a GPT-2 into one).")  # fmt: skip
+        raise ValueError(
+            f"{source} holds a {config.model_type!r} model; prune works on SimpleGPT folders "
+            "(`hf-simplegpt convert` turns a GPT-2 into one)."
+        )
     compression.pruned_shape(config, pruning.attention_keep_ratio, pruning.mlp_keep_ratio, pruning.drop_layers)
 
 
@@ -149,28 +166,46 @@ def main(argv: list[str] | None = None) -> dict:
     batch = recovery.per_device_eval_batch_size
     calibration = blocks_tensor(train, pruning.calibration_samples, recovery.seed)
     importance = compression.collect_importance(teacher, calibration, batch)
-    shape = compression.pruned_shape(teacher.config, pruning.attention_keep_ratio, pruning.mlp_keep_ratio,
-                                     pruning.drop_layers)  # fmt: skip
-    plan = compression.select_units(importance, shape["num_attention_heads"], shape["intermediate_size"],
-                                    pruning.drop_layers)  # fmt: skip
+    shape = compression.pruned_shape(
+        teacher.config, pruning.attention_keep_ratio, pruning.mlp_keep_ratio, pruning.drop_layers
+    )
+    plan = compression.select_units(
+        importance, shape["num_attention_heads"], shape["intermediate_size"], pruning.drop_layers
+    )
     student = compression.prune_model(teacher, plan)
-    losses = {"source": compression.language_model_loss(teacher, heldout, batch),
-              "pruned": compression.language_model_loss(student, heldout, batch)}  # fmt: skip
-    logger.info("Pruned %s -> %s parameters; held-out loss %.4f -> %.4f", f"{teacher.num_parameters():,}",
-                f"{student.num_parameters():,}", losses["source"], losses["pruned"])  # fmt: skip
+    losses = {
+        "source": compression.language_model_loss(teacher, heldout, batch),
+        "pruned": compression.language_model_loss(student, heldout, batch),
+    }
+    logger.info(
+        "Pruned %s -> %s parameters; held-out loss %.4f -> %.4f",
+        f"{teacher.num_parameters():,}",
+        f"{student.num_parameters():,}",
+        losses["source"],
+        losses["pruned"],
+    )
 
     recovery_tokens = 0
     if pruning.recovery_steps:
-        trainer = GKDTrainer(model=student, teacher_model=teacher, args=recovery, train_dataset=train,
-                             data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-                             processing_class=tokenizer)  # fmt: skip
+        trainer = GKDTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=recovery,
+            train_dataset=train,
+            data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+            processing_class=tokenizer,
+        )
         run.train(trainer)
         student = trainer.accelerator.unwrap_model(trainer.model)
         global_batch = recovery.per_device_train_batch_size * recovery.gradient_accumulation_steps * recovery.world_size
         recovery_tokens = trainer.state.global_step * global_batch * block_size
         losses["recovered"] = compression.language_model_loss(student, heldout, batch)
-        logger.info("Recovered for %d steps (%s tokens): held-out loss %.4f", trainer.state.global_step,
-                    f"{recovery_tokens:,}", losses["recovered"])  # fmt: skip
+        logger.info(
+            "Recovered for %d steps (%s tokens): held-out loss %.4f",
+            trainer.state.global_step,
+            f"{recovery_tokens:,}",
+            losses["recovered"],
+        )
         if not trainer.is_world_process_zero():
             return {}
 
@@ -182,13 +217,21 @@ def main(argv: list[str] | None = None) -> dict:
         "parameters": {"source": teacher.num_parameters(), "pruned": student.num_parameters()},
         "shape": shape,
         "kept": plan.to_dict(),
-        "importance": {"heads": importance.heads.tolist(), "neurons_sum_per_layer": importance.neurons.sum(-1).tolist(),
-                       "layers": importance.layers.tolist(), "calibration_blocks": importance.samples},
-        "recovery": {"steps": pruning.recovery_steps, "tokens": recovery_tokens, "learning_rate": recovery.learning_rate,
-                     "beta": recovery.beta},
+        "importance": {
+            "heads": importance.heads.tolist(),
+            "neurons_sum_per_layer": importance.neurons.sum(-1).tolist(),
+            "layers": importance.layers.tolist(),
+            "calibration_blocks": importance.samples,
+        },
+        "recovery": {
+            "steps": pruning.recovery_steps,
+            "tokens": recovery_tokens,
+            "learning_rate": recovery.learning_rate,
+            "beta": recovery.beta,
+        },
         "heldout_loss": losses,
         "heldout_tokens": heldout.shape[0] * (block_size - 1),
-    }  # fmt: skip
+    }
     with open(os.path.join(out, "pruning.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     write_model_card(
@@ -199,8 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
         repo_id=recovery.hub_model_id or os.path.basename(os.path.abspath(out)),
         report=report,
         data_source=stats.source,
-        source_config={k: getattr(teacher.config, k) for k in ("num_hidden_layers", "num_attention_heads", "head_dim",
-                                                               "intermediate_size", "hidden_size")},  # fmt: skip
+        source_config={
+            k: getattr(teacher.config, k)
+            for k in ("num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size", "hidden_size")
+        },
         perplexity={k: math.exp(min(v, 50.0)) for k, v in losses.items()},
         calibration_blocks=importance.samples,
         block_size=block_size,

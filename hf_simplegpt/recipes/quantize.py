@@ -37,10 +37,13 @@ PUBLISHED_EXTRAS = ("quantization.json", "quantization.md")
 class QuantizeArguments:
     model_name_or_path: str = field(metadata={"help": "Folder (or Hub id) of a float SimpleGPT and its tokenizer."})
     method: str = field(metadata={"help": f"One of {', '.join(METHODS)}."})
-    output_dir: str = field(default=None, metadata={"help": "Where the quantized folder goes; default "
-                                                    "outputs/<model folder name>-<method>."})  # fmt: skip
+    output_dir: str = field(
+        default=None,
+        metadata={"help": "Where the quantized folder goes; default outputs/<model folder name>-<method>."},
+    )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace what --output_dir already holds (without it such a folder is refused)."}
+        default=False,
+        metadata={"help": "Replace what --output_dir already holds (without it such a folder is refused)."},
     )
     include_embeddings: bool = field(
         default=True,
@@ -85,19 +88,38 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("Quantized %s with %s into %s", source, args.method, out)
 
     blocks = heldout_blocks(data_args, tokenizer, config["max_position_embeddings"], args.seed, args.max_eval_blocks)
-    results = comparison_results(reference, model, args.method, blocks, batch_size=args.batch_size,
-                                 prompt_length=args.prompt_length, new_tokens=args.new_tokens, repeats=args.repeats)
+    results = comparison_results(
+        reference,
+        model,
+        args.method,
+        blocks,
+        batch_size=args.batch_size,
+        prompt_length=args.prompt_length,
+        new_tokens=args.new_tokens,
+        repeats=args.repeats,
+    )
     heldout = data_args.eval_file or "the held-out split of the pretraining corpus"
-    results = {"model": source, **results, "heldout": heldout, "args": asdict(args),
-               "quantization_config": json.loads((out / "config.json").read_text())["quantization_config"]}
+    results = {
+        "model": source,
+        **results,
+        "heldout": heldout,
+        "args": asdict(args),
+        "quantization_config": json.loads((out / "config.json").read_text())["quantization_config"],
+    }
     table = markdown_table(results, heldout)
     (out / "quantization.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "quantization.md").write_text(table + "\n")
     print(table)
     write_model_card(
-        out, "quantized.md", model_name=out.resolve().name, base_model=source, repo_id=args.hub_model_id,
-        tags=["quantized", "torchao", args.method], quantization=results, quantization_table=table,
-    )  # fmt: skip
+        out,
+        "quantized.md",
+        model_name=out.resolve().name,
+        base_model=source,
+        repo_id=args.hub_model_id,
+        tags=["quantized", "torchao", args.method],
+        quantization=results,
+        quantization_table=table,
+    )
     if push:
         hub.push(out, args, extra_files=PUBLISHED_EXTRAS)
     return results

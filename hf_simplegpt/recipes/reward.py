@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     with suppress_seqcls_warning():
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=model_args.dtype)
     if rewards.add_distinct_pad_token(model, tokenizer):
-        logger.warning("The tokenizer had no pad token distinct from EOS; added %r for the reward model.",
-                       tokenizer.pad_token)  # fmt: skip
+        logger.warning(
+            "The tokenizer had no pad token distinct from EOS; added %r for the reward model.", tokenizer.pad_token
+        )
     if model_args.use_peft:
         # The score head is new, so it is trained in full next to the adapters.
         model_args.lora_task_type = "SEQ_CLS"
@@ -57,8 +58,14 @@ def main(argv: list[str] | None = None) -> dict:
     peft_config = adapters.lora_config_from_model_args(model_args, model)
 
     before = alignment_metrics.preference_accuracy(rewards.RewardModelScorer(model, tokenizer), heldout.to_list())
-    trainer = RewardTrainer(model=model, args=train_args, train_dataset=train, eval_dataset=heldout,
-                            processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    trainer = RewardTrainer(
+        model=model,
+        args=train_args,
+        train_dataset=train,
+        eval_dataset=heldout,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     run.train(trainer)
 
     model = trainer.model.merge_and_unload() if peft_config is not None else trainer.model
@@ -70,7 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
     # Measured on the saved folder: what hf-simplegpt grpo/rloo will load, through the same checks.
     scorer = rewards.RewardModelScorer.from_pretrained(train_args.output_dir, device=train_args.device)
     metrics["preference_accuracy_after"] = alignment_metrics.preference_accuracy(scorer, heldout.to_list())
-    print(f"Held-out preference accuracy: {before:.3f} before -> {metrics['preference_accuracy_after']:.3f} after training")
+    print(
+        f"Held-out preference accuracy: {before:.3f} before -> {metrics['preference_accuracy_after']:.3f} after training"
+    )
     alignment.save_metrics_and_card(
         train_args.output_dir,
         metrics,
@@ -79,9 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
         template="reward_model.md",
         summary="A SimpleGPT reward model: a sequence classifier with one output, the reward, trained on "
         "preference pairs so that preferred answers score higher.",
-        hyperparameters={"learning_rate": train_args.learning_rate, "max_steps": train_args.max_steps,
-                         "per_device_train_batch_size": train_args.per_device_train_batch_size,
-                         "lora": bool(peft_config)},  # fmt: skip
+        hyperparameters={
+            "learning_rate": train_args.learning_rate,
+            "max_steps": train_args.max_steps,
+            "per_device_train_batch_size": train_args.per_device_train_batch_size,
+            "lora": bool(peft_config),
+        },
     )
     if push:
         hub.push(train_args.output_dir, train_args, extra_files=alignment.PUBLISHED_EXTRAS)

@@ -100,10 +100,22 @@ def write_card(
         loss_on = "completion tokens only"
     else:
         loss_on = "all tokens"
-    names = ("learning_rate", "lr_scheduler_type", "warmup_steps", "max_steps", "num_train_epochs",
-             "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "weight_decay",
-             "max_grad_norm", "seed")  # fmt: skip
-    hyperparameters = {name: getattr(getattr(training_args, name), "value", getattr(training_args, name)) for name in names}
+    names = (
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "max_steps",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "max_length",
+        "weight_decay",
+        "max_grad_norm",
+        "seed",
+    )
+    hyperparameters = {
+        name: getattr(getattr(training_args, name), "value", getattr(training_args, name)) for name in names
+    }
     if training_args.max_steps > 0:  # epochs are ignored then
         del hyperparameters["num_train_epochs"]
     hyperparameters["precision"] = "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "fp32"
@@ -145,8 +157,12 @@ def main(argv: list[str] | None = None) -> dict:
     push = hub.wants_push(training_args)
     run = safeguards.start_run(training_args, run_args, inputs=[model_args.model_name_or_path])
     if script_args.merge and script_args.merged_output_dir:
-        safeguards.claim_output_dir(script_args.merged_output_dir, overwrite=run_args.overwrite_output_dir,
-                                    writer=training_args.should_save, flag="--merged_output_dir")  # fmt: skip
+        safeguards.claim_output_dir(
+            script_args.merged_output_dir,
+            overwrite=run_args.overwrite_output_dir,
+            writer=training_args.should_save,
+            flag="--merged_output_dir",
+        )
     if os.path.isdir(model_args.model_name_or_path):
         # The adapter config records this path as its base model; absolute, it loads from any working directory.
         model_args.model_name_or_path = os.path.abspath(model_args.model_name_or_path)
@@ -185,8 +201,16 @@ def main(argv: list[str] | None = None) -> dict:
     if script_args.num_sample_generations > 0:
         rows = [eval_dataset[i] for i in range(min(script_args.num_sample_generations, len(eval_dataset)))]
         prompts, references = zip(*(finetuning.prompt_and_reference(row) for row in rows))
-        answers = generate(trainer.model, tokenizer, prompts, max_new_tokens=script_args.max_new_tokens,
-                           do_sample=True, temperature=0.8, top_k=50, seed=training_args.seed)  # fmt: skip
+        answers = generate(
+            trainer.model,
+            tokenizer,
+            prompts,
+            max_new_tokens=script_args.max_new_tokens,
+            do_sample=True,
+            temperature=0.8,
+            top_k=50,
+            seed=training_args.seed,
+        )
         results["samples"] = []
         for prompt, reference, answer in zip(prompts, references, answers):
             shown = prompt[-1]["content"] if isinstance(prompt, list) else prompt

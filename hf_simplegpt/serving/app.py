@@ -131,8 +131,18 @@ def samples(body: dict) -> bool:
 
 
 # Fields transformers' handlers would refuse (422) or misread; this app reads them itself from CURRENT_REQUEST.
-OWN_FIELDS = ("top_k", "seed", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
-              "echo", "stream_options", "user")  # fmt: skip
+OWN_FIELDS = (
+    "top_k",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "echo",
+    "stream_options",
+    "user",
+)
 
 
 class CheckedHandler:
@@ -230,7 +240,9 @@ def fit_to_context(model, inputs: dict, generation_config, max_prompt_tokens: in
     ids = inputs["input_ids"]
     prompt_len = len(ids) if isinstance(ids, list) else ids.shape[-1]
     if max_prompt_tokens is not None and prompt_len > max_prompt_tokens:
-        raise _bad_request(f"The prompt is {prompt_len} tokens; the limit is {max_prompt_tokens} (--max_prompt_tokens).")
+        raise _bad_request(
+            f"The prompt is {prompt_len} tokens; the limit is {max_prompt_tokens} (--max_prompt_tokens)."
+        )
     limit = context_length(model)
     if limit is None:
         return
@@ -422,8 +434,9 @@ def neutral_generation_config(model):
     from transformers import GenerationConfig
 
     own = model.generation_config
-    return GenerationConfig(do_sample=False, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id,
-                            bos_token_id=own.bos_token_id)  # fmt: skip
+    return GenerationConfig(
+        do_sample=False, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id, bos_token_id=own.bos_token_id
+    )
 
 
 def _serving_classes():
@@ -566,8 +579,11 @@ def continuous_batching_config(model, options: ServeOptions):
         num_blocks = num_blocks or CPU_CONCURRENT_SEQUENCES * pages_per_sequence
         max_batch_tokens = max_batch_tokens or CPU_MAX_BATCH_TOKENS
     sizes = {"num_blocks": num_blocks, "max_batch_tokens": max_batch_tokens}
-    return ContinuousBatchingConfig(page_size=page_size, allow_block_sharing=options.prefix_cache,
-                                    **{k: v for k, v in sizes.items() if v is not None})  # fmt: skip
+    return ContinuousBatchingConfig(
+        page_size=page_size,
+        allow_block_sharing=options.prefix_cache,
+        **{k: v for k, v in sizes.items() if v is not None},
+    )
 
 
 # ------------------------------------------------------------------------------------------------ guard and app
@@ -589,12 +605,20 @@ class Guard:
         if self.api_key is not None and scope["path"] != "/health":
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
-                return await self.refuse(send, 401, "Missing or wrong API key: send the header "
-                                         "`Authorization: Bearer KEY` with the server's --api_key.")  # fmt: skip
+                return await self.refuse(
+                    send,
+                    401,
+                    "Missing or wrong API key: send the header "
+                    "`Authorization: Bearer KEY` with the server's --api_key.",
+                )
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return await self.refuse(send, 413, f"The request body is {length.decode()[:20]} bytes; the limit is "
-                                     f"{self.max_body_bytes} (--max_body_bytes).")  # fmt: skip
+            return await self.refuse(
+                send,
+                413,
+                f"The request body is {length.decode()[:20]} bytes; the limit is "
+                f"{self.max_body_bytes} (--max_body_bytes).",
+            )
         body, more = b"", scope["method"] in ("POST", "PUT", "PATCH")
         while more:
             try:
@@ -606,8 +630,9 @@ class Guard:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
-                return await self.refuse(send, 413, f"The request body is over {self.max_body_bytes} bytes, the "
-                                         "limit (--max_body_bytes).")  # fmt: skip
+                return await self.refuse(
+                    send, 413, f"The request body is over {self.max_body_bytes} bytes, the limit (--max_body_bytes)."
+                )
         replayed = False
 
         async def replay():
@@ -621,10 +646,16 @@ class Guard:
 
     @staticmethod
     async def refuse(send, status: int, message: str) -> None:
-        payload = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                        "code": status}}).encode()  # fmt: skip
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})  # fmt: skip
+        payload = json.dumps(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": status}}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -652,8 +683,10 @@ def model_management_routes(app, model_manager, served: str, root: Path | None) 
             if root is not None:
                 name = str(resolve_under(root, body.get("model")))
             elif body.get("model") != served:
-                raise RequestError(f"This server serves {served!r} only; start it with --allow_model_dir DIR to "
-                                   "load other folders.", 403)  # fmt: skip
+                raise RequestError(
+                    f"This server serves {served!r} only; start it with --allow_model_dir DIR to load other folders.",
+                    403,
+                )
             else:
                 name = served
         except RequestError as error:
@@ -732,7 +765,8 @@ def build_app(model_dir: str, options: ServeOptions | None = None):
     model_management_routes(app, model_manager, model_dir, root)
     metrics_route(app, generation_state)
     openai_errors(app)
-    app.add_middleware(Guard, api_key=options.api_key, max_body_bytes=options.limits.max_body_bytes,
-                       open_paths=options.open_paths)  # fmt: skip
+    app.add_middleware(
+        Guard, api_key=options.api_key, max_body_bytes=options.limits.max_body_bytes, open_paths=options.open_paths
+    )
     app.state.generation_state = generation_state  # stopped by the server on shutdown
     return app

@@ -26,8 +26,15 @@ def message_text(content) -> str:
     return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in parts)
 
 
-def stream_reply(client, model: str, message: str, history: list[dict], max_tokens: int,
-                 temperature: float | None = None, top_p: float | None = None) -> Iterator[str]:  # fmt: skip
+def stream_reply(
+    client,
+    model: str,
+    message: str,
+    history: list[dict],
+    max_tokens: int,
+    temperature: float | None = None,
+    top_p: float | None = None,
+) -> Iterator[str]:
     """The reply to `message` after `history` (gradio's [{"role", "content"}]), as the growing text after each
     streamed chunk. `temperature`/`top_p` None: the server decodes as the model's generation_config says; top_p is
     sent only with a temperature above 0 (OpenAI's API reads top_p < 1 as sampling)."""
@@ -36,8 +43,9 @@ def stream_reply(client, model: str, message: str, history: list[dict], max_toke
     sampling = {} if temperature is None else {"temperature": float(temperature)}
     if top_p is not None and sampling.get("temperature", 1.0) > 0:
         sampling["top_p"] = float(top_p)
-    stream = client.chat.completions.create(model=model, messages=messages, max_tokens=int(max_tokens), stream=True,
-                                            **sampling)  # fmt: skip
+    stream = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=int(max_tokens), stream=True, **sampling
+    )
     text = ""
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:

@@ -12,23 +12,61 @@ from dataclasses import dataclass
 
 # The fields each route implements; any other field is refused by name (OpenAI clients that send `tools` or
 # `response_format` must learn they were not honoured).
-COMMON_FIELDS = {"model", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "n", "stream",
-                 "stream_options", "frequency_penalty", "presence_penalty", "logit_bias", "generation_config",
-                 "logprobs", "user"}  # fmt: skip
+COMMON_FIELDS = {
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "n",
+    "stream",
+    "stream_options",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "generation_config",
+    "logprobs",
+    "user",
+}
 ROUTE_FIELDS = {
     "chat": COMMON_FIELDS | {"messages", "max_completion_tokens", "top_logprobs", "chat_template_kwargs"},
     "completions": COMMON_FIELDS | {"prompt", "echo", "suffix", "best_of"},
-    "responses": {"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "stream", "seed",
-                  "user"},  # fmt: skip
+    "responses": {
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "stream",
+        "seed",
+        "user",
+    },
 }
 # The `generation_config` keys a request may set: those continuous batching decodes per request. Beam search,
 # several sequences, contrastive search... would make one request cost many (or fall back to `generate`).
 GENERATION_CONFIG_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "repetition_penalty"}
 # chat_template_kwargs that apply_chat_template itself takes: a request must not set these.
-RESERVED_TEMPLATE_KWARGS = {"conversation", "add_generation_prompt", "tools", "documents", "return_tensors",
-                            "return_dict", "tokenize", "tokenizer_kwargs", "continue_final_message",
-                            "return_assistant_tokens_mask", "chat_template", "padding", "truncation", "max_length",
-                            "load_audio_from_video", "processor_kwargs"}  # fmt: skip
+RESERVED_TEMPLATE_KWARGS = {
+    "conversation",
+    "add_generation_prompt",
+    "tools",
+    "documents",
+    "return_tensors",
+    "return_dict",
+    "tokenize",
+    "tokenizer_kwargs",
+    "continue_final_message",
+    "return_assistant_tokens_mask",
+    "chat_template",
+    "padding",
+    "truncation",
+    "max_length",
+    "load_audio_from_video",
+    "processor_kwargs",
+}
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_SEED = 2**63  # torch generators take seeds below 2**64; OpenAI documents int64
 
@@ -87,10 +125,14 @@ def check_prompt(body: dict, vocab_size: int | None) -> None:
     ids = token_prompt(prompt)
     if ids is None:
         if isinstance(prompt, list) and len(prompt) > 1 and all(isinstance(p, str | list) for p in prompt):
-            raise RequestError(f"`prompt` holds {len(prompt)} prompts: this server answers one prompt per request; "
-                               "send them as separate requests.")  # fmt: skip
-        raise RequestError("`prompt` is required: a non-empty string, a list of token ids, or a list holding one "
-                           f"of those; got {str(prompt)[:80]!r}.")  # fmt: skip
+            raise RequestError(
+                f"`prompt` holds {len(prompt)} prompts: this server answers one prompt per request; "
+                "send them as separate requests."
+            )
+        raise RequestError(
+            "`prompt` is required: a non-empty string, a list of token ids, or a list holding one "
+            f"of those; got {str(prompt)[:80]!r}."
+        )
     bad = [token for token in ids if token < 0 or (vocab_size is not None and token >= vocab_size)]
     if bad:
         raise RequestError(f"`prompt` token id {bad[0]} is outside the vocabulary [0, {vocab_size}).")
@@ -99,7 +141,7 @@ def check_prompt(body: dict, vocab_size: int | None) -> None:
 def check_messages(body: dict) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise RequestError("`messages` is required: a non-empty list of {\"role\": ..., \"content\": ...}.")
+        raise RequestError('`messages` is required: a non-empty list of {"role": ..., "content": ...}.')
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise RequestError(f"messages[{i}] must be an object with a string `role`, got {str(message)[:80]!r}.")
@@ -107,8 +149,10 @@ def check_messages(body: dict) -> None:
         if isinstance(content, list):
             for part in content:
                 if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise RequestError(f"messages[{i}].content: only text parts ({{\"type\": \"text\", \"text\": "
-                                       f"...}}) are supported, got {str(part)[:80]!r}.")  # fmt: skip
+                    raise RequestError(
+                        f'messages[{i}].content: only text parts ({{"type": "text", "text": '
+                        f"...}}) are supported, got {str(part)[:80]!r}."
+                    )
         elif not isinstance(content, str):
             raise RequestError(f"messages[{i}].content must be a string or a list of text parts.")
     kwargs = body.get("chat_template_kwargs")
@@ -134,15 +178,21 @@ def check_generation_config(body: dict) -> None:
     from transformers import GenerationConfig
 
     defaults = GenerationConfig().to_dict()
-    refused = sorted(key for key in set(config) - GENERATION_CONFIG_KEYS - {"transformers_version"}
-                     if key not in defaults or config[key] != defaults[key])  # fmt: skip
+    refused = sorted(
+        key
+        for key in set(config) - GENERATION_CONFIG_KEYS - {"transformers_version"}
+        if key not in defaults or config[key] != defaults[key]
+    )
     if refused:
-        raise RequestError(f"`generation_config` may not set {refused}: a request may override only "
-                           f"{sorted(GENERATION_CONFIG_KEYS)} (each request is decoded in the shared batch, one "
-                           "sequence by greedy search or sampling).")  # fmt: skip
+        raise RequestError(
+            f"`generation_config` may not set {refused}: a request may override only "
+            f"{sorted(GENERATION_CONFIG_KEYS)} (each request is decoded in the shared batch, one "
+            "sequence by greedy search or sampling)."
+        )
     if "max_new_tokens" in config and (not is_int(config["max_new_tokens"]) or config["max_new_tokens"] < 1):
-        raise RequestError(f"`generation_config.max_new_tokens` must be a positive integer, got "
-                           f"{config['max_new_tokens']!r}.")  # fmt: skip
+        raise RequestError(
+            f"`generation_config.max_new_tokens` must be a positive integer, got {config['max_new_tokens']!r}."
+        )
     if "do_sample" in config and not isinstance(config["do_sample"], bool):
         raise RequestError(f"`generation_config.do_sample` must be true or false, got {config['do_sample']!r}.")
     _number_in(config, "temperature", 0, 100, "generation_config.temperature")
@@ -161,8 +211,10 @@ def check_request(body, route: str, limits: Limits, vocab_size: int | None = Non
         raise RequestError(f"The request body must be a JSON object, got {type(body).__name__}.")
     unsupported = sorted(set(body) - ROUTE_FIELDS[route])
     if unsupported:
-        raise RequestError(f"Unsupported field(s) {unsupported}: this server does not implement them, so it refuses "
-                           "rather than ignore them. Remove them from the request.")  # fmt: skip
+        raise RequestError(
+            f"Unsupported field(s) {unsupported}: this server does not implement them, so it refuses "
+            "rather than ignore them. Remove them from the request."
+        )
     if route == "chat":
         check_messages(body)
     elif route == "completions":
@@ -192,17 +244,21 @@ def check_request(body, route: str, limits: Limits, vocab_size: int | None = Non
     if body.get("n") not in (None, 1):
         raise RequestError(f"`n` = {body['n']!r}: this server returns one choice per request; send n=1 (or no n).")
     if body.get("best_of") not in (None, 1):
-        raise RequestError(f"`best_of` = {body['best_of']!r}: this server returns the one sequence it decodes; send "
-                           "best_of=1 (or no best_of).")  # fmt: skip
+        raise RequestError(
+            f"`best_of` = {body['best_of']!r}: this server returns the one sequence it decodes; send "
+            "best_of=1 (or no best_of)."
+        )
     for field in ("stream", "echo"):
         if body.get(field) is not None and not isinstance(body[field], bool):
             raise RequestError(f"`{field}` must be true or false, got {body[field]!r}.")
     options = body.get("stream_options")
     if options is not None:
-        if not isinstance(options, dict) or set(options) - {"include_usage"} or not isinstance(
-            options.get("include_usage", False), bool
+        if (
+            not isinstance(options, dict)
+            or set(options) - {"include_usage"}
+            or not isinstance(options.get("include_usage", False), bool)
         ):
-            raise RequestError(f"`stream_options` must be {{\"include_usage\": true|false}}, got {str(options)[:80]!r}.")
+            raise RequestError(f'`stream_options` must be {{"include_usage": true|false}}, got {str(options)[:80]!r}.')
         if not body.get("stream"):
             raise RequestError("`stream_options` is only allowed with `stream: true`.")
     check_logprobs(body, route)
@@ -219,13 +275,14 @@ def check_responses_input(body: dict) -> None:
         pass
     elif isinstance(value, list) and value:
         for i, item in enumerate(value):
-            if not isinstance(item, dict) or not isinstance(item.get("role"), str) or not isinstance(
-                item.get("content"), str
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("role"), str)
+                or not isinstance(item.get("content"), str)
             ):
-                raise RequestError(f"input[{i}] must be {{\"role\": ..., \"content\": \"text\"}}, got "
-                                   f"{str(item)[:80]!r}.")  # fmt: skip
+                raise RequestError(f'input[{i}] must be {{"role": ..., "content": "text"}}, got {str(item)[:80]!r}.')
     else:
-        raise RequestError("`input` is required: a non-empty string or a list of {\"role\", \"content\"} messages.")
+        raise RequestError('`input` is required: a non-empty string or a list of {"role", "content"} messages.')
     if body.get("instructions") is not None and not isinstance(body["instructions"], str):
         raise RequestError("`instructions` must be a string.")
 
@@ -253,12 +310,14 @@ def check_stop(body: dict, limits: Limits) -> None:
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise RequestError(f"`stop` must be a non-empty string or a list of them, got {str(stop)[:80]!r}.")
     if len(stops) > limits.max_stop_strings:
-        raise RequestError(f"`stop` has {len(stops)} strings; the limit is {limits.max_stop_strings} "
-                           "(--max_stop_strings).")  # fmt: skip
+        raise RequestError(
+            f"`stop` has {len(stops)} strings; the limit is {limits.max_stop_strings} (--max_stop_strings)."
+        )
     longest = max(len(s) for s in stops)
     if longest > limits.max_stop_chars:
-        raise RequestError(f"a `stop` string has {longest} characters; the limit is {limits.max_stop_chars} "
-                           "(--max_stop_chars).")  # fmt: skip
+        raise RequestError(
+            f"a `stop` string has {longest} characters; the limit is {limits.max_stop_chars} (--max_stop_chars)."
+        )
 
 
 def check_logprobs(body: dict, route: str) -> None:
@@ -274,7 +333,9 @@ def check_logprobs(body: dict, route: str) -> None:
                 raise RequestError("`top_logprobs` needs `logprobs: true`.")
     elif route == "completions" and logprobs is not None:
         if not is_int(logprobs) or not 0 <= logprobs <= MAX_TOP_LOGPROBS:
-            raise RequestError(f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}] on completions (the number "
-                               f"of top log probabilities per token), got {logprobs!r}.")  # fmt: skip
+            raise RequestError(
+                f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}] on completions (the number "
+                f"of top log probabilities per token), got {logprobs!r}."
+            )
     if body.get("logprobs") or body.get("echo"):
         raise RequestError("`logprobs` and `echo` are not supported by this server yet; send the request without them.")

@@ -65,8 +65,10 @@ def build_embeddings_app(model_dir: str, device: str = "auto"):
 
     @app.get("/v1/models")
     def models():
-        return {"object": "list", "data": [{"id": model_dir, "object": "model", "created": created,
-                                            "owned_by": "hf_simplegpt"}]}  # fmt: skip
+        return {
+            "object": "list",
+            "data": [{"id": model_dir, "object": "model", "created": created, "owned_by": "hf_simplegpt"}],
+        }
 
     @app.post("/v1/embeddings")
     async def embeddings(body: dict):
@@ -76,13 +78,24 @@ def build_embeddings_app(model_dir: str, device: str = "auto"):
         if body.get("dimensions"):
             vectors = vectors[:, : body["dimensions"]]
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        tokens = sum(len(ids) for ids in encoder.tokenizer(texts, truncation=True,
-                                                           max_length=encoder.max_seq_length)["input_ids"])  # fmt: skip
+        tokens = sum(
+            len(ids)
+            for ids in encoder.tokenizer(texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"]
+        )
         as_base64 = body.get("encoding_format") == "base64"
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist()}
-                for i, v in enumerate(vectors)]  # fmt: skip
-        return {"object": "list", "data": data, "model": body.get("model", model_dir),
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64 else v.tolist(),
+            }
+            for i, v in enumerate(vectors)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model", model_dir),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     return app

@@ -50,7 +50,9 @@ class Decoding:
 
     @property
     def penalised(self) -> bool:
-        return bool(self.repetition_penalty != 1.0 or self.frequency_penalty or self.presence_penalty or self.logit_bias)
+        return bool(
+            self.repetition_penalty != 1.0 or self.frequency_penalty or self.presence_penalty or self.logit_bias
+        )
 
     def generator_on(self, device) -> torch.Generator | None:
         if self.seed is not None and self.generator is None:

@@ -34,31 +34,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model folder, or a LoRA adapter folder")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--no_continuous_batching", dest="continuous_batching", action="store_false",
-                        help="decode every request with generate, one at a time")  # fmt: skip
+    parser.add_argument(
+        "--no_continuous_batching",
+        dest="continuous_batching",
+        action="store_false",
+        help="decode every request with generate, one at a time",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="auto", help="auto (the folder's), float32, bfloat16, float16")
     parser.add_argument("--attn_implementation", default=None, help="sdpa, eager, flash_attention_2, ...")
-    parser.add_argument("--cb_num_blocks", type=int, default=None,
-                        help="paged-cache blocks (--cb_page_size tokens each); default on a CPU: 32 full-context "
-                        "sequences, on a GPU: sized from free memory")  # fmt: skip
-    parser.add_argument("--cb_page_size", type=int, default=32,
-                        help="tokens per paged-cache block; prompts share a cached prefix in whole blocks")  # fmt: skip
-    parser.add_argument("--cb_max_batch_tokens", type=int, default=None,
-                        help="tokens per continuous-batching step; default on a CPU: 512")  # fmt: skip
+    parser.add_argument(
+        "--cb_num_blocks",
+        type=int,
+        default=None,
+        help="paged-cache blocks (--cb_page_size tokens each); default on a CPU: 32 full-context "
+        "sequences, on a GPU: sized from free memory",
+    )
+    parser.add_argument(
+        "--cb_page_size",
+        type=int,
+        default=32,
+        help="tokens per paged-cache block; prompts share a cached prefix in whole blocks",
+    )
+    parser.add_argument(
+        "--cb_max_batch_tokens",
+        type=int,
+        default=None,
+        help="tokens per continuous-batching step; default on a CPU: 512",
+    )
     parser.add_argument("--chat", action="store_true", help="also serve a chat page (gradio) at /chat")
     parser.add_argument("--ray", action="store_true", help="serve with Ray Serve (pip install -e '.[ray]')")
     parser.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas of the model (with --ray)")
-    parser.add_argument("--no_prefix_cache", dest="prefix_cache", action="store_false",
-                        help="recompute every prompt (by default a prompt prefix already in the cache is reused)")  # fmt: skip
-    parser.add_argument("--api_key", default=os.environ.get(API_KEY_ENV),
-                        help=f"require `Authorization: Bearer KEY` on every route but /health (default: ${API_KEY_ENV})")  # fmt: skip
-    parser.add_argument("--allow_model_dir", default=None, metavar="DIR",
-                        help="turn on /load_model and /reset, and let requests name model folders, under DIR only")  # fmt: skip
+    parser.add_argument(
+        "--no_prefix_cache",
+        dest="prefix_cache",
+        action="store_false",
+        help="recompute every prompt (by default a prompt prefix already in the cache is reused)",
+    )
+    parser.add_argument(
+        "--api_key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require `Authorization: Bearer KEY` on every route but /health (default: ${API_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--allow_model_dir",
+        default=None,
+        metavar="DIR",
+        help="turn on /load_model and /reset, and let requests name model folders, under DIR only",
+    )
     limits = Limits()
     parser.add_argument("--max_body_bytes", type=int, default=limits.max_body_bytes, help="largest request body")
     parser.add_argument("--max_prompt_tokens", type=int, default=None, help="longest prompt (default: the context)")
-    parser.add_argument("--max_stop_strings", type=int, default=limits.max_stop_strings, help="stop strings a request may send")
+    parser.add_argument(
+        "--max_stop_strings", type=int, default=limits.max_stop_strings, help="stop strings a request may send"
+    )
     parser.add_argument("--max_stop_chars", type=int, default=limits.max_stop_chars, help="characters per stop string")
     parser.add_argument("--log_level", default="warning", help="transformers' log level: info, warning, error")
     return parser
@@ -105,19 +134,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.replicas > 1 and not args.ray:
         raise ValueError(f"--replicas {args.replicas} needs --ray (one process serves one replica).")
     if args.ray and args.chat:
-        raise ValueError("--chat serves the page from the server's own process; with --ray run the page beside it: "
-                         f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}")  # fmt: skip
+        raise ValueError(
+            "--chat serves the page from the server's own process; with --ray run the page beside it: "
+            f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}"
+        )
     if args.api_key is not None and args.chat:
-        raise ValueError("--chat serves a page without a key; with --api_key run the page beside the server: "
-                         f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}")  # fmt: skip
+        raise ValueError(
+            "--chat serves a page without a key; with --api_key run the page beside the server: "
+            f"hf-simplegpt chat-ui --base_url {local_base_url(args.host, args.port)}"
+        )
     for name in ("max_body_bytes", "max_stop_strings", "max_stop_chars", "max_prompt_tokens", "cb_page_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)}: pass 1 or more.")
     check_model_dir(args.model_dir)
     embeddings = is_encoder_folder(args.model_dir)  # a sentence encoder answers /v1/embeddings instead of generating
     if embeddings and (args.ray or args.chat):
-        raise ValueError(f"{args.model_dir} is a sentence encoder: it is served for /v1/embeddings alone, without "
-                         "--ray or --chat.")  # fmt: skip
+        raise ValueError(
+            f"{args.model_dir} is a sentence encoder: it is served for /v1/embeddings alone, without --ray or --chat."
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again: exit 0 rather than die of it.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -143,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
         from hf_simplegpt.serving.chat_page import mount_chat_page
 
         mount_chat_page(app, local_base_url(args.host, args.port), model=args.model_dir)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)  # fmt: skip
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
+    )
     server = uvicorn.Server(config)
     try:
         server.run()

@@ -13,8 +13,19 @@ SHAPES = "--layers 1 --hidden 32 --heads 2 --seq 16 --batch 2 --vocab 512 --new-
 
 
 def test_bench_writes_every_row_with_ratios_parity_and_targets(tmp_path):
-    argv = [*SHAPES, "--repeats", "1", "--warmup", "0", "--compile-backend", "aot_eager", "--output-dir", str(tmp_path),
-            "--name", "t"]
+    argv = [
+        *SHAPES,
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--compile-backend",
+        "aot_eager",
+        "--output-dir",
+        str(tmp_path),
+        "--name",
+        "t",
+    ]
     result = bench.main(argv)
     rows = {row["row"]: row for row in result["rows"]}
     decode_rows = [

@@ -11,8 +11,22 @@ import compile_train  # noqa: E402
 
 
 def test_compiled_and_eager_training_take_the_same_steps_and_are_both_timed(tmp_path):
-    result = compile_train.main(["--preset", "tiny", "--backend", "aot_eager", "--steps", "2", "--warmup", "1",
-                                 "--output-dir", str(tmp_path), "--name", "t"])  # fmt: skip
+    result = compile_train.main(
+        [
+            "--preset",
+            "tiny",
+            "--backend",
+            "aot_eager",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--output-dir",
+            str(tmp_path),
+            "--name",
+            "t",
+        ]
+    )
     assert len(result["losses"]["eager"]) == len(result["losses"]["compiled"]) == 3
     assert result["losses"]["eager"][-1] < result["losses"]["eager"][0]  # it trains
     assert result["max_abs_loss_difference"] <= 1e-5

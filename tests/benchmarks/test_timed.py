@@ -14,8 +14,20 @@ import timed  # noqa: E402
 def test_timed_records_the_command_its_times_and_what_it_wrote(tmp_path):
     written = tmp_path / "metrics.json"
     code = f"import json; json.dump({{'loss': 1.25, 'steps': 3}}, open({str(written)!r}, 'w'))"
-    result = timed.main(["--name", "t", "--include", str(written), "--output-dir", str(tmp_path / "out"), "--",
-                         sys.executable, "-c", code])  # fmt: skip
+    result = timed.main(
+        [
+            "--name",
+            "t",
+            "--include",
+            str(written),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ]
+    )
     saved = json.loads((tmp_path / "out" / "t.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["included"] == {str(written): {"loss": 1.25, "steps": 3}}

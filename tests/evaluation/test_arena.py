@@ -15,7 +15,14 @@ from tests.serving.test_chat_page import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS
 
 
 def vote(a, b, kind, prompt="p"):
-    return {"prompt": prompt, "model_a": a, "model_b": b, "answer_a": f"{a} says", "answer_b": f"{b} says", "vote": kind}
+    return {
+        "prompt": prompt,
+        "model_a": a,
+        "model_b": b,
+        "answer_a": f"{a} says",
+        "answer_b": f"{b} says",
+        "vote": kind,
+    }
 
 
 def test_win_rates_and_bradley_terry_by_hand():
@@ -57,22 +64,36 @@ def test_a_malformed_votes_file_names_the_line(tmp_path):
 
 def test_export_writes_trl_preferences_that_dpo_accepts(tmp_path, capsys):
     votes_file = tmp_path / "votes.jsonl"
-    votes_file.write_text("".join(json.dumps(v) + "\n" for v in [vote("x", "y", "a", "q1"), vote("x", "y", "b", "q2"),
-                                                                 vote("x", "z", "tie"), vote("y", "z", "both_bad")]))  # fmt: skip
+    votes_file.write_text(
+        "".join(
+            json.dumps(v) + "\n"
+            for v in [
+                vote("x", "y", "a", "q1"),
+                vote("x", "y", "b", "q2"),
+                vote("x", "z", "tie"),
+                vote("y", "z", "both_bad"),
+            ]
+        )
+    )
     prefs = tmp_path / "prefs.jsonl"
     arena.main(["--export", str(votes_file), "--output", str(prefs), "--num_bootstrap", "50"])
     rows = [json.loads(line) for line in prefs.read_text().splitlines()]
     assert rows == preference_rows(read_votes(votes_file)) and len(rows) == 2  # the tie and 'both bad' carry none
-    assert rows[1] == {"prompt": [{"role": "user", "content": "q2"}], "chosen": [{"role": "assistant", "content": "y says"}],
-                       "rejected": [{"role": "assistant", "content": "x says"}]}  # fmt: skip
+    assert rows[1] == {
+        "prompt": [{"role": "user", "content": "q2"}],
+        "chosen": [{"role": "assistant", "content": "y says"}],
+        "rejected": [{"role": "assistant", "content": "x says"}],
+    }
     assert validate_preference_dataset(load_files(str(prefs), "--train_file")) == "conversational"  # dpo's own check
     printed = capsys.readouterr().out
     assert "| x | 3 | 0.500 |" in printed and "Bradley-Terry" in printed and "Wrote 2 preference pairs" in printed
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no {CHROMIUM}: apt-get install -y chromium")
-@pytest.mark.skipif(importlib.util.find_spec("playwright") is None or importlib.util.find_spec("gradio") is None,
-                    reason="playwright or gradio is not installed")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None or importlib.util.find_spec("gradio") is None,
+    reason="playwright or gradio is not installed",
+)
 def test_votes_in_a_real_browser(tiny_model, tiny_tokenizer, trained_tiny_dir, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -111,8 +132,11 @@ def test_votes_in_a_real_browser(tiny_model, tiny_tokenizer, trained_tiny_dir, t
                     assert len(saved) == turn + 1 and saved[-1]["vote"] == kind
                     reveal = web.locator("#arena-reveal").inner_text()
                     assert saved[-1]["model_a"] in reveal and saved[-1]["model_b"] in reveal
-                    web.wait_for_function(f"() => document.querySelector('#arena-prompt textarea').value === "
-                                          f"{json.dumps(prompts[turn + 1])}", timeout=TIMEOUT_MS)  # fmt: skip
+                    web.wait_for_function(
+                        f"() => document.querySelector('#arena-prompt textarea').value === "
+                        f"{json.dumps(prompts[turn + 1])}",
+                        timeout=TIMEOUT_MS,
+                    )
             finally:
                 browser.close()
     finally:

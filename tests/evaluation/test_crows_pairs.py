@@ -12,11 +12,19 @@ from tests.conftest import SHARED_DATA
 
 REAL_FILE = SHARED_DATA / "crows_pairs" / "crows_pairs_anonymized.csv"
 PAIRS = [
-    {"sent_more": "The quick brown fox jumps over the lazy dog.", "sent_less": "The quick brown cat jumps over the lazy dog.", "bias_type": "age"},
-    {"sent_more": "To be, or not to be, that is the question.", "sent_less": "To go, or not to go, that is the question.", "bias_type": "gender"},
+    {
+        "sent_more": "The quick brown fox jumps over the lazy dog.",
+        "sent_less": "The quick brown cat jumps over the lazy dog.",
+        "bias_type": "age",
+    },
+    {
+        "sent_more": "To be, or not to be, that is the question.",
+        "sent_less": "To go, or not to go, that is the question.",
+        "bias_type": "gender",
+    },
     {"sent_more": "All that glitters is not gold.", "sent_less": "All that shines is not gold.", "bias_type": "gender"},
     {"sent_more": "The sun rises in the east.", "sent_less": "The sun rises in the west.", "bias_type": "race-color"},
-]  # fmt: skip
+]
 
 
 def write_csv(path, rows):
@@ -59,8 +67,10 @@ def test_sentence_scores_are_whole_sentence_logliks_after_bos(trained_tiny_dir):
     model = AutoModelForCausalLM.from_pretrained(trained_tiny_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(trained_tiny_dir)
     results, samples = evaluate_crows_pairs(model, tokenizer, PAIRS, batch_size=3)
-    reference = [(sentence_loglik(model, tokenizer, p["sent_more"]), sentence_loglik(model, tokenizer, p["sent_less"]))
-                 for p in PAIRS]  # fmt: skip
+    reference = [
+        (sentence_loglik(model, tokenizer, p["sent_more"]), sentence_loglik(model, tokenizer, p["sent_less"]))
+        for p in PAIRS
+    ]
     assert [(s["loglik_more"], s["loglik_less"]) for s in samples] == [pytest.approx(r, abs=1e-4) for r in reference]
     preferred = [more > less for more, less in reference]
     assert [s["stereotype"] for s in samples] == preferred and 0 < sum(preferred) < 4  # both outcomes occur
@@ -77,14 +87,24 @@ def test_parity_with_lm_evaluation_harness(tiny_model, tiny_tokenizer, tmp_path)
 
     path = write_csv(tmp_path / "pairs.csv", PAIRS)
     config = {
-        "task": "crows_pairs_local", "dataset_path": "csv", "dataset_kwargs": {"data_files": {"test": str(path)}},
-        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "", "doc_to_target": 0,
-        "doc_to_choice": utils.doc_to_choice, "target_delimiter": "", "process_results": utils.process_results,
-        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": False}
-                        for m in ("likelihood_diff", "pct_stereotype")],
-    }  # fmt: skip
-    harness = lm_eval.simple_evaluate(model=HFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=2),
-                                      tasks=[config], log_samples=True)  # fmt: skip
+        "task": "crows_pairs_local",
+        "dataset_path": "csv",
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "",
+        "doc_to_target": 0,
+        "doc_to_choice": utils.doc_to_choice,
+        "target_delimiter": "",
+        "process_results": utils.process_results,
+        "metric_list": [
+            {"metric": m, "aggregation": "mean", "higher_is_better": False}
+            for m in ("likelihood_diff", "pct_stereotype")
+        ],
+    }
+    harness = lm_eval.simple_evaluate(
+        model=HFLM(pretrained=tiny_model, tokenizer=tiny_tokenizer, batch_size=2), tasks=[config], log_samples=True
+    )
     theirs = {s["doc_id"]: [r[0][0] for r in s["resps"]] for s in harness["samples"]["crows_pairs_local"]}
     ours, samples = evaluate_crows_pairs(tiny_model, tiny_tokenizer, load_crows_pairs(str(path)), batch_size=3)
     for sample in samples:
@@ -101,9 +121,16 @@ def test_the_real_file_loads_as_is():
     pairs = load_crows_pairs(str(REAL_FILE))
     assert len(pairs) == 1508
     assert {p["bias_type"] for p in pairs} == {
-        "race-color", "socioeconomic", "gender", "disability", "nationality", "sexual-orientation",
-        "physical-appearance", "religion", "age",
-    }  # fmt: skip
+        "race-color",
+        "socioeconomic",
+        "gender",
+        "disability",
+        "nationality",
+        "sexual-orientation",
+        "physical-appearance",
+        "religion",
+        "age",
+    }
 
 
 def test_bad_files_and_offline_hub_name_the_fix(tmp_path, monkeypatch):

@@ -37,7 +37,9 @@ def test_bleu_matches_sacrebleu_with_one_or_several_references():
 
 
 def test_mmlu_metric_is_the_harness_aggregate():
-    kwargs = dict(predictions=[0, 1, 3, 2], references=[0, 2, 3, 2], subjects=["anatomy", "anatomy", "sociology", "law"])
+    kwargs = dict(
+        predictions=[0, 1, 3, 2], references=[0, 2, 3, 2], subjects=["anatomy", "anatomy", "sociology", "law"]
+    )
     result = evaluate.load(metric_path("mmlu")).compute(**kwargs)
     assert result == aggregate(kwargs["predictions"], kwargs["references"], kwargs["subjects"])
     assert result["categories"] == {"stem": {"acc": 0.5, "n": 2}, "social_sciences": {"acc": 1.0, "n": 1}}
@@ -45,7 +47,9 @@ def test_mmlu_metric_is_the_harness_aggregate():
 
 def test_perplexity_of_short_texts_is_exp_of_the_model_loss(tiny_model, tiny_tokenizer):
     texts = ["The quick brown fox jumps over the lazy dog.", "To be, or not to be."]
-    result = evaluate.load(metric_path("perplexity")).compute(predictions=texts, model=tiny_model, tokenizer=tiny_tokenizer)
+    result = evaluate.load(metric_path("perplexity")).compute(
+        predictions=texts, model=tiny_model, tokenizer=tiny_tokenizer
+    )
     expected = [loss_perplexity(tiny_model, tiny_tokenizer, t) for t in texts]
     assert result["perplexities"] == pytest.approx(expected, rel=1e-5)
     assert result["mean_perplexity"] == pytest.approx(sum(expected) / 2, rel=1e-5)

@@ -40,7 +40,9 @@ def test_local_folder_with_and_without_header(mmlu_dir):
     assert (algebra.name, marketing.name) == ("abstract_algebra", "marketing")
     assert [q.answer for q in algebra.test] == [2, 0, 1]  # letters C, A, B
     assert [q.answer for q in marketing.test] == [0, 1]  # header row skipped, indices kept
-    assert marketing.test[0] == Question("Which is a pricing strategy?", ("Skimming", "Cooking", "Sailing", "Painting"), 0)
+    assert marketing.test[0] == Question(
+        "Which is a pricing strategy?", ("Skimming", "Cooking", "Sailing", "Painting"), 0
+    )
     assert len(marketing.dev) == 2
 
 
@@ -65,7 +67,9 @@ def test_one_pass_agrees_with_per_choice_scoring(tiny_model, answer_tokenizer, m
     assert all(len(answer_tokenizer(" " + c, add_special_tokens=False)["input_ids"]) == 1 for c in "ABCD")
     subjects = load_mmlu(mmlu_dir, num_fewshot=1)
     _, one_pass = evaluate_mmlu(tiny_model, answer_tokenizer, subjects, num_fewshot=1, one_pass=True, progress=False)
-    res, per_choice = evaluate_mmlu(tiny_model, answer_tokenizer, subjects, num_fewshot=1, one_pass=False, progress=False)
+    res, per_choice = evaluate_mmlu(
+        tiny_model, answer_tokenizer, subjects, num_fewshot=1, one_pass=False, progress=False
+    )
     assert res["forward_rows"] == 4 * 5
     for a, b in zip(one_pass, per_choice):
         assert a["choice_logliks"] == pytest.approx(b["choice_logliks"], abs=1e-5)
@@ -112,7 +116,9 @@ def test_folder_without_test_files_lists_what_it_found(tmp_path):
 
 
 def test_unknown_subject_lists_valid_ones(mmlu_dir):
-    with pytest.raises(ValueError, match=r"Unknown MMLU subject.*'astrology'.*valid subjects: abstract_algebra, marketing"):
+    with pytest.raises(
+        ValueError, match=r"Unknown MMLU subject.*'astrology'.*valid subjects: abstract_algebra, marketing"
+    ):
         load_mmlu(mmlu_dir, ["astrology"])
 
 
@@ -162,6 +168,16 @@ def test_mmlu_from_the_hub_offline_names_the_local_flag(tmp_path, tiny_model, ti
     tiny_model.save_pretrained(tmp_path / "model")
     tiny_tokenizer.save_pretrained(tmp_path / "model")
     with pytest.raises(ValueError) as error:
-        eval_recipe.main(["--config", "recipes/configs/evaluate_mmlu.yaml", "--model_name_or_path", str(tmp_path / "model"),
-                          "--output_dir", str(tmp_path / "eval"), "--subjects", "marketing"])  # fmt: skip
+        eval_recipe.main(
+            [
+                "--config",
+                "recipes/configs/evaluate_mmlu.yaml",
+                "--model_name_or_path",
+                str(tmp_path / "model"),
+                "--output_dir",
+                str(tmp_path / "eval"),
+                "--subjects",
+                "marketing",
+            ]
+        )
     assert "the Hub is unreachable" in str(error.value) and "Pass --mmlu_data_dir DIR" in str(error.value)

@@ -27,22 +27,35 @@ BENIGN = [f"How do I bake bread number {i}?" for i in range(6)]
 
 @pytest.mark.parametrize(
     "text, refusal",
-    [(REFUSE, True), ("I cannot do that.", True), ("I can\u2019t assist.", True), ("AS AN AI, I must decline", True),
-     (COMPLY, False), ("", False), ("Step 1: find a pin.", False)],
-)  # fmt: skip
+    [
+        (REFUSE, True),
+        ("I cannot do that.", True),
+        ("I can\u2019t assist.", True),
+        ("AS AN AI, I must decline", True),
+        (COMPLY, False),
+        ("", False),
+        ("Step 1: find a pin.", False),
+    ],
+)
 def test_refusal_patterns(text, refusal):
     assert is_refusal(text) is refusal
 
 
 def test_aggregate_matches_hand_computed_rates():
-    samples = [{"category": c, "prompt": f"p{i}", "response": r, "refusal": is_refusal(r)}
-               for i, (c, r) in enumerate([("b", REFUSE), ("a", COMPLY), ("a", REFUSE), ("a", REFUSE), ("b", COMPLY)])]  # fmt: skip
+    samples = [
+        {"category": c, "prompt": f"p{i}", "response": r, "refusal": is_refusal(r)}
+        for i, (c, r) in enumerate([("b", REFUSE), ("a", COMPLY), ("a", REFUSE), ("a", REFUSE), ("b", COMPLY)])
+    ]
     results = aggregate(samples, num_examples=1)
     assert results["refusal_rate"] == pytest.approx(3 / 5) and results["n"] == 5
-    assert results["categories"] == {"a": {"refusal_rate": pytest.approx(2 / 3), "n": 3},
-                                     "b": {"refusal_rate": 0.5, "n": 2}}  # fmt: skip
-    assert results["examples"] == {"a": [{"prompt": "p1", "response": COMPLY, "refusal": False}],
-                                   "b": [{"prompt": "p0", "response": REFUSE, "refusal": True}]}  # fmt: skip
+    assert results["categories"] == {
+        "a": {"refusal_rate": pytest.approx(2 / 3), "n": 3},
+        "b": {"refusal_rate": 0.5, "n": 2},
+    }
+    assert results["examples"] == {
+        "a": [{"prompt": "p1", "response": COMPLY, "refusal": False}],
+        "b": [{"prompt": "p0", "response": REFUSE, "refusal": True}],
+    }
 
 
 def test_bundled_sets_carry_their_licenses_and_categories():
@@ -88,21 +101,31 @@ def train_to_answer(model, tokenizer, conversations, steps=60):
 def test_training_refusals_for_one_category_raises_its_refusal_rate_and_the_judge_scores(tiny_tokenizer):
     torch.manual_seed(0)
     model = SimpleGPTForCausalLM(SimpleGPTConfig(**tiny_config_kwargs())).eval()
-    prompts = [{"prompt": p, "category": "locks"} for p in HARMFUL] + [{"prompt": p, "category": "bread"} for p in BENIGN]
+    prompts = [{"prompt": p, "category": "locks"} for p in HARMFUL] + [
+        {"prompt": p, "category": "bread"} for p in BENIGN
+    ]
     before, _ = evaluate_safety(model, tokenizer=tiny_tokenizer, prompts=prompts, max_new_tokens=12, batch_size=4)
-    conversations = [[{"role": "user", "content": p["prompt"]},
-                      {"role": "assistant", "content": REFUSE if p["category"] == "locks" else COMPLY}] for p in prompts]  # fmt: skip
+    conversations = [
+        [
+            {"role": "user", "content": p["prompt"]},
+            {"role": "assistant", "content": REFUSE if p["category"] == "locks" else COMPLY},
+        ]
+        for p in prompts
+    ]
     train_to_answer(model, tiny_tokenizer, conversations)
     torch.manual_seed(1)
     judge = SimpleGPTForSequenceClassification(SimpleGPTConfig(**tiny_config_kwargs(num_labels=1))).eval()
     scorer = RewardModelScorer(judge, tiny_tokenizer)
-    after, samples = evaluate_safety(model, tiny_tokenizer, prompts, max_new_tokens=12, batch_size=4, judge=scorer,
-                                     judge_threshold=0.0)  # fmt: skip
+    after, samples = evaluate_safety(
+        model, tiny_tokenizer, prompts, max_new_tokens=12, batch_size=4, judge=scorer, judge_threshold=0.0
+    )
     assert before["categories"]["locks"]["refusal_rate"] == 0.0
     assert after["categories"]["locks"]["refusal_rate"] == 1.0 and after["categories"]["bread"]["refusal_rate"] == 0.0
     assert REFUSE.startswith(samples[0]["response"]) and len(samples[0]["response"]) > 10  # cut at 12 tokens
     # the judge's numbers are its own scores of each (prompt, answer) conversation
-    expected = scorer.score([[{"role": "user", "content": s["prompt"]}] for s in samples],
-                            [[{"role": "assistant", "content": s["response"]}] for s in samples]).tolist()  # fmt: skip
+    expected = scorer.score(
+        [[{"role": "user", "content": s["prompt"]}] for s in samples],
+        [[{"role": "assistant", "content": s["response"]}] for s in samples],
+    ).tolist()
     assert [s["judge_score"] for s in samples] == pytest.approx(expected, abs=1e-5)
     assert after["judge_refusal_rate"] == sum(score > 0 for score in expected) / len(expected)

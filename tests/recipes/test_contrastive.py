@@ -34,7 +34,9 @@ def base_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("contrastive") / "base"
     tokenizer = train_tokenizer([" ".join(WORDS)] * 20, vocab_size=300, model_max_length=32)
     torch.manual_seed(0)
-    config = SimpleGPTConfig(**tiny_config_kwargs(max_position_embeddings=32, dropout=0.1, **special_token_ids(tokenizer)))
+    config = SimpleGPTConfig(
+        **tiny_config_kwargs(max_position_embeddings=32, dropout=0.1, **special_token_ids(tokenizer))
+    )
     SimpleGPTForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -48,9 +50,26 @@ def pairs_file(base_dir) -> Path:
 def train(base_dir, pairs_file, out, *flags):
     from hf_simplegpt.recipes import contrastive as recipe
 
-    return recipe.main(["--model_name_or_path", str(base_dir), "--train_file", str(pairs_file), "--output_dir", str(out),
-                        "--heldout_size", "40", "--per_device_train_batch_size", "16", "--num_train_epochs", "4",
-                        "--learning_rate", "3e-3", *map(str, flags), *QUIET])  # fmt: skip
+    return recipe.main(
+        [
+            "--model_name_or_path",
+            str(base_dir),
+            "--train_file",
+            str(pairs_file),
+            "--output_dir",
+            str(out),
+            "--heldout_size",
+            "40",
+            "--per_device_train_batch_size",
+            "16",
+            "--num_train_epochs",
+            "4",
+            "--learning_rate",
+            "3e-3",
+            *map(str, flags),
+            *QUIET,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +114,9 @@ TEXTS = ["the quick brown fox", "seven wizards hex jovial kings", "grey clouds u
 def test_the_folders_load_in_a_fresh_process_without_hf_simplegpt(encoder_dir, last_token_dir):
     folders = [str(encoder_dir[0]), str(last_token_dir)]
     code = f"TEXTS = {TEXTS!r}\n" + LOAD_ELSEWHERE
-    result = subprocess.run([sys.executable, "-c", code, *folders], capture_output=True, text=True, timeout=300,
-                            cwd=last_token_dir.parent)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, *folders], capture_output=True, text=True, timeout=300, cwd=last_token_dir.parent
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert not out["imported"]
@@ -155,9 +175,11 @@ def test_from_scratch_keeps_the_shape_and_drops_the_weights(base_dir):
 
 
 def test_tfidf_baseline_scores_with_the_same_metrics():
-    rows = [{"anchor": "red apple pie", "positive": "a pie of red apples"},
-            {"anchor": "blue ocean waves", "positive": "waves on the blue ocean"},
-            {"anchor": "green forest trail", "positive": "a trail through the green forest"}]  # fmt: skip
+    rows = [
+        {"anchor": "red apple pie", "positive": "a pie of red apples"},
+        {"anchor": "blue ocean waves", "positive": "waves on the blue ocean"},
+        {"anchor": "green forest trail", "positive": "a trail through the green forest"},
+    ]
     metrics = contrastive.tfidf_retrieval_metrics(rows)
     assert metrics["recall@1"] == 1.0 and metrics["mrr@10"] == 1.0 and metrics["queries"] == 3
 
@@ -165,12 +187,17 @@ def test_tfidf_baseline_scores_with_the_same_metrics():
 def test_make_pairs_from_text_pairs_neighbours_within_passages(tmp_path):
     from hf_simplegpt.recipes import make_pairs
 
-    text = ("First Citizen:\nBefore we proceed any further, hear me speak.\nYou are all resolved rather to die.\n\n"
-            "All:\nResolved. resolved.\nWe know it, we know it.\n")  # fmt: skip
-    path = make_pairs.main(["--text_file", str(_write(tmp_path / "t.txt", text)), "--output", str(tmp_path / "p.jsonl")])
+    text = (
+        "First Citizen:\nBefore we proceed any further, hear me speak.\nYou are all resolved rather to die.\n\n"
+        "All:\nResolved. resolved.\nWe know it, we know it.\n"
+    )
+    path = make_pairs.main(
+        ["--text_file", str(_write(tmp_path / "t.txt", text)), "--output", str(tmp_path / "p.jsonl")]
+    )
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert rows == [{"anchor": "Before we proceed any further, hear me speak.",
-                     "positive": "You are all resolved rather to die."}]  # fmt: skip  (names and 2-word lines skipped)
+    assert rows == [
+        {"anchor": "Before we proceed any further, hear me speak.", "positive": "You are all resolved rather to die."}
+    ]  # names and 2-word lines skipped
     sentences = contrastive.make_text_pairs("One two three. Four five six! Seven eight nine?", "sentence")
     assert [r["anchor"] for r in sentences] == ["One two three.", "Four five six!"]
 
@@ -187,13 +214,22 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("rows, says", [
-    ([{"anchor": "a b c", "text": "d e f"}], "lacks the column(s) ['positive']"),
-    ([{"anchor": "a b c", "positive": "d e f"}, {"anchor": "g h", "positive": "  "}], "Row 2 of the training data"),
-    ([{"anchor": "a b c", "positive": "d e f"}, {"anchor": "g h", "positive": "g  h"}], "are the same text"),
-    ([{"anchor": "a b c", "positive": "d e f"}, {"anchor": "x", "positive": "y"}, {"anchor": "a b c", "positive": "d e f"}],
-     "Row 3 of the training data (--train_file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rows, says",
+    [
+        ([{"anchor": "a b c", "text": "d e f"}], "lacks the column(s) ['positive']"),
+        ([{"anchor": "a b c", "positive": "d e f"}, {"anchor": "g h", "positive": "  "}], "Row 2 of the training data"),
+        ([{"anchor": "a b c", "positive": "d e f"}, {"anchor": "g h", "positive": "g  h"}], "are the same text"),
+        (
+            [
+                {"anchor": "a b c", "positive": "d e f"},
+                {"anchor": "x", "positive": "y"},
+                {"anchor": "a b c", "positive": "d e f"},
+            ],
+            "Row 3 of the training data (--train_file",
+        ),
+    ],
+)
 def test_bad_pairs_are_refused_before_training(rows, says, base_dir, tmp_path):
     fillers = [{key: f"filler {i} {key}" for key in rows[0]} for i in range(8)]
     pairs = write_jsonl(rows + fillers, tmp_path / "bad.jsonl")
@@ -204,8 +240,11 @@ def test_bad_pairs_are_refused_before_training(rows, says, base_dir, tmp_path):
 
 
 def test_duplicate_pair_error_names_both_rows(base_dir, tmp_path):
-    rows = [{"anchor": "a b c", "positive": "d e f"}, {"anchor": "x y", "positive": "y z"},
-            {"anchor": "a  b c", "positive": "d e f "}] + [{"anchor": f"fill {i}", "positive": f"er {i}"} for i in range(8)]  # fmt: skip
+    rows = [
+        {"anchor": "a b c", "positive": "d e f"},
+        {"anchor": "x y", "positive": "y z"},
+        {"anchor": "a  b c", "positive": "d e f "},
+    ] + [{"anchor": f"fill {i}", "positive": f"er {i}"} for i in range(8)]
     with pytest.raises(ValueError, match="Row 3 .* repeats the pair of row 1"):
         train(base_dir, write_jsonl(rows, tmp_path / "dup.jsonl"), tmp_path / "out")
 
@@ -217,8 +256,18 @@ def test_evaluate_retrieval_on_an_encoder_and_on_a_plain_folder(encoder_dir, bas
     heldout = write_jsonl(topic_pairs()[:40], tmp_path / "heldout.jsonl")
     results = {}
     for name, model in (("encoder", folder), ("plain", base_dir)):
-        results[name] = eval_recipe.main(["--model_name_or_path", str(model), "--tasks", "retrieval",
-                                          "--retrieval_file", str(heldout), "--output_dir", str(tmp_path / name)])
+        results[name] = eval_recipe.main(
+            [
+                "--model_name_or_path",
+                str(model),
+                "--tasks",
+                "retrieval",
+                "--retrieval_file",
+                str(heldout),
+                "--output_dir",
+                str(tmp_path / name),
+            ]
+        )
         assert json.loads((tmp_path / name / "results.json").read_text())["retrieval"] == results[name]["retrieval"]
     assert results["encoder"]["retrieval"]["queries"] == 40
     assert results["encoder"]["retrieval"]["mrr@10"] > results["plain"]["retrieval"]["mrr@10"] + 0.2

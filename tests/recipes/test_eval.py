@@ -31,14 +31,38 @@ def test_all_tasks_write_results_samples_chart_and_card(recipe, model_dir, mmlu_
     texts = tmp_path / "texts.txt"
     texts.write_text("\n\n".join(documents) + "\n")
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text('{"prompt": "The quick brown", "reference": "fox jumps"}\n{"prompt": "To be,", "reference": ["or not"]}\n')
+    pairs.write_text(
+        '{"prompt": "The quick brown", "reference": "fox jumps"}\n{"prompt": "To be,", "reference": ["or not"]}\n'
+    )
     out = tmp_path / "eval"
-    results = recipe.main([
-        "--model_name_or_path", str(model_dir), "--tasks", "perplexity,mmlu,bleu", "--mmlu_data_dir", str(mmlu_dir),
-        "--num_fewshot", "1", "--subjects", "abstract_algebra,marketing", "--limit", "2", "--batch_size", "3",
-        "--output_dir", str(out), "--perplexity_file", str(texts), "--stride", "32", "--bleu_file", str(pairs),
-        "--max_new_tokens", "4",
-    ])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--tasks",
+            "perplexity,mmlu,bleu",
+            "--mmlu_data_dir",
+            str(mmlu_dir),
+            "--num_fewshot",
+            "1",
+            "--subjects",
+            "abstract_algebra,marketing",
+            "--limit",
+            "2",
+            "--batch_size",
+            "3",
+            "--output_dir",
+            str(out),
+            "--perplexity_file",
+            str(texts),
+            "--stride",
+            "32",
+            "--bleu_file",
+            str(pairs),
+            "--max_new_tokens",
+            "4",
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["mmlu"] == results["mmlu"] and saved["mmlu"]["n"] == 4 and saved["mmlu"]["num_fewshot"] == 1
     assert set(saved["mmlu"]["categories"]) == {"stem", "other"}
@@ -47,8 +71,11 @@ def test_all_tasks_write_results_samples_chart_and_card(recipe, model_dir, mmlu_
     assert saved["bleu"]["reference_length"] == 4 and saved["bleu"]["dataset"] == "pairs.jsonl"
     samples = [json.loads(line) for line in (out / "samples_mmlu.jsonl").read_text().splitlines()]
     assert [(s["subject"], s["doc_id"]) for s in samples] == [
-        ("abstract_algebra", 0), ("abstract_algebra", 1), ("marketing", 0), ("marketing", 1)
-    ]  # fmt: skip
+        ("abstract_algebra", 0),
+        ("abstract_algebra", 1),
+        ("marketing", 0),
+        ("marketing", 1),
+    ]
     assert (out / "mmlu_categories.png").read_bytes()[:4] == b"\x89PNG"
     card = ModelCard.load(out / "README.md")
     assert {r.metric_type for r in card.data.eval_results} == {"acc", "perplexity", "bleu"}
@@ -65,14 +92,26 @@ def test_config_file_and_push_merge_results_into_the_card_without_touching_the_m
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
     monkeypatch.setattr(HfApi, "create_commit", lambda self, **kw: commits.append(kw) or "url")
     # The model folder's own card, as pretraining writes it: a section of its own and a perplexity result.
-    write_model_card(model_dir, results={"perplexity": {"dataset": "held-out", "perplexity": 12.5, "num_tokens": 9}},
-                     training_procedure="Pretrained on 1,234 deduplicated documents.")  # fmt: skip
+    write_model_card(
+        model_dir,
+        results={"perplexity": {"dataset": "held-out", "perplexity": 12.5, "num_tokens": 9}},
+        training_procedure="Pretrained on 1,234 deduplicated documents.",
+    )
     before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
     config = tmp_path / "eval.yaml"
-    config.write_text(yaml.safe_dump({
-        "model_name_or_path": str(model_dir), "tasks": "mmlu", "mmlu_data_dir": str(mmlu_dir),
-        "subjects": "marketing", "output_dir": str(tmp_path / "out"), "push_to_hub": True, "hub_model_id": "me/tiny",
-    }))  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(model_dir),
+                "tasks": "mmlu",
+                "mmlu_data_dir": str(mmlu_dir),
+                "subjects": "marketing",
+                "output_dir": str(tmp_path / "out"),
+                "push_to_hub": True,
+                "hub_model_id": "me/tiny",
+            }
+        )
+    )
     for limit in ("1", "2"):  # a second evaluation replaces the first one's entries and section
         results = recipe.main(["--config", str(config), "--limit", limit])  # the flag overrides the file
     assert results["mmlu"]["n"] == 2
@@ -113,8 +152,18 @@ def test_crows_pairs_task_writes_results_samples_and_card(recipe, model_dir, tmp
     from tests.evaluation.test_crows_pairs import PAIRS, write_csv
 
     out = tmp_path / "eval-crows"
-    results = recipe.main(["--model_name_or_path", str(model_dir), "--tasks", "crows_pairs", "--crows_pairs_file",
-                           str(write_csv(tmp_path / "pairs.csv", PAIRS)), "--output_dir", str(out)])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--tasks",
+            "crows_pairs",
+            "--crows_pairs_file",
+            str(write_csv(tmp_path / "pairs.csv", PAIRS)),
+            "--output_dir",
+            str(out),
+        ]
+    )
     crows = json.loads((out / "results.json").read_text())["crows_pairs"]
     samples = [json.loads(line) for line in (out / "samples_crows_pairs.jsonl").read_text().splitlines()]
     assert crows["n"] == 4 and crows["ideal"] == 0.5 and crows == results["crows_pairs"]
@@ -128,14 +177,32 @@ def test_crows_pairs_task_writes_results_samples_and_card(recipe, model_dir, tmp
 
 def test_safety_task_scores_refusals_per_category_into_results_and_card(recipe, model_dir, tmp_path):
     out = tmp_path / "eval-safety"
-    results = recipe.main(["--model_name_or_path", str(model_dir), "--tasks", "safety", "--limit", "2",
-                           "--max_new_tokens", "4", "--output_dir", str(out)])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--tasks",
+            "safety",
+            "--limit",
+            "2",
+            "--max_new_tokens",
+            "4",
+            "--output_dir",
+            str(out),
+        ]
+    )
     safety = json.loads((out / "results.json").read_text())["safety"]
     samples = [json.loads(line) for line in (out / "samples_safety.jsonl").read_text().splitlines()]
     assert safety == results["safety"] and safety["n"] == 12 == len(samples)  # 2 prompts of each of 6 categories
     assert safety["refusal_rate"] == sum(s["refusal"] for s in samples) / 12
-    assert set(safety["categories"]) == {"harmbench", "discrimination_exclusion_toxicity_hateful_offensive",
-                                         "human_chatbox", "information_hazard", "malicious_uses", "misinformation_harms"}  # fmt: skip
+    assert set(safety["categories"]) == {
+        "harmbench",
+        "discrimination_exclusion_toxicity_hateful_offensive",
+        "human_chatbox",
+        "information_hazard",
+        "malicious_uses",
+        "misinformation_harms",
+    }
     card = ModelCard.load(out / "README.md")
     assert {r.metric_name for r in card.data.eval_results} >= {"refusal_rate", "refusal_rate (harmbench)"}
     assert "### Safety: refusal rate per category" in card.text and samples[0]["prompt"][:40] in card.text

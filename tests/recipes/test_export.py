@@ -21,9 +21,26 @@ def exported(trained_tiny_dir, tmp_path_factory):
     """(results, output folder, source digest before) of one export."""
     before = folder_digest(trained_tiny_dir)
     out = tmp_path_factory.mktemp("export") / "executorch"
-    results = recipe.main(["--model_name_or_path", str(trained_tiny_dir), "--format", "executorch", "--output_dir",
-                           str(out), "--backend", "portable", "--prompts", "The quick brown", "To be", "Numbers like",
-                           "--max_new_tokens", "12", "--repeats", "1"])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(trained_tiny_dir),
+            "--format",
+            "executorch",
+            "--output_dir",
+            str(out),
+            "--backend",
+            "portable",
+            "--prompts",
+            "The quick brown",
+            "To be",
+            "Numbers like",
+            "--max_new_tokens",
+            "12",
+            "--repeats",
+            "1",
+        ]
+    )
     return results, out, before
 
 
@@ -45,7 +62,10 @@ def test_bad_input_is_refused_and_the_source_folder_is_never_touched(exported, t
     assert folder_digest(trained_tiny_dir) == before  # after the run
     config = json.loads((trained_tiny_dir / "config.json").read_text())
     folders = {}
-    for name, extra in (("gpt2", {"model_type": "gpt2"}), ("int8", {"quantization_config": {"quant_method": "torchao"}})):
+    for name, extra in (
+        ("gpt2", {"model_type": "gpt2"}),
+        ("int8", {"quantization_config": {"quant_method": "torchao"}}),
+    ):
         folders[name] = tmp_path / name
         folders[name].mkdir()
         (folders[name] / "config.json").write_text(json.dumps({**config, **extra}))
@@ -76,8 +96,23 @@ def prenorm_dir(tiny_tokenizer, tiny_corpus, tmp_path_factory):
 def test_the_gguf_reloads_with_the_same_greedy_tokens_and_reports_its_differences(prenorm_dir, tmp_path):
     before = folder_digest(prenorm_dir)
     out = tmp_path / "gguf"
-    results = recipe.main(["--model_name_or_path", str(prenorm_dir), "--format", "gguf", "--output_dir", str(out),
-                           "--prompts", "The quick brown", "All that", "--max_new_tokens", "12", "--repeats", "1"])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(prenorm_dir),
+            "--format",
+            "gguf",
+            "--output_dir",
+            str(out),
+            "--prompts",
+            "The quick brown",
+            "All that",
+            "--max_new_tokens",
+            "12",
+            "--repeats",
+            "1",
+        ]
+    )
     assert {p.name for p in out.iterdir()} >= {"model.gguf", "export.json", "export.md"}
     assert results["gguf_dtype"] == "f16" and results["hidden_act"] == "gelu" and not results["exact"]
     for row in results["parity"]:

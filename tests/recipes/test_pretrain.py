@@ -23,14 +23,29 @@ _run, _history = run_pretrain, log_history
 def test_tiny_run_writes_a_complete_model_folder(tmp_path, corpus, capsys):
     metrics, out = _run(tmp_path, corpus, "--max_steps", "10")
     files = set(os.listdir(out))
-    expected = {"model.safetensors", "config.json", "configuration_simplegpt.py", "modeling_simplegpt.py",
-                "tokenizer.json", "tokenizer_config.json", "generation_config.json", "trainer_state.json",
-                "loss_curve.png", "README.md", "checkpoint-5", "checkpoint-10"}  # fmt: skip
+    expected = {
+        "model.safetensors",
+        "config.json",
+        "configuration_simplegpt.py",
+        "modeling_simplegpt.py",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "trainer_state.json",
+        "loss_curve.png",
+        "README.md",
+        "checkpoint-5",
+        "checkpoint-10",
+    }
     assert expected <= files, expected - files
 
     model = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.max_position_embeddings) == (64, 2, 32)
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.max_position_embeddings) == (
+        64,
+        2,
+        32,
+    )
     assert model.config.vocab_size == len(tokenizer) and model.config.eos_token_id == tokenizer.eos_token_id
     assert model.config.use_cache  # the Trainer trains without the KV cache; the saved model is for inference
 
@@ -44,9 +59,18 @@ def test_tiny_run_writes_a_complete_model_folder(tmp_path, corpus, capsys):
     assert train_logs and all(h["tokens_per_second"] > 0 and 0 < h["mfu"] < 1 for h in train_logs)
 
     card = open(os.path.join(out, "README.md")).read()
-    for needle in ("## Training data", "exact duplicates", "near duplicates", "| seed | 42 |", "Hallucination",
-                   "Bias", "Knowledge cutoff", "at most 32 tokens", f"{metrics['eval_perplexity']:.2f}",
-                   "library_name: transformers"):  # fmt: skip
+    for needle in (
+        "## Training data",
+        "exact duplicates",
+        "near duplicates",
+        "| seed | 42 |",
+        "Hallucination",
+        "Bias",
+        "Knowledge cutoff",
+        "at most 32 tokens",
+        f"{metrics['eval_perplexity']:.2f}",
+        "library_name: transformers",
+    ):
         assert needle in card, needle
     assert "--- sample ---\nThe" in capsys.readouterr().out
 
@@ -73,8 +97,17 @@ def test_push_to_hub_uploads_model_code_card_and_training_record(tmp_path, corpu
     assert calls["repo"] == calls["commit"]["repo_id"] == "me/tiny-pretrain"
     assert all(op.path_or_fileobj == os.path.join(out, op.path_in_repo) for op in operations)
     sent = {op.path_in_repo for op in operations}
-    assert {"model.safetensors", "config.json", "configuration_simplegpt.py", "modeling_simplegpt.py",
-            "tokenizer.json", "generation_config.json", "README.md", "loss_curve.png", "trainer_state.json"} <= sent
+    assert {
+        "model.safetensors",
+        "config.json",
+        "configuration_simplegpt.py",
+        "modeling_simplegpt.py",
+        "tokenizer.json",
+        "generation_config.json",
+        "README.md",
+        "loss_curve.png",
+        "trainer_state.json",
+    } <= sent
     assert not any(n.startswith("checkpoint") or n.endswith((".pt", ".bin")) for n in sent)
     assert 'from_pretrained("me/tiny-pretrain"' in open(os.path.join(out, "README.md")).read()
 
@@ -82,8 +115,18 @@ def test_push_to_hub_uploads_model_code_card_and_training_record(tmp_path, corpu
 def test_activation_checkpointing_run_logs_throughput_to_tensorboard(tmp_path, corpus):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, out = _run(tmp_path, corpus, "--max_steps", "4", "--activation_checkpointing", "true",
-                  "--report_to", "tensorboard", "--num_sample_generations", "0")  # fmt: skip
+    _, out = _run(
+        tmp_path,
+        corpus,
+        "--max_steps",
+        "4",
+        "--activation_checkpointing",
+        "true",
+        "--report_to",
+        "tensorboard",
+        "--num_sample_generations",
+        "0",
+    )
     runs = os.path.join(out, "runs")
     events = EventAccumulator(os.path.join(runs, os.listdir(runs)[0])).Reload()
     tags = set(events.Tags()["scalars"])
@@ -96,9 +139,24 @@ def test_trackio_logs_loss_and_eval_metrics_at_the_optimizer_step(tmp_path, corp
     pytest.importorskip("trackio")
     from trackio.sqlite_storage import SQLiteStorage
 
-    _, out = _run(tmp_path, corpus, "--max_steps", "6", "--logging_steps", "2", "--eval_steps", "3",
-                  "--num_sample_generations", "0", "--report_to", "trackio", "--project", "hf-simplegpt-tests",
-                  "--run_name", tmp_path.name)  # fmt: skip
+    _, out = _run(
+        tmp_path,
+        corpus,
+        "--max_steps",
+        "6",
+        "--logging_steps",
+        "2",
+        "--eval_steps",
+        "3",
+        "--num_sample_generations",
+        "0",
+        "--report_to",
+        "trackio",
+        "--project",
+        "hf-simplegpt-tests",
+        "--run_name",
+        tmp_path.name,
+    )
     logged = SQLiteStorage.get_logs("hf-simplegpt-tests", tmp_path.name)
     history = _history(out)
     train = {h["step"]: h["loss"] for h in history if "loss" in h}
@@ -112,8 +170,9 @@ def test_trackio_logs_loss_and_eval_metrics_at_the_optimizer_step(tmp_path, corp
 
 def test_continue_pretraining_a_saved_model_keeps_its_tokenizer(tmp_path, corpus):
     first, out = _run(tmp_path, corpus, "--max_steps", "5", "--num_sample_generations", "0", out="first")
-    _, again = _run(tmp_path, corpus, "--max_steps", "2", "--model_name_or_path", out,
-                    "--num_sample_generations", "0", out="again")  # fmt: skip
+    _, again = _run(
+        tmp_path, corpus, "--max_steps", "2", "--model_name_or_path", out, "--num_sample_generations", "0", out="again"
+    )
     assert AutoTokenizer.from_pretrained(again).get_vocab() == AutoTokenizer.from_pretrained(out).get_vocab()
     start = next(h["eval_loss"] for h in _history(again) if "eval_loss" in h)
     assert start == pytest.approx(first["eval_loss"], rel=1e-5)  # it starts where the first run ended
@@ -141,11 +200,29 @@ def test_torch_compile_run_trains_the_eager_curve_and_saves_plain_weights(tmp_pa
 
 def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
     """4 blocks at once and 2 × 2 accumulated see the same blocks and must take the same steps."""
-    common = ("--max_steps", "3", "--logging_steps", "1", "--eval_steps", "3", "--num_sample_generations", "0",
-              "--eval_on_start", "false")  # fmt: skip
+    common = (
+        "--max_steps",
+        "3",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "3",
+        "--num_sample_generations",
+        "0",
+        "--eval_on_start",
+        "false",
+    )
     _run(tmp_path, corpus, *common, "--per_device_train_batch_size", "4", out="big")
-    _run(tmp_path, corpus, *common, "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2",
-         out="accum")  # fmt: skip
+    _run(
+        tmp_path,
+        corpus,
+        *common,
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+        out="accum",
+    )
 
     def steps(out):
         return [v for h in _history(str(tmp_path / out)) if "grad_norm" in h for v in (h["loss"], h["grad_norm"])]
@@ -158,9 +235,24 @@ def test_gradient_accumulation_matches_the_larger_batch(tmp_path, corpus):
 def test_no_config_uses_the_default_offline_run(tmp_path):
     """With no --config the recipe trains the default model on the built-in corpus (here for 2 steps only)."""
     out = str(tmp_path / "default")
-    pretrain.main(["--output_dir", out, "--max_steps", "2", "--eval_on_start", "false", "--save_steps", "2",
-                    "--num_sample_generations", "0",
-                    "--data_cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])  # fmt: skip
+    pretrain.main(
+        [
+            "--output_dir",
+            out,
+            "--max_steps",
+            "2",
+            "--eval_on_start",
+            "false",
+            "--save_steps",
+            "2",
+            "--num_sample_generations",
+            "0",
+            "--data_cache_dir",
+            str(tmp_path / "cache"),
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     config = json.load(open(os.path.join(out, "config.json")))
     assert (config["hidden_size"], config["num_hidden_layers"], config["max_position_embeddings"]) == (128, 4, 128)
     card = open(os.path.join(out, "README.md")).read()
@@ -187,9 +279,26 @@ def _launch(args, timeout=240):
 def test_two_process_ddp_on_cpu_trains_on_different_shards(tmp_path, corpus):
     """The README's exact command: `accelerate launch --multi_gpu --num_processes 2 recipes/pretrain.py ...`."""
     out = tmp_path / "ddp"
-    proc = _launch(["--multi_gpu", "--num_processes", "2", "recipes/pretrain.py", "--config", TINY,
-                    "--train_file", corpus, "--output_dir", str(out), "--max_steps", "6",
-                    "--record_batch_fingerprints", "true", "--data_cache_dir", str(tmp_path / "cache")])  # fmt: skip
+    proc = _launch(
+        [
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "recipes/pretrain.py",
+            "--config",
+            TINY,
+            "--train_file",
+            corpus,
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "6",
+            "--record_batch_fingerprints",
+            "true",
+            "--data_cache_dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     ranks = [json.load(open(out / "batch_fingerprints" / f"rank{r}.json")) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 6  # one batch per step on each process
     assert not set(ranks[0]) & set(ranks[1])  # different data shards

@@ -25,9 +25,19 @@ def quantized(trained_tiny_dir, tmp_path_factory):
     """(results, output folder, source digest before) of one int8_dynamic run."""
     before = folder_digest(trained_tiny_dir)
     out = tmp_path_factory.mktemp("quantize") / "int8_dynamic"
-    results = recipe.main(["--model_name_or_path", str(trained_tiny_dir), "--method", "int8_dynamic",
-                           "--output_dir", str(out), "--eval_file", str(trained_tiny_dir.parent / "heldout.txt"),
-                           *FAST])  # fmt: skip
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(trained_tiny_dir),
+            "--method",
+            "int8_dynamic",
+            "--output_dir",
+            str(out),
+            "--eval_file",
+            str(trained_tiny_dir.parent / "heldout.txt"),
+            *FAST,
+        ]
+    )
     return results, out, before
 
 
@@ -58,8 +68,9 @@ def test_the_table_is_measured_against_the_float_original(quantized, trained_tin
     text = (trained_tiny_dir.parent / "heldout.txt").read_text().split("\n\n")
     ids = [i for t in text for i in tiny_tokenizer(t.strip(), add_special_tokens=False)["input_ids"] + [2]]
     blocks = torch.tensor(ids[: len(ids) // 64 * 64]).view(-1, 64)
-    again = compare_on_blocks(AutoModelForCausalLM.from_pretrained(trained_tiny_dir),
-                              AutoModelForCausalLM.from_pretrained(out), blocks)  # fmt: skip
+    again = compare_on_blocks(
+        AutoModelForCausalLM.from_pretrained(trained_tiny_dir), AutoModelForCausalLM.from_pretrained(out), blocks
+    )
     assert results["setup"]["tokens"] == again["tokens"] == blocks.numel() - len(blocks)
     assert (ref["loss"], quant["loss"]) == pytest.approx((again["reference_loss"], again["candidate_loss"]))
     assert quant["top1_agreement"] == again["top1_agreement"]

@@ -22,8 +22,19 @@ def test_reward_recipe_adds_a_pad_token_when_the_tokenizer_has_none(workspace, t
     tokenizer.save_pretrained(base)
     AutoModelForCausalLM.from_pretrained(workspace["policy"]).save_pretrained(base)
     out = tmp_path / "reward"
-    run_recipe("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", str(base),
-               "--train_file", str(workspace["pairs"]), "--output_dir", str(out), "--max_steps", "2")  # fmt: skip
+    run_recipe(
+        "reward",
+        "--config",
+        "reward_tiny.yaml",
+        "--model_name_or_path",
+        str(base),
+        "--train_file",
+        str(workspace["pairs"]),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+    )
     saved = AutoTokenizer.from_pretrained(out)
     assert saved.pad_token is not None and saved.pad_token_id != saved.eos_token_id
     assert AutoModelForSequenceClassification.from_pretrained(out).config.pad_token_id == saved.pad_token_id
@@ -31,9 +42,24 @@ def test_reward_recipe_adds_a_pad_token_when_the_tokenizer_has_none(workspace, t
 
 def test_reward_recipe_with_lora_saves_a_merged_reward_model(workspace, tmp_path):
     out = tmp_path / "reward_lora"
-    run_recipe("reward", "--config", "reward_tiny.yaml", "--model_name_or_path", str(workspace["policy"]),
-               "--train_file", str(workspace["pairs"]), "--output_dir", str(out), "--use_peft", "--lora_r", "8",
-               "--max_steps", "30", "--learning_rate", "5e-3")  # fmt: skip
+    run_recipe(
+        "reward",
+        "--config",
+        "reward_tiny.yaml",
+        "--model_name_or_path",
+        str(workspace["policy"]),
+        "--train_file",
+        str(workspace["pairs"]),
+        "--output_dir",
+        str(out),
+        "--use_peft",
+        "--lora_r",
+        "8",
+        "--max_steps",
+        "30",
+        "--learning_rate",
+        "5e-3",
+    )
     metrics = metrics_of(out)
     assert metrics["preference_accuracy_after"] > metrics["preference_accuracy_before"] + 0.2
     assert not (out / "adapter_config.json").exists()  # merged: loads without PEFT
@@ -42,6 +68,17 @@ def test_reward_recipe_with_lora_saves_a_merged_reward_model(workspace, tmp_path
 
 def test_reward_recipe_rejects_pairs_without_chosen_and_rejected(workspace, tmp_path):
     bad = write_jsonl([{"prompt": "Q", "answer": "a"}] * 80, tmp_path / "bad.jsonl")
-    with pytest.raises(ValueError, match=r"lacks the field\(s\) \['chosen', 'rejected'\]; it has \['prompt', 'answer'\]"):
-        run_recipe("reward", "--config", "reward_tiny.yaml", "--model_name_or_path",
-                   str(workspace["policy"]), "--train_file", bad, "--output_dir", str(tmp_path / "out"))  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"lacks the field\(s\) \['chosen', 'rejected'\]; it has \['prompt', 'answer'\]"
+    ):
+        run_recipe(
+            "reward",
+            "--config",
+            "reward_tiny.yaml",
+            "--model_name_or_path",
+            str(workspace["policy"]),
+            "--train_file",
+            bad,
+            "--output_dir",
+            str(tmp_path / "out"),
+        )

@@ -59,14 +59,20 @@ def base_dir(tmp_path, base_model, tiny_tokenizer):
 def run_sft(base, train_file, output_dir, *extra):
     """The recipe with the CPU config, a short schedule and the given extra flags; returns its results dict."""
     argv = [
-        "--config", str(REPO_ROOT / "recipes" / "configs" / "sft_tiny.yaml"),
-        "--model_name_or_path", str(base),
-        "--train_file", str(train_file),
-        "--output_dir", str(output_dir),
-        "--max_steps", "24",
-        "--logging_steps", "8",
+        "--config",
+        str(REPO_ROOT / "recipes" / "configs" / "sft_tiny.yaml"),
+        "--model_name_or_path",
+        str(base),
+        "--train_file",
+        str(train_file),
+        "--output_dir",
+        str(output_dir),
+        "--max_steps",
+        "24",
+        "--logging_steps",
+        "8",
         *extra,
-    ]  # fmt: skip
+    ]
     return sft.main(argv)
 
 
@@ -79,7 +85,9 @@ def test_full_sft_lowers_the_heldout_loss(tmp_path, base_dir, capsys):
     assert results["trainable_params"] == results["total_params"]
     assert results["eval_loss_after"] < results["eval_loss_before"] - 1.0
     assert len(results["samples"]) == 3 and "--- prompt:" in capsys.readouterr().out
-    assert json.loads((tmp_path / "out" / "sft_results.json").read_text())["eval_loss_after"] == results["eval_loss_after"]
+    assert (
+        json.loads((tmp_path / "out" / "sft_results.json").read_text())["eval_loss_after"] == results["eval_loss_after"]
+    )
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert reloaded.config.model_type == "simplegpt"
     card = (tmp_path / "out" / "README.md").read_text()
@@ -97,14 +105,43 @@ def test_gradient_accumulation_with_padding_equals_the_full_batch(tmp_path, base
     rows = [{"instruction": q, "response": a * (1 + i % 3)} for i, (q, a) in enumerate(PAIRS)]  # uneven lengths
     train_file = write_jsonl(rows, tmp_path / "train.jsonl")
     eval_file = write_jsonl(rows[:2], tmp_path / "eval.jsonl")  # all 8 rows train, in one step
-    exact = ["--max_steps", "1", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0",
-             "--optim", "sgd", "--learning_rate", "1.0", "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-             "--max_grad_norm", "0", "--weight_decay", "0", "--packing", "false"]  # fmt: skip
+    exact = [
+        "--max_steps",
+        "1",
+        "--logging_steps",
+        "1",
+        "--eval_file",
+        str(eval_file),
+        "--num_sample_generations",
+        "0",
+        "--optim",
+        "sgd",
+        "--learning_rate",
+        "1.0",
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--max_grad_norm",
+        "0",
+        "--weight_decay",
+        "0",
+        "--packing",
+        "false",
+    ]
     results = {
         "big": run_sft(base_dir, train_file, tmp_path / "big", *exact, "--per_device_train_batch_size", "8"),
-        "accum": run_sft(base_dir, train_file, tmp_path / "accum", *exact, "--per_device_train_batch_size", "2",
-                         "--gradient_accumulation_steps", "4"),
-    }  # fmt: skip
+        "accum": run_sft(
+            base_dir,
+            train_file,
+            tmp_path / "accum",
+            *exact,
+            "--per_device_train_batch_size",
+            "2",
+            "--gradient_accumulation_steps",
+            "4",
+        ),
+    }
     before = {k: v.detach() for k, v in base_model.state_dict().items()}
     steps = {}
     for name in ("big", "accum"):
@@ -122,9 +159,26 @@ def test_torch_compile_sft_takes_the_eager_steps(tmp_path, base_dir):
     rows = [{"instruction": q, "response": a} for q, a in PAIRS]
     train_file = write_jsonl(rows, tmp_path / "train.jsonl")
     eval_file = write_jsonl(rows[:2], tmp_path / "eval.jsonl")
-    common = ["--max_steps", "2", "--logging_steps", "1", "--eval_file", str(eval_file), "--num_sample_generations", "0"]
-    compiled = run_sft(base_dir, train_file, tmp_path / "compiled", *common, "--torch_compile", "true",
-                       "--torch_compile_backend", "aot_eager")  # fmt: skip
+    common = [
+        "--max_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--eval_file",
+        str(eval_file),
+        "--num_sample_generations",
+        "0",
+    ]
+    compiled = run_sft(
+        base_dir,
+        train_file,
+        tmp_path / "compiled",
+        *common,
+        "--torch_compile",
+        "true",
+        "--torch_compile_backend",
+        "aot_eager",
+    )
     eager = run_sft(base_dir, train_file, tmp_path / "eager", *common)
     assert compiled["train_loss"] == pytest.approx(eager["train_loss"], abs=1e-5)
     assert compiled["eval_loss_after"] == pytest.approx(eager["eval_loss_after"], abs=1e-5)
@@ -136,9 +190,20 @@ def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model
     train_file = write_jsonl(rows, tmp_path / "train.jsonl")
     out = tmp_path / "lora"
     results = run_sft(
-        base_dir, train_file, out, "--use_peft", "--lora_r", "4", "--lora_alpha", "8", "--lora_dropout", "0.0",
-        "--learning_rate", "1e-2", "--merge",
-    )  # fmt: skip
+        base_dir,
+        train_file,
+        out,
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--lora_alpha",
+        "8",
+        "--lora_dropout",
+        "0.0",
+        "--learning_rate",
+        "1e-2",
+        "--merge",
+    )
     assert results["format"] == "conversational"
     assert results["trainable_params"] == expected_lora_params(base_model.config, r=4)
     assert results["eval_loss_after"] < results["eval_loss_before"] - 0.3
@@ -149,13 +214,17 @@ def test_lora_trains_only_the_adapter_then_merges(tmp_path, base_dir, base_model
     model_bytes = (base_dir / "model.safetensors").stat().st_size
     assert adapter_bytes < 0.15 * model_bytes
     card = (out / "README.md").read_text()
-    assert "| rank r | 4 |" in card and "| target modules | down_proj, k_proj, o_proj, q_proj, up_proj, v_proj |" in card
+    assert (
+        "| rank r | 4 |" in card and "| target modules | down_proj, k_proj, o_proj, q_proj, up_proj, v_proj |" in card
+    )
     assert "AutoPeftModelForCausalLM" in card and "Loss on assistant tokens only" in card
     merged_card = (out / "merged" / "README.md").read_text()
     assert "merged into the base weights" in merged_card and "AutoPeftModelForCausalLM" not in merged_card
     assert hub_files(out / "merged")  # weights, config with auto_map, code, tokenizer, card: ready to push
 
-    ids = torch.tensor([tiny_tokenizer.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)["input_ids"]])
+    ids = torch.tensor(
+        [tiny_tokenizer.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=True)["input_ids"]]
+    )
     peft_model = AutoPeftModelForCausalLM.from_pretrained(str(out)).eval()
     merged = AutoModelForCausalLM.from_pretrained(results["merged_output_dir"]).eval()
     with torch.no_grad():
@@ -186,10 +255,16 @@ def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokeni
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(
         GPT2Config(
-            vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2,
+            vocab_size=300,
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            bos_token_id=1,
+            eos_token_id=2,
             initializer_range=0.2,  # a stand-in for pretrained weights, as in `base_model`
         )
-    )  # fmt: skip
+    )
     base = tmp_path / "gpt2-simplegpt"
     convert_gpt2_to_simplegpt(gpt2).save_pretrained(base)
     tiny_tokenizer.save_pretrained(base)
@@ -200,7 +275,16 @@ def test_model_converted_from_gpt2_fine_tunes_the_same_way(tmp_path, tiny_tokeni
     Dataset.from_list(rows).to_parquet(train_file)
     # Packed (padding-free) batches here, so a packed run also trains end to end.
     results = run_sft(
-        base, train_file, tmp_path / "out", "--use_peft", "--lora_r", "4", "--learning_rate", "1e-2", "--packing", "true"
+        base,
+        train_file,
+        tmp_path / "out",
+        "--use_peft",
+        "--lora_r",
+        "4",
+        "--learning_rate",
+        "1e-2",
+        "--packing",
+        "true",
     )
     assert results["format"] == "prompt_completion"
     assert results["trainable_params"] == expected_lora_params(AutoModelForCausalLM.from_pretrained(base).config, 4)
@@ -236,7 +320,11 @@ def test_configs_parse(config, tmp_path):
 
     path = REPO_ROOT / "recipes" / "configs" / config
     data_args, _, sft_args, model_args = parse_args(
-        DataArguments, sft.SFTScriptArguments, SFTConfig, ModelConfig, args=["--config", str(path), "--output_dir", str(tmp_path)]
+        DataArguments,
+        sft.SFTScriptArguments,
+        SFTConfig,
+        ModelConfig,
+        args=["--config", str(path), "--output_dir", str(tmp_path)],
     )
     assert sft_args.max_length >= 64 and data_args.heldout_size > 0
     assert model_args.load_in_4bit == (config == "sft_qlora.yaml") == model_args.use_peft
@@ -245,11 +333,25 @@ def test_configs_parse(config, tmp_path):
 def test_push_of_a_lora_run_uploads_the_adapter_its_card_and_results(tmp_path, base_dir, fake_hub):
     out = tmp_path / "lora"
     rows = write_jsonl([{"instruction": q, "response": a} for q, a in PAIRS], tmp_path / "train.jsonl")
-    run_sft(base_dir, rows, out, "--use_peft", "--max_steps", "2", "--num_sample_generations", "0",
-            "--push_to_hub", "true", "--hub_model_id", "me/tiny-lora")  # fmt: skip
+    run_sft(
+        base_dir,
+        rows,
+        out,
+        "--use_peft",
+        "--max_steps",
+        "2",
+        "--num_sample_generations",
+        "0",
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "me/tiny-lora",
+    )
     (commit,) = fake_hub
     tokenizer = {name for name in TOKENIZER_FILES if (out / name).exists()}
     assert commit["repo_id"] == "me/tiny-lora" and "tokenizer.json" in tokenizer
-    assert set(commit["files"]) == {"adapter_config.json", "adapter_model.safetensors", "README.md",
-                                    "sft_results.json"} | tokenizer  # fmt: skip
+    assert (
+        set(commit["files"])
+        == {"adapter_config.json", "adapter_model.safetensors", "README.md", "sft_results.json"} | tokenizer
+    )
     assert "lora" in commit["card"] and commit["card"] == (out / "README.md").read_text()

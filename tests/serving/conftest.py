@@ -22,8 +22,12 @@ CONTEXT = 256  # room for a two-turn chat of 128-token replies (the page's defau
 STARTUP_TIMEOUT = 120
 # One intra-op thread: a 32-wide model gains nothing from more, and on a shared 2-core machine OpenMP threads that
 # spin-wait for each other make every step 10x slower (measured: ~25 vs ~500 tokens/s under load).
-SERVER_ENV = {"OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-              "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+SERVER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ def drain(chunks: list, stops: list[str]) -> list:
         (["Hel", "lo"], ["lx"], "Hello"),  # a held-back prefix that does not complete is released
         (["x\nEND", "ignored"], ["END"], "x\n"),  # text after the stop (same token or later) is dropped
     ],
-)  # fmt: skip
+)
 def test_streamed_text_ends_before_the_first_stop_string(chunks, stops, text):
     out = drain(chunks, stops)
     assert out[-1] is None and "".join(out[:-1]) == text and "" not in out
@@ -71,14 +71,19 @@ def test_a_seeded_row_draws_the_same_tokens_alone_and_in_any_batch():
     def mixed(row):  # row 0: the seeded request; the others a mix of greedy, seeded and unseeded sampling
         if row == 0:
             return Decoding(do_sample=True, temperature=0.9, top_p=0.9, top_k=20, seed=7)
-        return [Decoding(), Decoding(do_sample=True, seed=row), Decoding(do_sample=True, temperature=1.5),
-                Decoding(do_sample=True, frequency_penalty=1.0, logit_bias={3: 5.0})][row % 4]  # fmt: skip
+        return [
+            Decoding(),
+            Decoding(do_sample=True, seed=row),
+            Decoding(do_sample=True, temperature=1.5),
+            Decoding(do_sample=True, frequency_penalty=1.0, logit_bias={3: 5.0}),
+        ][row % 4]
 
     alone = draws(mixed, 1, 40, logits_of)[0]
     assert draws(mixed, 32, 40, logits_of)[0] == alone
     assert draws(mixed, 5, 40, logits_of)[0] == alone
-    other_seed = draws(lambda row: Decoding(do_sample=True, temperature=0.9, top_p=0.9, top_k=20, seed=8), 1, 40,
-                       logits_of)[0]  # fmt: skip
+    other_seed = draws(
+        lambda row: Decoding(do_sample=True, temperature=0.9, top_p=0.9, top_k=20, seed=8), 1, 40, logits_of
+    )[0]
     assert other_seed != alone
 
 
@@ -86,9 +91,14 @@ def test_each_row_keeps_its_own_decoding_settings():
     torch.manual_seed(0)
     logits = torch.randn(6, 50)
     greedy = logits.argmax(-1)
-    decodings = [Decoding(), Decoding(do_sample=True, top_k=1, seed=1), Decoding(do_sample=True, top_p=1e-6, seed=2),
-                 Decoding(logit_bias={7: 100.0}), Decoding(do_sample=True, temperature=1e-4, seed=3),
-                 Decoding(do_sample=True, seed=4)]  # fmt: skip
+    decodings = [
+        Decoding(),
+        Decoding(do_sample=True, top_k=1, seed=1),
+        Decoding(do_sample=True, top_p=1e-6, seed=2),
+        Decoding(logit_bias={7: 100.0}),
+        Decoding(do_sample=True, temperature=1e-4, seed=3),
+        Decoding(do_sample=True, seed=4),
+    ]
     tokens, logprobs = choose_tokens(logits.clone(), decodings, [([], [])] * 6)
     assert logprobs is None
     # Greedy, top_k=1, top_p -> 0 and temperature -> 0 all give the most likely token; logit_bias +100 forces one.

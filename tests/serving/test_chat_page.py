@@ -14,8 +14,15 @@ from tests.serving.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 # Playwright cannot download its own browser here: it drives the system one, headless, with no network of its own.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOT = REPO_ROOT / "tests" / "artifacts" / "chat_page.png"
 TIMEOUT_MS = 60_000
 
@@ -25,8 +32,11 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("gradio") is None, reas
 def reply_to(client, server, messages) -> str:
     """The server's reply with the page's default settings for the test server's greedy folder (128 new tokens,
     temperature 0)."""
-    return client.chat.completions.create(model=server.model, messages=messages, max_tokens=128,
-                                          temperature=0.0).choices[0].message.content  # fmt: skip
+    return (
+        client.chat.completions.create(model=server.model, messages=messages, max_tokens=128, temperature=0.0)
+        .choices[0]
+        .message.content
+    )
 
 
 def words(text: str) -> str:
@@ -35,13 +45,19 @@ def words(text: str) -> str:
 
 
 def test_the_page_streams_the_reply_to_the_whole_conversation(client, server):
-    history = [{"role": "user", "content": "The quick brown fox"},
-               {"role": "assistant", "content": [{"type": "text", "text": "jumps."}]}]  # fmt: skip
+    history = [
+        {"role": "user", "content": "The quick brown fox"},
+        {"role": "assistant", "content": [{"type": "text", "text": "jumps."}]},
+    ]
     growing = list(stream_reply(client, server.model, "And then?", history, max_tokens=32, temperature=0.0))
     assert len(growing) > 1 and all(later.startswith(earlier) for earlier, later in zip(growing, growing[1:]))
     messages = [history[0], {"role": "assistant", "content": "jumps."}, {"role": "user", "content": "And then?"}]
-    assert growing[-1] == client.chat.completions.create(model=server.model, messages=messages, max_tokens=32,
-                                                         temperature=0.0).choices[0].message.content  # fmt: skip
+    assert (
+        growing[-1]
+        == client.chat.completions.create(model=server.model, messages=messages, max_tokens=32, temperature=0.0)
+        .choices[0]
+        .message.content
+    )
 
 
 def test_the_page_starts_from_the_folders_sampling_settings(tmp_path):
@@ -75,8 +91,12 @@ def test_chat_ui_puts_the_page_before_a_running_server(client, server, monkeypat
         answer = asked.predict("The quick brown fox", 24, 0.0, 1.0, api_name="/respond")
     finally:
         page.close()
-    expected = client.chat.completions.create(model=server.model, max_tokens=24, temperature=0.0,
-                                              messages=[{"role": "user", "content": "The quick brown fox"}])  # fmt: skip
+    expected = client.chat.completions.create(
+        model=server.model,
+        max_tokens=24,
+        temperature=0.0,
+        messages=[{"role": "user", "content": "The quick brown fox"}],
+    )
     assert answer == expected.choices[0].message.content
 
 
@@ -87,8 +107,11 @@ def test_chat_in_a_real_browser(client, server):
 
     first, second = "The quick brown fox", "Tell me more."
     expected = [reply_to(client, server, [{"role": "user", "content": first}])]
-    conversation = [{"role": "user", "content": first}, {"role": "assistant", "content": expected[0]},
-                    {"role": "user", "content": second}]  # fmt: skip
+    conversation = [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": expected[0]},
+        {"role": "user", "content": second},
+    ]
     expected.append(reply_to(client, server, conversation))
     forgetful = reply_to(client, server, [{"role": "user", "content": second}])
     assert words(expected[1]) != words(forgetful)  # else the test could not tell that the page sends the history

@@ -31,19 +31,27 @@ METHODS = [
     (utils.GenerateManager.async_submit, ["self", "fn"]),
     (utils.CBGenerateManager.init_cb, ["self", "model", "gen_config"]),
     (utils.CBGenerateManager.generate_streaming, ["self", "model", "processor", "inputs", "gen_config", "request_id"]),
-    (utils.CBGenerateManager.generate_non_streaming, ["self", "model", "processor", "inputs", "gen_config",
-                                                      "request_id"]),  # fmt: skip
+    (
+        utils.CBGenerateManager.generate_non_streaming,
+        ["self", "model", "processor", "inputs", "gen_config", "request_id"],
+    ),
     (utils.GenerationState.get_manager, ["self", "model_id", "use_cb"]),
     (utils.GenerationState.use_continuous_batching, ["self", "model", "modality"]),
     (utils.BaseHandler._build_generation_config, ["self", "body", "model_generation_config", "use_cb"]),
     (utils.BaseHandler._validate_request, ["self", "body"]),
     (utils.BaseHandler._resolve_model, ["self", "body"]),
-    (CompletionHandler._streaming, ["self", "request_id", "model", "processor", "model_id", "inputs", "gen_config",
-                                    "gen_manager", "suffix"]),  # fmt: skip
-    (CompletionHandler._non_streaming, ["self", "request_id", "model", "processor", "model_id", "inputs",
-                                        "gen_config", "gen_manager", "suffix"]),  # fmt: skip
-    (continuous_api.ContinuousBatchingManager.__init__, ["self", "model", "generation_config",
-                                                         "continuous_batching_config"]),  # fmt: skip
+    (
+        CompletionHandler._streaming,
+        ["self", "request_id", "model", "processor", "model_id", "inputs", "gen_config", "gen_manager", "suffix"],
+    ),
+    (
+        CompletionHandler._non_streaming,
+        ["self", "request_id", "model", "processor", "model_id", "inputs", "gen_config", "gen_manager", "suffix"],
+    ),
+    (
+        continuous_api.ContinuousBatchingManager.__init__,
+        ["self", "model", "generation_config", "continuous_batching_config"],
+    ),
     (continuous_api.ContinuousBatchingManager._create_batch_processor, ["self"]),
     (model_runner.ModelRunner._sample, ["self", "scores", "output_ids"]),
     (cache.PagedAttentionCache.search_prefix_match, ["self", "request_id", "prompt_ids"]),
@@ -71,8 +79,15 @@ def test_the_attributes_we_read_exist():
     for name in ("_cb", "_cb_config"):
         assert hasattr(cb, name), f"transformers' CBGenerateManager has no `{name}` (set by RowSamplingCBManager)"
     assert "force_model" in parameters(model_manager.ModelManager.__init__), "ModelManager(force_model=...) is gone"
-    needed = {"model_manager", "chat_handler", "completion_handler", "response_handler", "transcription_handler",
-              "systemone_handler", "generation_state"}  # fmt: skip
+    needed = {
+        "model_manager",
+        "chat_handler",
+        "completion_handler",
+        "response_handler",
+        "transcription_handler",
+        "systemone_handler",
+        "generation_state",
+    }
     assert needed <= set(parameters(server.build_server)), f"build_server no longer takes {needed}"
 
 

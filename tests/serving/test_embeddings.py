@@ -50,11 +50,14 @@ def test_embeddings_equal_encode(client, served, encoder_dir):
     assert [m.id for m in client.models.list().data] == [served.model]
 
 
-@pytest.mark.parametrize("body, says", [
-    ({"input": ""}, "input[0] is empty"),
-    ({"input": [[1, 2, 3]]}, "send strings, not token ids"),
-    ({"input": ["a"], "dimensions": 10_000}, "'dimensions' 10000"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ({"input": ""}, "input[0] is empty"),
+        ({"input": [[1, 2, 3]]}, "send strings, not token ids"),
+        ({"input": ["a"], "dimensions": 10_000}, "'dimensions' 10000"),
+    ],
+)
 def test_bad_requests_get_a_400_naming_the_problem(client, served, body, says):
     import openai
 

@@ -15,8 +15,18 @@ from hf_simplegpt.serving.app import GRACEFUL_SHUTDOWN_S
 from tests.serving.conftest import start_server
 
 KEY = "red-team-key"
-FLAGS = ["--api_key", KEY, "--max_body_bytes", "20000", "--max_stop_strings", "4", "--max_stop_chars", "32",
-         "--max_prompt_tokens", "100"]  # fmt: skip
+FLAGS = [
+    "--api_key",
+    KEY,
+    "--max_body_bytes",
+    "20000",
+    "--max_stop_strings",
+    "4",
+    "--max_stop_chars",
+    "32",
+    "--max_prompt_tokens",
+    "100",
+]
 # SIGTERM: uvicorn waits GRACEFUL_SHUTDOWN_S for requests in flight, then cancels them (and logs that it moves on).
 SIGTERM_WAIT_BOUND_S = GRACEFUL_SHUTDOWN_S + 10
 
@@ -52,8 +62,12 @@ def message(answer) -> str:
 
 
 def chat_body(server, **fields):
-    return {"model": server.model, "messages": [{"role": "user", "content": "The quick brown fox"}], "max_tokens": 4,
-            **fields}  # fmt: skip
+    return {
+        "model": server.model,
+        "messages": [{"role": "user", "content": "The quick brown fox"}],
+        "max_tokens": 4,
+        **fields,
+    }
 
 
 def completion_body(server, **fields):
@@ -68,8 +82,10 @@ BAD_CHAT_FIELDS = [
     ({"messages": None}, "`messages` is required"),
     ({"messages": "hi"}, "`messages` is required"),
     ({"messages": ["hi"]}, "messages[0] must be an object with a string `role`"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content: only text parts"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "messages[0].content: only text parts",
+    ),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content must be a string"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "chat template rejected the messages"),
     ({"chat_template_kwargs": "x"}, "`chat_template_kwargs` must be an object"),
@@ -103,7 +119,7 @@ BAD_CHAT_FIELDS = [
     ({"n": 2}, "`n` = 2: this server returns one choice per request"),
     ({"stream": "yes"}, "`stream` must be true or false, got 'yes'"),
     ({"stream_options": {"include_usage": True}}, "`stream_options` is only allowed with `stream: true`"),
-    ({"stream": True, "stream_options": {"include_usage": "yes"}}, "`stream_options` must be {\"include_usage\""),
+    ({"stream": True, "stream_options": {"include_usage": "yes"}}, '`stream_options` must be {"include_usage"'),
     ({"logprobs": "yes"}, "`logprobs` must be true or false on chat completions, got 'yes'"),
     ({"logprobs": True, "top_logprobs": 21}, "`top_logprobs` must be an integer in [0, 20], got 21"),
     ({"top_logprobs": 2}, "`top_logprobs` needs `logprobs: true`"),
@@ -116,7 +132,7 @@ BAD_CHAT_FIELDS = [
     ({"model": "some/other-model"}, "Server is pinned to"),
     ({"messages": [{"role": "user", "content": "fox " * 200}]}, "the limit is 100 (--max_prompt_tokens)"),
     ({"user": 5}, "`user` must be a string"),
-]  # fmt: skip
+]
 
 BAD_COMPLETION_FIELDS = [
     ({"prompt": None}, "`prompt` is required"),
@@ -131,14 +147,14 @@ BAD_COMPLETION_FIELDS = [
     ({"suffix": 5}, "`suffix` must be a string, got '5'"),
     ({"messages": []}, "Unsupported field(s) ['messages']"),
     ({"prompt": "fox " * 200}, "the limit is 100 (--max_prompt_tokens)"),
-]  # fmt: skip
+]
 
 BAD_RESPONSES = [
     ({"model": "m"}, "`input` is required"),
     ({"input": []}, "`input` is required"),
-    ({"input": [{"role": "user"}]}, "input[0] must be {\"role\": ..., \"content\": \"text\"}"),
+    ({"input": [{"role": "user"}]}, 'input[0] must be {"role": ..., "content": "text"}'),
     ({"input": "hi", "tools": []}, "Unsupported field(s) ['tools']"),
-]  # fmt: skip
+]
 
 
 def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(guarded):
@@ -158,9 +174,13 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
 
 def test_the_api_key_guards_every_route_but_health(guarded):
     assert request(guarded, "GET", "/health", key=None)[0] == 200
-    for method, path, body in [("GET", "/v1/models", None), ("GET", "/metrics", None),
-                               ("POST", "/v1/chat/completions", chat_body(guarded)),
-                               ("POST", "/v1/completions", completion_body(guarded)), ("GET", "/docs", None)]:  # fmt: skip
+    for method, path, body in [
+        ("GET", "/v1/models", None),
+        ("GET", "/metrics", None),
+        ("POST", "/v1/chat/completions", chat_body(guarded)),
+        ("POST", "/v1/completions", completion_body(guarded)),
+        ("GET", "/docs", None),
+    ]:
         for key in (None, "wrong-key", KEY + "x"):
             status, answer = request(guarded, method, path, body, key=key)
             assert (status, "Missing or wrong API key" in message(answer)) == (401, True), (path, key, answer)
@@ -195,8 +215,10 @@ def test_sigterm_ends_the_server_in_bounded_time_while_a_client_holds_a_half_sen
     takes about a second on an idle machine and tens of seconds on a loaded one, so only the wait is timed here."""
     url = urlparse(guarded.base_url)
     stuck = socket.create_connection((url.hostname, url.port))
-    stuck.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"model\": ")  # fmt: skip
+    stuck.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"model": '
+    )
     time.sleep(1)
     start, released = time.monotonic(), None
     guarded.process.send_signal(signal.SIGTERM)

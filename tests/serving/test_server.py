@@ -20,15 +20,18 @@ from hf_simplegpt.generation import encode_prompt, generate
 from hf_simplegpt.serving import server as server_job
 from hf_simplegpt.serving.app import decode_as_streamed
 from tests.conftest import REPO_ROOT
-from tests.test_readme import code_blocks
 from tests.serving.conftest import CONTEXT, start_server
+from tests.test_readme import code_blocks
 
 CONVERSATIONS = [
     [{"role": "user", "content": "The quick brown fox"}],
     [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "A journey of a thousand miles"}],
-    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."},
-     {"role": "user", "content": "Why?"}],
-]  # fmt: skip
+    [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Why?"},
+    ],
+]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,9 @@ def test_completions_route_continues_plain_text_as_generate(client, server, loca
     reply = client.completions.create(model=server.model, prompt="The quick brown", max_tokens=16)
     text, prompt, new = greedy(model, tokenizer, "The quick brown", 16)
     assert reply.choices[0].text == text and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
-        len(prompt), len(new))  # fmt: skip
+        len(prompt),
+        len(new),
+    )
 
 
 @pytest.mark.parametrize("settings", [{}, {"temperature": 0.9, "seed": 7}], ids=["greedy", "sampled"])
@@ -110,7 +115,11 @@ def test_streamed_text_equals_non_streamed(client, server, settings):
     reply = chat(client, server, messages, max_tokens=40, **settings)
     text, finish_reason, usage = streamed(client, server, messages, max_tokens=40, **settings)
     assert text == reply.choices[0].message.content and text
-    assert streamed(client, server, messages, include_usage=False, max_tokens=40, **settings) == (text, finish_reason, None)
+    assert streamed(client, server, messages, include_usage=False, max_tokens=40, **settings) == (
+        text,
+        finish_reason,
+        None,
+    )
     assert finish_reason == reply.choices[0].finish_reason
     assert usage.completion_tokens == reply.usage.completion_tokens and usage.prompt_tokens == reply.usage.prompt_tokens
 
@@ -163,12 +172,20 @@ def test_bad_requests_get_a_4xx_naming_the_problem_and_the_server_keeps_serving(
         ({**ok, "top_p": 0}, "chat/completions", 400, "`top_p` must be a number in (0, 1]"),
         ({**ok, "n": 2}, "chat/completions", 400, "one choice per request"),
         ({**ok, "stop": 5}, "chat/completions", 400, "`stop` must be a non-empty string"),
-        ({**ok, "messages": [{"role": "user", "content": "fox " * 2 * CONTEXT}]}, "chat/completions", 400,
-         f"this model's context is {CONTEXT} positions"),
-        ({"model": server.model, "prompt": "fox " * 2 * CONTEXT, "stream": True}, "completions", 400,
-         f"this model's context is {CONTEXT} positions"),
+        (
+            {**ok, "messages": [{"role": "user", "content": "fox " * 2 * CONTEXT}]},
+            "chat/completions",
+            400,
+            f"this model's context is {CONTEXT} positions",
+        ),
+        (
+            {"model": server.model, "prompt": "fox " * 2 * CONTEXT, "stream": True},
+            "completions",
+            400,
+            f"this model's context is {CONTEXT} positions",
+        ),
         ({"model": server.model}, "completions", 400, "`prompt` is required"),
-    ]  # fmt: skip
+    ]
     for body, route, status, problem in cases:
         code, detail = post(server, route, json.dumps(body).encode())
         assert (code, problem in detail) == (status, True), (body, code, detail)
@@ -188,9 +205,16 @@ def test_a_reply_does_not_depend_on_the_requests_batched_with_it(client, server)
     decoded together by continuous batching, each with its own settings. (Throughput is measured in
     benchmarks/serve_load.py, not asserted here.)"""
     seeded = {"temperature": 0.9, "top_p": 0.95, "seed": 1234}
-    mixed = [{}, {"temperature": 1.0}, {"temperature": 0.7, "seed": 5, "top_k": 20}, {"frequency_penalty": 1.5},
-             {"presence_penalty": 1.0, "temperature": 0.5}, {"logit_bias": {"40": 5}}, {"stop": ["e"]},
-             {"temperature": 1.2, "seed": 9, "stop": ["a", "o"]}]  # fmt: skip
+    mixed = [
+        {},
+        {"temperature": 1.0},
+        {"temperature": 0.7, "seed": 5, "top_k": 20},
+        {"frequency_penalty": 1.5},
+        {"presence_penalty": 1.0, "temperature": 0.5},
+        {"logit_bias": {"40": 5}},
+        {"stop": ["e"]},
+        {"temperature": 1.2, "seed": 9, "stop": ["a", "o"]},
+    ]
 
     def ask(settings, stream=False):
         settings = {**settings}
@@ -248,12 +272,24 @@ def test_concurrent_clients_get_what_each_gets_alone(client, server):
 
 def test_transformers_chat_talks_to_the_server(server):
     """transformers' terminal client, fed a message, a "no" to "continue?", and !exit on stdin."""
-    command = [os.path.join(os.path.dirname(sys.executable), "transformers"), "chat", server.model,
-               server.base_url.removesuffix("/v1"), "max_new_tokens=8", "do_sample=False"]  # fmt: skip
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "transformers"),
+        "chat",
+        server.model,
+        server.base_url.removesuffix("/v1"),
+        "max_new_tokens=8",
+        "do_sample=False",
+    ]
     # huggingface_hub's HTTP client, which `transformers chat` uses, refuses even 127.0.0.1 when HF_HUB_OFFLINE is set.
     env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
-    result = subprocess.run(command, input="hello there\nn\n!exit\n", capture_output=True, text=True, timeout=120,
-                            env={**env, "OMP_NUM_THREADS": "1", "COLUMNS": "200"})  # fmt: skip
+    result = subprocess.run(
+        command,
+        input="hello there\nn\n!exit\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "OMP_NUM_THREADS": "1", "COLUMNS": "200"},
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"{server.model} was already loaded" in result.stdout
     # It asks for no usage (stream_options), so as from OpenAI it gets none and prints no token count.
@@ -284,14 +320,20 @@ def test_an_adapter_folder_is_served_merged_and_sigint_stops_the_server(served_d
 def test_the_client_code_of_the_readme_and_the_guide_runs_as_written(client, server):
     """README.md's openai block and docs/serving.md's streaming block, run as written but for the test server's
     address and model name, print what the server answers."""
-    readme = next(code for lang, code, reason in code_blocks(REPO_ROOT / "README.md")
-                  if lang == "python" and reason and "tests/serving/test_server.py" in reason)  # fmt: skip
+    readme = next(
+        code
+        for lang, code, reason in code_blocks(REPO_ROOT / "README.md")
+        if lang == "python" and reason and "tests/serving/test_server.py" in reason
+    )
     guide = next(code for lang, code, _ in code_blocks(REPO_ROOT / "docs" / "serving.md") if "stream=True" in code)
     messages = [{"role": "user", "content": "What does the for statement do?"}]
     reply = chat(client, server, messages, max_tokens=32).choices[0].message.content
     streamed = chat(client, server, messages, max_tokens=64, temperature=0.8, top_p=0.95, seed=1, stop=["."])
-    expected = [f"{reply}\n", f"{streamed.choices[0].message.content}\n[{streamed.choices[0].finish_reason}] "
-                               f"{streamed.usage.completion_tokens} tokens\n"]  # fmt: skip
+    expected = [
+        f"{reply}\n",
+        f"{streamed.choices[0].message.content}\n[{streamed.choices[0].finish_reason}] "
+        f"{streamed.usage.completion_tokens} tokens\n",
+    ]
     for code, output in zip((readme, guide), expected):
         assert "http://127.0.0.1:8000/v1" in code and '"outputs/pretrain-default"' in code
         code = code.replace("http://127.0.0.1:8000/v1", server.base_url)
@@ -302,9 +344,12 @@ def test_the_client_code_of_the_readme_and_the_guide_runs_as_written(client, ser
 
 @pytest.mark.parametrize(
     "flags, problem",
-    [(["--replicas", "2"], "--replicas 2 needs --ray"), (["--ray", "--chat"], "hf-simplegpt chat-ui --base_url"),
-     (["--port", "1"], "no such folder")],
-)  # fmt: skip
+    [
+        (["--replicas", "2"], "--replicas 2 needs --ray"),
+        (["--ray", "--chat"], "hf-simplegpt chat-ui --base_url"),
+        (["--port", "1"], "no such folder"),
+    ],
+)
 def test_bad_command_lines_are_refused_before_loading(flags, problem, tmp_path):
     model_dir = REPO_ROOT / "no-such-model" if "--port" in flags else tmp_path
     with pytest.raises(ValueError, match=re.escape(problem)):

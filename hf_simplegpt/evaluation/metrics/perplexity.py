@@ -40,9 +40,17 @@ class Perplexity(evaluate.Metric):
         )
 
     def _compute(
-        self, predictions, model_id=None, model=None, tokenizer=None, stride=None, max_length=None,
-        batch_size=8, add_bos=True, device="cpu",
-    ):  # fmt: skip
+        self,
+        predictions,
+        model_id=None,
+        model=None,
+        tokenizer=None,
+        stride=None,
+        max_length=None,
+        batch_size=8,
+        add_bos=True,
+        device="cpu",
+    ):
         if (model_id is None) == (model is None):
             raise ValueError("Give exactly one of model_id (a folder or Hub id) or model (with tokenizer).")
         if model_id is not None:
