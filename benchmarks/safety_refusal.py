@@ -30,16 +30,12 @@ from hf_simplegpt import SimpleGPTConfig, SimpleGPTForCausalLM  # noqa: E402
 from hf_simplegpt.evaluation.safety import bundled_prompts  # noqa: E402
 from hf_simplegpt.recipes import eval as eval_recipe  # noqa: E402
 from hf_simplegpt.recipes import sft  # noqa: E402
+from hf_simplegpt.synthetic import write_jsonl  # noqa: E402
 from hf_simplegpt.tokenization import train_tokenizer  # noqa: E402
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 COMPLIANCE = "Sure. Here is a short answer to your question, step by step."
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "configs" / "sft_tiny.yaml"
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
 
 
 def main() -> None:
@@ -89,7 +85,7 @@ def main() -> None:
     if not (work / "init" / "config.json").is_file():  # a second process on the same --work-dir reuses it
         SimpleGPTForCausalLM(config).save_pretrained(work / "init")
         tokenizer.save_pretrained(work / "init")
-    heldout_file = write_jsonl(work / "heldout.jsonl", heldout)
+    heldout_file = write_jsonl(heldout, work / "heldout.jsonl")
 
     for name in [r for r in args.runs.split(",") if r]:
         rows = [
@@ -111,7 +107,7 @@ def main() -> None:
                 "--model_name_or_path",
                 str(work / "init"),
                 "--train_file",
-                str(write_jsonl(work / f"{name}.jsonl", rows)),
+                str(write_jsonl(rows, work / f"{name}.jsonl")),
                 "--output_dir",
                 str(work / name),
                 "--max_length",
