@@ -25,8 +25,6 @@ __all__ = [
 ]
 CONFIG_AUTO, MODEL_AUTO = "transformers.models.auto.configuration_auto", "transformers.models.auto.modeling_auto"
 CONFIG_MODULE, MODEL_MODULE = f"{__name__}.configuration_simplegpt", f"{__name__}.modeling_simplegpt"
-
-
 LOADING = set()  # the REGISTER_AFTER modules being executed now
 
 
@@ -117,10 +115,10 @@ elif CONFIG_AUTO in sys.modules:
 def __getattr__(name):
     if name == "SimpleGPTConfig":
         register_config()
-        return sys.modules[CONFIG_MODULE].SimpleGPTConfig
+        return importlib.import_module(CONFIG_MODULE).SimpleGPTConfig
     if name in __all__:
         register_models()
-        return getattr(sys.modules[MODEL_MODULE], name)
+        return getattr(importlib.import_module(MODEL_MODULE), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
