@@ -51,11 +51,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("shakespeare", "mmlu"), default="shakespeare")
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "out" / "contrastive-compare"))
-    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-steps", type=int, default=1000, help="steps of 16 blocks of 64 tokens")
     parser.add_argument("--heldout-pairs", type=int, default=300)
-    parser.add_argument("--train-pairs", type=int, default=6000, help="a seeded sample of the training pairs")
+    parser.add_argument(
+        "--train-pairs", type=int, default=None, help="a seeded sample of the training pairs (default: all)"
+    )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per batch: batch - 1 negatives each")
+    parser.add_argument(
+        "--mini-batch-size", type=int, default=None, help="CachedMultipleNegativesRankingLoss in mini-batches of this"
+    )
     parser.add_argument("--reuse", action="store_true", help="reuse trained folders in --output-dir")
     parser.add_argument(
         "--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*"
@@ -80,7 +86,7 @@ def split_data(
         heldout, train = pairs[: 2 * heldout_pairs], pairs[2 * heldout_pairs :]
         text = "\n\n".join(f"{p['anchor']}\n{p['positive']}" for p in train)
     heldout = random.Random(0).sample(heldout, min(heldout_pairs, len(heldout)))
-    train = random.Random(1).sample(train, min(train_pairs, len(train)))
+    train = random.Random(1).sample(train, min(train_pairs or len(train), len(train)))
     text_file = out / "pretrain.txt"
     text_file.write_text(text + "\n", encoding="utf-8")
     return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, heldout
@@ -106,6 +112,9 @@ def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, *extra)
                 str(args.epochs),
                 "--learning_rate",
                 str(args.learning_rate),
+                "--per_device_train_batch_size",
+                str(args.batch_size),
+                *(["--mini_batch_size", str(args.mini_batch_size)] if args.mini_batch_size else []),
                 *QUIET,
                 *map(str, extra),
             ]
@@ -114,15 +123,12 @@ def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, *extra)
     return json.loads((folder / "contrastive.json").read_text())
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    out = Path(args.output_dir) / args.dataset
-    out.mkdir(parents=True, exist_ok=True)
-    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
+def pretrain_base(out: Path, text_file: Path, args) -> Path:
+    """(a): `hf-simplegpt pretrain` on the training passages (kept and reused with --reuse)."""
     torch.manual_seed(0)
-
     base = out / "pretrained"
-    if not (args.reuse and (base / "model.safetensors").is_file()):
+    steps_file = base / "pretrain_steps.txt"  # --reuse only a base pretrained for as many steps
+    if not (args.reuse and steps_file.is_file() and steps_file.read_text().strip() == str(args.pretrain_steps)):
         pretrain.main(
             [
                 "--train_file",
@@ -146,6 +152,18 @@ def main(argv=None) -> dict:
                 *QUIET,
             ]
         )
+        steps_file.write_text(f"{args.pretrain_steps}\n")
+    return base
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    out = Path(args.output_dir) / args.dataset
+    out.mkdir(parents=True, exist_ok=True)
+    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
+    torch.manual_seed(0)
+
+    base = pretrain_base(out, text_file, args)
 
     rows = []
 
@@ -226,7 +244,13 @@ def main(argv=None) -> dict:
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),
         "pretrain_steps": args.pretrain_steps,
-        "contrastive": {"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": 64},
+        "contrastive": {
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "batch_size": args.batch_size,
+            "mini_batch_size": args.mini_batch_size,
+            "seconds": {name: float((out / name / "seconds.txt").read_text()) for name in reports},
+        },
         "best": best["model"],
         "goal_met": all(best["recall@10"] > r["recall@10"] for r in others),
         "rows": rows,

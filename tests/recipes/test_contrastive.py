@@ -94,6 +94,25 @@ def test_training_improves_held_out_retrieval(encoder_dir):
     assert after["recall@10"] >= before["recall@10"] and after["recall@10"] > 0.8
 
 
+def test_mini_batch_size_caches_the_same_loss_and_gradients(base_dir, pairs_file, tmp_path):
+    """--mini_batch_size (CachedMultipleNegativesRankingLoss, GradCache) trains the same weights as the plain loss
+    over the same batches: plain SGD and no dropout, so the two differ only by float rounding."""
+    still = tmp_path / "no-dropout"
+    model = SimpleGPTForCausalLM.from_pretrained(base_dir)
+    model.config.embedding_dropout = model.config.residual_dropout = model.config.attention_dropout = 0.0
+    model.save_pretrained(still)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(still)
+    flags = ("--num_train_epochs", "1", "--optim", "sgd", "--learning_rate", "0.5", "--warmup_steps", "0")
+    plain = train(still, pairs_file, tmp_path / "plain", *flags)
+    cached = train(still, pairs_file, tmp_path / "cached", *flags, "--mini_batch_size", "4")
+    assert (plain["loss"], cached["loss"]) == ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
+    assert plain["steps"] == cached["steps"] == 5 and cached["batch_size"] == 16  # 80 pairs, batches of 16
+    vectors = {n: contrastive.load_encoder(str(tmp_path / n), device="cpu").encode(TEXTS) for n in ("plain", "cached")}
+    untrained = contrastive.build_encoder(str(still), device="cpu").encode(TEXTS)
+    assert np.abs(vectors["plain"] - untrained).max() > 1e-2  # it trained
+    np.testing.assert_allclose(vectors["cached"], vectors["plain"], atol=1e-4)
+
+
 LOAD_ELSEWHERE = """
 import json, sys
 from sentence_transformers import SentenceTransformer
