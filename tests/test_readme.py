@@ -120,3 +120,21 @@ def test_readme_examples_run_as_written(workspace):
     assert pruning["parameters"]["pruned"] < pruning["parameters"]["source"]
     losses = pruning["heldout_loss"]
     assert all(math.isfinite(v) for v in losses.values()) and losses["recovered"] < losses["pruned"], losses
+
+
+def test_every_results_file_the_docs_cite_exists():
+    """A number quoted beside `results/<name>` has its evidence: the .json and the .md a benchmark wrote (a glob such
+    as `quantize-*-cuda` must match at least one)."""
+    docs = [REPO_ROOT / "README.md", REPO_ROOT / "benchmarks" / "README.md", *(REPO_ROOT / "docs").glob("*.md")]
+    cited = {
+        (doc.name, stem)
+        for doc in docs
+        for stem in re.findall(r"results/([\w*-]+)\.(?:md|json|\*|\{json,md\})", doc.read_text())
+    }
+    assert len(cited) >= 20, cited
+    results = REPO_ROOT / "benchmarks" / "results"
+    for doc, stem in sorted(cited):
+        markdown = sorted(results.glob(f"{stem}.md"))
+        assert markdown, f"{doc} cites benchmarks/results/{stem}.md, which does not exist"
+        for md in markdown:
+            assert md.with_suffix(".json").is_file(), f"{md.name} has no {md.stem}.json beside it"

@@ -57,14 +57,16 @@ def write_task(out: Path, seed: int) -> dict[str, Path]:
     return {k: Path(v) for k, v in files.items()}
 
 
-def run(job: str, *args) -> dict:
-    """Run `hf-simplegpt <job>` as a subprocess (printing the command) and return its alignment_metrics.json, if any.
-    The demo owns its folder, so each stage may replace what an earlier demo left there."""
+def run(job: str, *args, seconds: dict) -> dict:
+    """Run `hf-simplegpt <job>` as a subprocess (printing the command), record its wall clock in `seconds[job]` and
+    return its alignment_metrics.json, if any. The demo owns its folder, so each stage may replace what an earlier
+    demo left there."""
     args = [*map(str, args), "--disable_tqdm", "true", "--overwrite_output_dir", "true"]
     print("\n$ hf-simplegpt " + " ".join([job, *args]), flush=True)
     start = time.time()
     subprocess.run([sys.executable, "-m", f"hf_simplegpt.recipes.{job}", *args], check=True)
-    print(f"  ({time.time() - start:.0f} s)")
+    seconds[job] = round(time.time() - start, 1)
+    print(f"  ({seconds[job]:.0f} s)")
     output_dir = Path(args[list(args).index("--output_dir") + 1])
     metrics_file = output_dir / "alignment_metrics.json"
     return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     safeguards.lock_output_dir(str(out))
     files = write_task(out, args.seed)
+    seconds = {}  # each stage's wall clock, kept in summary.json
 
     run(
         "sft",
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         16,
         "--num_sample_generations",
         0,
+        seconds=seconds,
     )
     summary = {
         "reward": run(
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
             files["pairs"],
             "--output_dir",
             out / "reward",
+            seconds=seconds,
         ),
     }
     for algorithm in ("grpo", "rloo"):
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
             "--reward_weights",
             1.0,
             0.0,
+            seconds=seconds,
         )
     summary["dpo"] = run(
         "dpo",
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         files["pairs"],
         "--output_dir",
         out / "dpo",
+        seconds=seconds,
     )
     summary["distill"] = run(
         "distill",
@@ -159,9 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
         files["prompts"],
         "--output_dir",
         out / "distill",
+        seconds=seconds,
     )
 
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(json.dumps({**summary, "seconds": seconds}, indent=2))
     rows = [
         ("Reward model: held-out preference accuracy", summary["reward"], "preference_accuracy"),
         *[
