@@ -2,7 +2,7 @@
 
     hf-simplegpt make-pairs --text_file corpus.txt --output pairs.jsonl      # consecutive lines of each passage
     hf-simplegpt contrastive --config recipes/configs/contrastive.yaml --model_name_or_path outputs/pretrain-default \
-        --train_file pairs.jsonl --output_dir outputs/encoder [--pooling last-token] [--attention causal]
+        --train_file pairs.jsonl --output_dir outputs/encoder [--pooling last-token] [--attention bidirectional]
     accelerate launch recipes/contrastive.py ...               # the same job, the same flags
 
 Rows hold an `anchor` and a `positive` text, optionally a hard `negative` (jsonl/csv/parquet, or a Hub dataset with
@@ -58,10 +58,11 @@ class EncoderArguments:
         },
     )
     attention: str = field(
-        default="bidirectional",
+        default="causal",
         metadata={
-            "help": "bidirectional: every token sees the whole text (config.is_causal false, as the masked-LM "
-            "head); causal: the language model's attention."
+            "help": "causal: the language model's attention (measured best from a causally pretrained model, "
+            "docs/contrastive.md); bidirectional: every token sees the whole text (config.is_causal false, as the "
+            "masked-LM head)."
         },
     )
     from_scratch: bool = field(

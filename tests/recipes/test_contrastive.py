@@ -75,14 +75,14 @@ def train(base_dir, pairs_file, out, *flags):
 @pytest.fixture(scope="module")
 def encoder_dir(base_dir, pairs_file) -> tuple[Path, dict]:
     out = base_dir.parent / "encoder"
-    return out, train(base_dir, pairs_file, out)  # mean pooling, bidirectional attention: the defaults
+    return out, train(base_dir, pairs_file, out)  # mean pooling, causal attention: the defaults
 
 
 @pytest.fixture(scope="module")
 def last_token_dir(base_dir) -> Path:
-    """An untrained last-token encoder, saved as the recipe saves one."""
+    """An untrained last-token, bidirectional encoder, saved as the recipe saves one."""
     out = base_dir.parent / "last-token"
-    contrastive.build_encoder(str(base_dir), "last-token", "causal", device="cpu").save_pretrained(str(out))
+    contrastive.build_encoder(str(base_dir), "last-token", "bidirectional", device="cpu").save_pretrained(str(out))
     return out
 
 
@@ -141,7 +141,7 @@ def test_the_folders_load_in_a_fresh_process_without_hf_simplegpt(encoder_dir, l
     assert not out["imported"]
     trained, last_token = out[folders[0]], out[folders[1]]
     assert trained["backbone"] == last_token["backbone"] == "SimpleGPTModel"
-    assert trained["causal"] is False and last_token["causal"] is True  # each attends as it was built
+    assert trained["causal"] is True and last_token["causal"] is False  # each attends as it was built
     assert (trained["pooling"], last_token["pooling"]) == ("mean", "lasttoken")
     eos = AutoTokenizer.from_pretrained(last_token_dir.parent / "base").eos_token_id
     assert last_token["last_id"] == eos and trained["last_id"] != eos  # only last-token pooling appends EOS
