@@ -261,7 +261,11 @@ def main(argv=None) -> dict:
         "goal_met": all(best["recall@10"] > r["recall@10"] for r in others),
         "rows": rows,
         "scratch_runs": scratch,
-        "environment": {**record.environment(), "sentence_transformers": sentence_transformers.__version__},
+        "environment": {
+            **record.environment(),
+            "sentence_transformers": sentence_transformers.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     table = ["| model | recall@1 | recall@10 | MRR@10 |", "|---|---:|---:|---:|"]
     table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
