@@ -99,6 +99,19 @@ def split_data(
     return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, heldout
 
 
+def shared_words(pairs: list[dict]) -> dict:
+    """How lexical the held-out task is: the fraction of pairs whose anchor and positive share a word (scikit-learn's
+    word tokens, lowercased), and a word outside its English stop words."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
+
+    words = CountVectorizer().build_analyzer()
+    shared = [set(words(p["anchor"])) & set(words(p["positive"])) for p in pairs]
+    return {
+        "any_word": sum(map(bool, shared)) / len(pairs),
+        "non_stop_word": sum(bool(s - ENGLISH_STOP_WORDS) for s in shared) / len(pairs),
+    }
+
+
 def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, epochs: float, *extra) -> dict:
     folder = out / name
     if not (args.reuse and (folder / "contrastive.json").is_file()):
@@ -248,6 +261,7 @@ def main(argv=None) -> dict:
         "dataset": args.dataset,
         "train_pairs": len(train),
         "heldout_pairs": len(heldout),
+        "heldout_pairs_sharing": shared_words(heldout),
         "pretrain_steps": args.pretrain_steps,
         "contrastive": {
             "epochs": args.epochs,
@@ -271,7 +285,9 @@ def main(argv=None) -> dict:
     table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
     md = "\n".join(
         [
-            f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs.",
+            f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs. "
+            f"{results['heldout_pairs_sharing']['any_word']:.0%} of the held-out pairs share a word, "
+            f"{results['heldout_pairs_sharing']['non_stop_word']:.0%} a word other than a stop word.",
             "",
             *table,
             "",
