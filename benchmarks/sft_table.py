@@ -6,7 +6,7 @@
 Writes the toy arithmetic set with `hf-simplegpt make-sft-data`, then runs full fine-tuning, packed full fine-tuning,
 LoRA, and LoRA with the embeddings and output layer trained in full (then merged), one after another, each as the
 docs print it (fresh output folders under --work_dir). Records each run's `sft_results.json` (trainable parameters,
-held-out loss before and after), its wall clock and the size of the weights file it saved.
+held-out loss before and after, sampled answers), its wall clock and the size of the weights file it saved.
 """
 
 import argparse
@@ -60,6 +60,7 @@ def main(argv=None) -> dict:
             "seconds": round(seconds, 1),
             "weights_file_bytes": weights.stat().st_size,
             **{k: sft[k] for k in ("trainable_params", "total_params", "eval_loss_before", "eval_loss_after")},
+            "samples": sft.get("samples", []),  # held-out prompts answered at temperature 0.8
         }
     result["environment_after"] = environment()
     rows = "\n".join(
@@ -67,12 +68,16 @@ def main(argv=None) -> dict:
         f"{r['eval_loss_after']:.4f} | {r['weights_file_bytes']:,} | {r['seconds']} |"
         for name, r in result["runs"].items()
     )
+    answers = "\n".join(
+        f"- {name}: " + "; ".join(f"`{a['prompt']}` → `{a['output']}`" for a in r["samples"])
+        for name, r in result["runs"].items()
+    )
     markdown = (
         f"Before: {describe(result['environment'])}\nAfter: {describe(result['environment_after'])}\n\n"
         f"Base `{args.base}` (validation loss {base['eval_loss']:.4f}); {args.max_steps} steps, "
         f"{args.heldout_size} held-out chats.\n\n"
         "| run | trainable parameters | held-out loss before → after | weights file bytes | seconds |\n"
-        f"|---|---:|---|---:|---:|\n{rows}\n"
+        f"|---|---:|---|---:|---:|\n{rows}\n\nHeld-out prompts answered (sampled, temperature 0.8):\n\n{answers}\n"
     )
     save("sft-table", result, markdown, args.publish)
     return result

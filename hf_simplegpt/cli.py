@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib
+import io
 import os
+import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +28,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-
-from .safeguards import LAUNCHER_PID_ENV
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ def launch(job: Job, launch_args: list[str], job_args: list[str]) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed import DistNetworkError
 
+    from .safeguards import LAUNCHER_PID_ENV
+
     if "--accelerate_config" in launch_args:
         at = launch_args.index("--accelerate_config")
         launch_args[at : at + 2] = ["--config_file", accelerate_config_file(launch_args[at + 1])]
@@ -241,6 +246,63 @@ def forward_stop_signals():
             signal.signal(sig, handler)
 
 
+def help_cache_file(name: str) -> Path:
+    """Where the text of `hf-simplegpt <name> --help` is kept: a file named after everything the text can depend on
+    (this package's files, the installed distributions, the machine, the terminal's width), so that any change to
+    them makes a new one. In $XDG_CACHE_HOME (default ~/.cache)/hf_simplegpt/help/."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".yaml", ".md"):
+            digest.update(f"{path.relative_to(package)}\0".encode() + path.read_bytes())
+    for entry in sys.path:  # every installed distribution's name and version, by its metadata folder
+        with contextlib.suppress(OSError):
+            digest.update(" ".join(sorted(n for n in os.listdir(entry or ".") if n.endswith("-info"))).encode())
+    machine = (sys.executable, platform.node(), os.cpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    digest.update(repr((machine, shutil.get_terminal_size().columns)).encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hf_simplegpt" / "help"
+    return cache / f"{name}-{digest.hexdigest()[:20]}.txt"
+
+
+def render_job_help(name: str, job: Job) -> str:
+    """The job's own `--help` text, from its parser. That imports the job and its engines (torch, the Trainer, TRL:
+    seconds, and torchao's and torch's load-time warnings on stderr, which are not the help): they are shown only if
+    the job fails to print its help."""
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = [f"hf-simplegpt {name}", "--help"]  # so that the usage line shows the job's name
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            importlib.import_module(job.module).main(["--help"])
+    except SystemExit as done:
+        if done.code not in (0, None):
+            sys.stderr.write(err.getvalue())
+            raise
+    except BaseException:
+        sys.stderr.write(err.getvalue())
+        raise
+    finally:
+        sys.argv = argv
+    if not out.getvalue().startswith("usage:"):
+        sys.stderr.write(err.getvalue())
+        raise RuntimeError(f"hf-simplegpt {name} --help printed no usage: {out.getvalue()[:200]!r}")
+    return out.getvalue()
+
+
+def job_help(name: str) -> str:
+    """`hf-simplegpt <name> --help`: from the cache (`help_cache_file`) when there, else rendered and cached; the
+    cache is only a copy, so a folder that cannot be written costs time, nothing else."""
+    path = help_cache_file(name)
+    with contextlib.suppress(OSError):
+        return path.read_text(encoding="utf-8")
+    text = render_job_help(name, JOBS[name])
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)  # whole or absent, also with two at once
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-simplegpt",
@@ -264,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in JOBS:
         parser.error(f"unknown job {argv[0]!r}; choose one of: {', '.join(JOBS)}")
     job, rest = JOBS[argv[0]], argv[1:]
+    if rest in (["-h"], ["--help"]):  # the job's help, without loading the job's engines when it is cached
+        print(job_help(argv[0]), end="")
+        return 0
     launch_args, job_args = split_launch_args(rest)
     if job.launched and "--ray_workers" in job_args:  # Ray Train's workers instead of accelerate's processes
         at = job_args.index("--ray_workers")

@@ -1,6 +1,8 @@
 """hf_simplegpt.cli: the `hf-simplegpt` command runs the recipes' code with their flags, training jobs through
 accelerate launch (tests/test_readme.py and tests/test_packaging.py run its training jobs end to end)."""
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -10,9 +12,14 @@ import pytest
 from hf_simplegpt import cli
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "hf_simplegpt", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900
+        [sys.executable, "-m", "hf_simplegpt", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
 
 
@@ -28,17 +35,77 @@ CONFIG_JOBS = ("pretrain", "sft", "reward", "grpo", "rloo", "dpo", "distill", "p
 
 
 @pytest.mark.parametrize("job", cli.JOBS)
-def test_every_jobs_help_lists_its_flags_under_its_name(capsys, job):
+def test_every_jobs_help_lists_its_flags_under_its_name(capsys, monkeypatch, tmp_path, job):
     """`hf-simplegpt <job> --help` for every job: exit 0, the job's name, and --config first where the job takes it."""
-    with pytest.raises(SystemExit) as done:
-        cli.main([job, "--help"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # rendered from the job's parser, not an earlier copy
+    assert cli.main([job, "--help"]) == 0
     shown = capsys.readouterr().out
-    assert done.value.code == 0 and f"hf-simplegpt {job}" in shown and re.search(r"^\s+--\w+", shown, re.M)
+    assert f"hf-simplegpt {job}" in shown and re.search(r"^\s+--\w+", shown, re.M)
     if job in CONFIG_JOBS:
         assert shown.splitlines()[0].startswith(f"usage: hf-simplegpt {job} [--config FILE.yaml]")
         assert "--config FILE.yaml: flags from a YAML file" in shown
     if job == "evaluate":
         assert "--mmlu_data_dir" in shown
+
+
+# What `hf-simplegpt --help` and a job's cached help must not load: each takes seconds, and some print warnings.
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "torchao",
+    "transformers.modeling_utils",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+)
+CHECK_IMPORTS = (
+    "import json, sys; from hf_simplegpt import cli; code = cli.main(sys.argv[1:]); "
+    f"print(json.dumps([code, [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))"
+)
+
+
+def test_help_loads_no_engine_and_prints_no_noise():
+    done = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == ""
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, []]
+    assert "pretrain" in done.stdout
+
+
+def test_job_help_is_cached_whole_and_then_loads_no_engine(tmp_path):
+    """The first `pretrain --help` renders the job's parser (its engines' load-time warnings kept off stderr); the
+    second comes from the cache, without torch, transformers or TRL, and is the same text."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
+    first = run("pretrain", "--help", env=env)
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    assert (
+        first.stdout.startswith("usage: hf-simplegpt pretrain [--config FILE.yaml]")
+        and "--learning_rate" in first.stdout
+    )
+    assert len(list((tmp_path / "hf_simplegpt" / "help").glob("pretrain-*.txt"))) == 1
+    again = subprocess.run(
+        [sys.executable, "-c", CHECK_IMPORTS, "pretrain", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert again.returncode == 0 and again.stderr == ""
+    lines = again.stdout.splitlines()
+    assert json.loads(lines[-1]) == [0, []] and "\n".join(lines[:-1]) + "\n" == first.stdout
+
+
+def test_job_help_cache_follows_what_the_text_depends_on(monkeypatch, tmp_path):
+    """A different terminal width or a newly installed distribution means another cache file, not a stale text."""
+    monkeypatch.setenv("COLUMNS", "100")
+    before = cli.help_cache_file("sft")
+    assert cli.help_cache_file("sft") == before and cli.help_cache_file("dpo") != before
+    monkeypatch.setenv("COLUMNS", "120")
+    assert cli.help_cache_file("sft") != before
+    monkeypatch.setenv("COLUMNS", "100")
+    (tmp_path / "some_trainer-2.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cli.help_cache_file("sft") != before
 
 
 def test_launcher_flags_go_to_accelerate_and_the_rest_to_the_job():

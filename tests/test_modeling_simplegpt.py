@@ -767,6 +767,40 @@ def test_save_and_load_through_the_auto_classes(tmp_path, model_class, auto_clas
     assert (tmp_path / "modeling_simplegpt.py").exists() and (tmp_path / "configuration_simplegpt.py").exists()
 
 
+LAZY_REGISTRATION_SCRIPT = """
+import json, sys, tempfile
+if sys.argv[1] == "package":  # light: nothing of torch or transformers until they are used
+    import hf_simplegpt
+    assert not {"torch", "transformers"} & set(sys.modules), "import hf_simplegpt loaded torch or transformers"
+else:  # the module itself, as the jobs import it
+    from hf_simplegpt.modeling_simplegpt import SimpleGPTForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
+config = AutoConfig.for_model("simplegpt", vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                              max_position_embeddings=8)
+model = AutoModelForCausalLM.from_config(config)
+folder = tempfile.mkdtemp()
+model.save_pretrained(folder)
+loaded = AutoModelForCausalLM.from_pretrained(folder)
+auto_map = json.load(open(folder + "/config.json"))["auto_map"]
+print(json.dumps([type(model).__name__, type(loaded).__name__, auto_map["AutoModelForCausalLM"]]))
+"""
+
+
+@pytest.mark.parametrize("first_import", ["package", "module"])
+def test_import_registers_with_the_auto_classes_when_transformers_loads_them(first_import):
+    """`import hf_simplegpt` loads neither torch nor transformers (the CLI's help is instant), yet transformers' Auto
+    classes, loaded after it, know SimpleGPT, and the model saves its auto_map: the registration follows them."""
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_REGISTRATION_SCRIPT, first_import], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == [
+        "SimpleGPTForCausalLM",
+        "SimpleGPTForCausalLM",
+        "modeling_simplegpt.SimpleGPTForCausalLM",
+    ]
+
+
 REMOTE_CODE_SCRIPT = """
 import sys, torch
 sys.modules["hf_simplegpt"] = None  # make `import hf_simplegpt` fail, as on a machine without it

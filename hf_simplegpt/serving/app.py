@@ -21,6 +21,8 @@ subclassing or wrapping a part (the parts it relies on are pinned by tests/servi
 7. Replies read as in OpenAI's API: the text ends before a stop string, a whole reply is decoded as its stream is
    (streamed and non-streamed text are equal), and `usage` is streamed only when `stream_options.include_usage`
    asks for it, in a final chunk of its own with `choices: []`.
+8. `logprobs` / `top_logprobs` (chat) and `logprobs` + `echo` (completions) in OpenAI's shapes (`logprobs.py`): the
+   batch's sampler records the generated tokens' logprobs, an echoed prompt is scored by a forward pass of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hmac
 import json
 import math
 import os
+import time
 from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -42,14 +45,27 @@ import hf_simplegpt
 from hf_simplegpt.generation import context_length
 from hf_simplegpt.hub import check_model_source
 from hf_simplegpt.serving.checks import Limits, RequestError, check_request, token_prompt
+from hf_simplegpt.serving.logprobs import LogprobShaper, score_prompt
 
 # The body of the request being handled, seen by the generation state and managers that serve it (they are called
-# from the handler's own task, so each request sees its own body).
+# from the handler's own task, so each request sees its own body), and what they learn while setting it up.
 CURRENT_REQUEST: ContextVar[dict | None] = ContextVar("hf_simplegpt_current_request", default=None)
+CURRENT_REPLY: ContextVar[Reply | None] = ContextVar("hf_simplegpt_current_reply", default=None)
 
 # Seconds a client may take to send its request body; SIGTERM waits at most GRACEFUL_SHUTDOWN_S for requests in flight.
 BODY_TIMEOUT_S = 30.0
 GRACEFUL_SHUTDOWN_S = 5
+
+
+@dataclass
+class Reply:
+    """What a request's handler and manager learn while setting it up, to shape its response: the `Decoding` that
+    records its tokens' logprobs, and the echoed prompt of a completion (`echo`) with its logprobs."""
+
+    tokenizer: object = None  # the Rust tokenizer, to name tokens
+    decoding: object = None  # sampling.Decoding
+    echo_text: str | None = None
+    echo_entries: list | None = None
 
 
 @dataclass
@@ -124,6 +140,15 @@ def _bad_request(message: str):
     return _http_error(RequestError(message))
 
 
+def top_logprobs(body: dict) -> int | None:
+    """How many top logprobs per token a request asks for (0: the chosen token's alone), or None for no logprobs.
+    Chat sends `logprobs: true` and `top_logprobs: N`; completions send `logprobs: N`."""
+    logprobs = body.get("logprobs")
+    if isinstance(logprobs, bool):
+        return (body.get("top_logprobs") or 0) if logprobs else None
+    return logprobs
+
+
 def samples(body: dict) -> bool:
     """Whether the request asks for sampling, as OpenAI's API reads it: a temperature above 0 or a top_p below 1."""
     temperature, top_p = body.get("temperature"), body.get("top_p")
@@ -156,7 +181,7 @@ class CheckedHandler:
     model_root: Path | None = None  # set under --allow_model_dir: requests may name folders under it
 
     async def handle_request(self, body: dict, request_id: str):
-        from fastapi.responses import StreamingResponse
+        from fastapi.responses import JSONResponse, StreamingResponse
         from jinja2 import TemplateError
 
         try:
@@ -164,17 +189,33 @@ class CheckedHandler:
             check_model_name(body, self.model_root)
         except RequestError as error:
             raise _http_error(error) from error
-        token = CURRENT_REQUEST.set(body)
+        top = top_logprobs(body) if self.route != "responses" else None
+        if top is not None and body.get("max_tokens") != 0 and not self.generation_state._continuous_batching:
+            raise _bad_request(
+                "`logprobs` of generated tokens are recorded by continuous batching, which this server was started "
+                "without (--no_continuous_batching); restart it without that flag or send the request without them."
+            )
+        reply = Reply()
+        token, reply_token = CURRENT_REQUEST.set(body), CURRENT_REPLY.set(reply)
         try:
             response = await super().handle_request({k: v for k, v in body.items() if k not in OWN_FIELDS}, request_id)
         except TemplateError as error:
             raise _bad_request(f"The model's chat template rejected the messages: {error}") from error
         finally:
             CURRENT_REQUEST.reset(token)
-        if isinstance(response, StreamingResponse) and self.route != "responses":
+            CURRENT_REPLY.reset(reply_token)
+        if self.route == "responses":
+            return response
+        shaper = LogprobShaper(self.route, reply.tokenizer, top)
+        if isinstance(response, StreamingResponse):
             include_usage = (body.get("stream_options") or {}).get("include_usage", False)
-            response.body_iterator = openai_stream(response.body_iterator, include_usage)
-        return response
+            response.body_iterator = openai_stream(response.body_iterator, include_usage, reply, shaper)
+            return response
+        if top is None and reply.echo_text is None:
+            return response
+        data = json.loads(response.body)
+        shape_reply(data["choices"][0], reply, shaper)
+        return JSONResponse(data, media_type="application/json")
 
     def _build_generation_config(self, body: dict, model_generation_config, use_cb: bool = False):
         # transformers seeds torch's global generator when the request arrives and maps frequency_penalty to
@@ -209,17 +250,58 @@ def resolve_under(root: Path, name) -> Path:
     return folder
 
 
-async def openai_stream(chunks, include_usage: bool):
+def shape_reply(choice: dict, reply: Reply, shaper: LogprobShaper) -> None:
+    """A whole reply's choice: the echoed prompt before its text, and the logprobs (the prompt's, then the reply's)."""
+    if reply.echo_text is not None:
+        choice["text"] = reply.echo_text + choice["text"]
+    if shaper.top is not None:
+        generated = reply.decoding.logprobs if reply.decoding is not None else []
+        choice["logprobs"] = shaper.shape((reply.echo_entries or []) + generated)
+
+
+async def openai_stream(chunks, include_usage: bool, reply: Reply | None = None, shaper: LogprobShaper | None = None):
     """transformers' SSE stream, as OpenAI sends it: no `usage` in the chunk that carries the finish_reason; with
-    `include_usage`, a final chunk of its own with `choices: []` and the usage; then `data: [DONE]`."""
+    `include_usage`, a final chunk of its own with `choices: []` and the usage; then `data: [DONE]`.
+
+    With `echo`, a first chunk carries the prompt (and its logprobs); with logprobs, each chunk with text carries the
+    logprobs of the tokens generated since the chunk before, and the last one the rest, so that a stream's logprobs,
+    joined, are the whole reply's."""
+    sent, first = 0, True
+
+    def shaped(chunk: dict) -> list[dict]:
+        nonlocal sent, first
+        if not chunk.get("choices") or reply is None:
+            return [chunk]
+        extra = []
+        if first and reply.echo_text is not None:
+            head = {key: chunk[key] for key in ("id", "object", "created", "model") if key in chunk}
+            echo = {"text": reply.echo_text, "index": 0, "logprobs": None, "finish_reason": None}
+            if shaper.top is not None:
+                echo["logprobs"] = shaper.shape(reply.echo_entries)
+            extra.append({**head, "choices": [echo]})
+        first = False
+        choice = chunk["choices"][0]
+        has_text = "text" in choice or (choice.get("delta") or {}).get("content") is not None
+        if shaper.top is not None and (has_text or choice.get("finish_reason")):
+            generated = reply.decoding.logprobs if reply.decoding is not None else []
+            done = len(generated)
+            choice["logprobs"] = shaper.shape(generated[sent:done])
+            sent = done
+        return extra + [chunk]
+
     async for part in chunks:
         events = []
         for event in part.split("\n\n"):
             if not event:
                 continue
             chunk = json.loads(event[6:]) if event.startswith("data: {") else None
-            if not isinstance(chunk, dict) or "usage" not in chunk:
+            if not isinstance(chunk, dict):
                 events.append(event)
+                continue
+            *before, chunk = shaped(chunk)
+            events += ["data: " + json.dumps(c) for c in before]
+            if "usage" not in chunk:
+                events.append("data: " + json.dumps(chunk))
                 continue
             usage = chunk.pop("usage")
             events.append("data: " + json.dumps(chunk))
@@ -234,25 +316,30 @@ async def openai_stream(chunks, include_usage: bool):
 # ------------------------------------------------------------------------------------------------ generation
 
 
-def fit_to_context(model, inputs: dict, generation_config, max_prompt_tokens: int | None = None) -> None:
-    """Refuse (400) a prompt over --max_prompt_tokens, or one that leaves no room in the model's context; cap
-    `max_new_tokens` at the room left."""
-    ids = inputs["input_ids"]
-    prompt_len = len(ids) if isinstance(ids, list) else ids.shape[-1]
+def check_prompt_length(model, prompt_len: int, max_prompt_tokens: int | None, reply: bool = True) -> int | None:
+    """Refuse (400) a prompt over --max_prompt_tokens, or one that does not fit the model's context (with room for
+    one more token when a `reply` is to be generated); return the room left (None: the model has no limit)."""
     if max_prompt_tokens is not None and prompt_len > max_prompt_tokens:
         raise _bad_request(
             f"The prompt is {prompt_len} tokens; the limit is {max_prompt_tokens} (--max_prompt_tokens)."
         )
     limit = context_length(model)
     if limit is None:
-        return
-    if prompt_len >= limit:
+        return None
+    if prompt_len > limit or (reply and prompt_len == limit):
         raise _bad_request(
             f"The prompt is {prompt_len} tokens and this model's context is {limit} positions, which leaves no room "
-            "for a reply. Shorten the prompt (or the conversation)."
+            f"for {'a reply' if reply else 'it'}. Shorten the prompt (or the conversation)."
         )
-    room = limit - prompt_len
-    if generation_config.max_new_tokens is None or generation_config.max_new_tokens > room:
+    return limit - prompt_len
+
+
+def fit_to_context(model, inputs: dict, generation_config, max_prompt_tokens: int | None = None) -> None:
+    """Refuse (400) a prompt over --max_prompt_tokens, or one that leaves no room in the model's context; cap
+    `max_new_tokens` at the room left."""
+    ids = inputs["input_ids"]
+    room = check_prompt_length(model, len(ids) if isinstance(ids, list) else ids.shape[-1], max_prompt_tokens)
+    if room is not None and (generation_config.max_new_tokens is None or generation_config.max_new_tokens > room):
         generation_config.max_new_tokens = room
 
 
@@ -339,6 +426,7 @@ def decoding_for(gen_config, body: dict, processor):
         logit_bias={int(token): float(bias) for token, bias in (body.get("logit_bias") or {}).items()},
         seed=body.get("seed"),
         stops=stop_strings(gen_config),
+        top_logprobs=top_logprobs(body),
         tokenizer=getattr(processor, "tokenizer", processor)._tokenizer,
     )
 
@@ -359,10 +447,14 @@ class ServedManager:
         fit_to_context(model, inputs, gen_config, self.limits.max_prompt_tokens)
         sampler = getattr(self.manager, "sampler", None)
         body = CURRENT_REQUEST.get() or {}
+        decoding = decoding_for(gen_config, body, processor)
+        reply = CURRENT_REPLY.get()
+        if reply is not None:  # the handler shapes the response from what the decoding records
+            reply.decoding, reply.tokenizer = decoding, decoding.tokenizer
         if sampler is not None:
-            sampler.register(request_id, decoding_for(gen_config, body, processor))
+            sampler.register(request_id, decoding)
         elif body.get("frequency_penalty") or body.get("presence_penalty") or body.get("logit_bias"):
-            inputs["logits_processor"] = openai_penalties(decoding_for(gen_config, body, processor), inputs)
+            inputs["logits_processor"] = openai_penalties(decoding, inputs)
         return sampler
 
     def generate_streaming(self, model, processor, inputs, gen_config, request_id: str, **kwargs):
@@ -520,9 +612,30 @@ def _serving_classes():
             modality = self.model_manager.get_model_modality(model, processor=processor)
             use_cb = self.generation_state.use_continuous_batching(model, modality)
             gen_manager = self.generation_state.get_manager(model_id, use_cb=use_cb)
+            tokenizer = getattr(processor, "tokenizer", processor)
             ids = token_prompt(body["prompt"])
             if ids is None:
-                ids = getattr(processor, "tokenizer", processor)(body["prompt"])["input_ids"]
+                ids = tokenizer(body["prompt"])["input_ids"]
+            original, reply = CURRENT_REQUEST.get() or body, CURRENT_REPLY.get()
+            if original.get("echo") and reply is not None:
+                # OpenAI's echo: the prompt before the reply, with its tokens' logprobs (lm-eval's loglikelihood).
+                generate = body.get("max_tokens") != 0
+                check_prompt_length(model, len(ids), self.limits.max_prompt_tokens, reply=generate)
+                reply.tokenizer = tokenizer._tokenizer
+                reply.echo_text = body["prompt"] if isinstance(body["prompt"], str) else tokenizer.decode(ids)
+                top = top_logprobs(original)
+                if top is not None:
+                    if model.config._attn_implementation.startswith("paged"):
+                        # Continuous batching turned eager attention into its paged form, which has no causal mask
+                        # outside the batch: a forward pass of its own would score the prompt wrongly.
+                        raise _bad_request(
+                            "`echo` with `logprobs` scores the prompt in a forward pass of its own, which the paged "
+                            "eager attention continuous batching uses cannot run; restart the server with "
+                            "--attn_implementation sdpa (the default)."
+                        )
+                    reply.echo_entries = await asyncio.to_thread(score_prompt, model, ids, top)
+                if not generate:
+                    return self._echo_only(request_id, model_id, len(ids), body.get("stream"))
             if use_cb:
                 inputs = {"input_ids": ids}
             else:
@@ -533,6 +646,22 @@ def _serving_classes():
                 gen_manager.init_cb(model, gen_config)
             args = (request_id, model, processor, model_id, inputs, gen_config, gen_manager, body.get("suffix"))
             return self._streaming(*args) if body.get("stream") else await self._non_streaming(*args)
+
+        def _echo_only(self, request_id: str, model_id: str, prompt_len: int, stream: bool):
+            """The reply to `max_tokens: 0` with `echo`: nothing generated (the handler adds the prompt)."""
+            from fastapi.responses import JSONResponse, StreamingResponse
+            from openai.types import CompletionUsage
+
+            usage = CompletionUsage(prompt_tokens=prompt_len, completion_tokens=0, total_tokens=prompt_len)
+            if stream:
+
+                async def one_chunk():
+                    yield self._build_chunk_sse(request_id, model_id, finish_reason="length", usage=usage)
+
+                return StreamingResponse(one_chunk(), media_type="text/event-stream")
+            choice = {"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}
+            completion = {"id": request_id, "object": "text_completion", "created": int(time.time()), "model": model_id}
+            return JSONResponse({**completion, "choices": [choice], "usage": usage.model_dump(exclude_none=True)})
 
     class ChatHandler(CheckedHandler, ChatCompletionHandler):
         route = "chat"

@@ -225,8 +225,13 @@ def check_request(body, route: str, limits: Limits, vocab_size: int | None = Non
         raise RequestError(f"`model` must be a string, got {body['model']!r}.")
     for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(field)
+        if value == 0 and field == "max_tokens" and route == "completions" and body.get("echo") is True:
+            continue  # OpenAI's echo-only request: the prompt (and its logprobs) back, nothing generated
         if value is not None and (not is_int(value) or value < 1):
-            raise RequestError(f"`{field}` must be a positive integer, got {value!r}.")
+            raise RequestError(
+                f"`{field}` must be a positive integer, got {value!r}"
+                + (" (0 only with `echo: true` on completions)." if value == 0 and route == "completions" else ".")
+            )
     _number_in(body, "temperature", 0, 2)
     top_p = body.get("top_p")
     if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
@@ -337,5 +342,3 @@ def check_logprobs(body: dict, route: str) -> None:
                 f"`logprobs` must be an integer in [0, {MAX_TOP_LOGPROBS}] on completions (the number "
                 f"of top log probabilities per token), got {logprobs!r}."
             )
-    if body.get("logprobs") or body.get("echo"):
-        raise RequestError("`logprobs` and `echo` are not supported by this server yet; send the request without them.")
