@@ -16,6 +16,7 @@ dropout and tokenizer size. On a shared machine wall time is not a fair judge, s
 
     python benchmarks/pretrain_default.py --jobs 2 --publish  # benchmarks/results/pretrain-default.{json,md}
     python benchmarks/pretrain_default.py --only baseline,chosen
+    python benchmarks/pretrain_default.py --combine '{"mine": {"dropout": 0.0}}' --only mine --name pretrain-mine
 
 Writes benchmarks/out/pretrain-default.{json,md} (`--publish`: benchmarks/results/). 'chosen' is the current field
 defaults, when they differ from BASELINE.
@@ -76,7 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the timing and of --jobs 1 runs")
     parser.add_argument("--jobs", type=int, default=1, help="candidates trained at once (one torch thread each)")
     parser.add_argument("--train-file", default=None, help="train on this text instead of the built-in corpus")
-    parser.add_argument("--publish", action="store_true", help="also write benchmarks/results/pretrain-default.*")
+    parser.add_argument("--publish", action="store_true", help="write to benchmarks/results/ (default benchmarks/out/)")
+    parser.add_argument("--name", default="pretrain-default", help="the results files' name (NAME.json, NAME.md)")
     return parser.parse_args(argv)
 
 
@@ -212,7 +214,7 @@ def main(argv=None) -> dict:
                         "validation_documents": len(validation_texts)},
               "environment_at_end": environment(), "rows": rows,
               "total_wall_seconds": round(time.perf_counter() - start_all, 1)}  # fmt: skip
-    save("pretrain-default", result, markdown(result), args.publish)
+    save(args.name, result, markdown(result), args.publish)
     return result
 
 

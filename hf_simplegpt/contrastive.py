@@ -1,6 +1,6 @@
 """Contrastive learning: a SimpleGPT as a sentence encoder, usable from sentence-transformers.
 
-    encoder = build_encoder("outputs/pretrain-default", pooling="mean", attention="bidirectional")
+    encoder = build_encoder("outputs/pretrain-default", pooling="mean", attention="causal")
     pairs = load_pairs(data_args, seed=42)                   # (train, held-out) rows of anchor, positive[, negative]
     metrics = retrieval_metrics(encoder, heldout_rows)         # recall@1, recall@10, mrr@10 (InformationRetrievalEvaluator)
 
@@ -51,7 +51,7 @@ def check_choices(pooling: str, attention: str) -> None:
 def build_encoder(
     model_name_or_path: str,
     pooling: str = "mean",
-    attention: str = "bidirectional",
+    attention: str = "causal",
     from_scratch: bool = False,
     max_seq_length: int | None = None,
     device: str | None = None,

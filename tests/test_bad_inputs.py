@@ -1019,6 +1019,13 @@ CASES = [
         ("--tasks", "retrieval"),
         "--tasks retrieval needs --retrieval_file",
     ),
+    Case(
+        "numeric flags",
+        "contrastive",
+        "--mini_batch_size 0",
+        ("--mini_batch_size", "0"),
+        "--mini_batch_size 0 must be at least 1",
+    ),
 ]
 
 

@@ -2,13 +2,13 @@
 
     hf-simplegpt make-pairs --text_file corpus.txt --output pairs.jsonl      # consecutive lines of each passage
     hf-simplegpt contrastive --config recipes/configs/contrastive.yaml --model_name_or_path outputs/pretrain-default \
-        --train_file pairs.jsonl --output_dir outputs/encoder [--pooling last-token] [--attention causal]
+        --train_file pairs.jsonl --output_dir outputs/encoder [--pooling last-token] [--attention bidirectional]
     accelerate launch recipes/contrastive.py ...               # the same job, the same flags
 
 Rows hold an `anchor` and a `positive` text, optionally a hard `negative` (jsonl/csv/parquet, or a Hub dataset with
 those columns). Training is sentence-transformers' `SentenceTransformerTrainer` with `MultipleNegativesRankingLoss`:
 for each anchor, its positive must score above every other positive (and negative) of the batch, so a bigger batch
-means more negatives. The `no_duplicates` batch sampler keeps a text from appearing twice in one batch.
+means more negatives (`--mini_batch_size` computes it in GradCache mini-batches: big batches in little memory). The `no_duplicates` batch sampler keeps a text from appearing twice in one batch.
 
 The model starts from --model_name_or_path (a pretrained or SFT SimpleGPT folder; `--from_scratch true` keeps only
 its shape and tokenizer). Retrieval on the held-out pairs (recall@1, recall@10, MRR@10, sentence-transformers'
@@ -25,7 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 try:
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 except ModuleNotFoundError as error:  # the extra is not installed
     raise SystemExit(f"hf-simplegpt contrastive needs sentence-transformers ({error}): pip install -e '.[embeddings]'")
@@ -55,10 +58,11 @@ class EncoderArguments:
         },
     )
     attention: str = field(
-        default="bidirectional",
+        default="causal",
         metadata={
-            "help": "bidirectional: every token sees the whole text (config.is_causal false, as the masked-LM "
-            "head); causal: the language model's attention."
+            "help": "causal: the language model's attention (measured best from a causally pretrained model, "
+            "docs/contrastive.md); bidirectional: every token sees the whole text (config.is_causal false, as the "
+            "masked-LM head)."
         },
     )
     from_scratch: bool = field(
@@ -69,6 +73,14 @@ class EncoderArguments:
         default=20.0,
         metadata={"help": "MultipleNegativesRankingLoss scale: cosine similarities times this (1/temperature)."},
     )
+    mini_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Set: CachedMultipleNegativesRankingLoss (GradCache), the same loss and gradients over the whole "
+            "--per_device_train_batch_size, computed this many texts at a time, so a batch with many more "
+            "negatives fits in memory."
+        },
+    )
 
     def __post_init__(self):
         contrastive.check_choices(self.pooling, self.attention)
@@ -76,6 +88,10 @@ class EncoderArguments:
             raise ValueError(f"--max_seq_length {self.max_seq_length} must be at least 2.")
         if not self.scale > 0:
             raise ValueError(f"--scale {self.scale} must be > 0.")
+        if self.mini_batch_size is not None and self.mini_batch_size < 1:
+            raise ValueError(
+                f"--mini_batch_size {self.mini_batch_size} must be at least 1 (or unset for the uncached loss)."
+            )
 
 
 @dataclass
@@ -136,7 +152,12 @@ def main(argv: list[str] | None = None) -> dict:
     before = contrastive.summarize(evaluator(encoder), evaluator)
     logger.info("Held-out retrieval before training: %s", before)
 
-    loss = MultipleNegativesRankingLoss(encoder, scale=encoder_args.scale)
+    if encoder_args.mini_batch_size:
+        loss = CachedMultipleNegativesRankingLoss(
+            encoder, scale=encoder_args.scale, mini_batch_size=encoder_args.mini_batch_size
+        )
+    else:
+        loss = MultipleNegativesRankingLoss(encoder, scale=encoder_args.scale)
     trainer = SentenceTransformerTrainer(model=encoder, args=train_args, train_dataset=train, loss=loss)
     run.train(trainer)
     encoder = trainer.model
@@ -163,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
         * train_args.world_size,
         "learning_rate": train_args.learning_rate,
         "scale": encoder_args.scale,
+        "loss": type(loss).__name__,
         "seed": train_args.seed,
         "heldout": {"before": before, "after": after},
     }

@@ -75,14 +75,14 @@ def train(base_dir, pairs_file, out, *flags):
 @pytest.fixture(scope="module")
 def encoder_dir(base_dir, pairs_file) -> tuple[Path, dict]:
     out = base_dir.parent / "encoder"
-    return out, train(base_dir, pairs_file, out)  # mean pooling, bidirectional attention: the defaults
+    return out, train(base_dir, pairs_file, out)  # mean pooling, causal attention: the defaults
 
 
 @pytest.fixture(scope="module")
 def last_token_dir(base_dir) -> Path:
-    """An untrained last-token encoder, saved as the recipe saves one."""
+    """An untrained last-token, bidirectional encoder, saved as the recipe saves one."""
     out = base_dir.parent / "last-token"
-    contrastive.build_encoder(str(base_dir), "last-token", "causal", device="cpu").save_pretrained(str(out))
+    contrastive.build_encoder(str(base_dir), "last-token", "bidirectional", device="cpu").save_pretrained(str(out))
     return out
 
 
@@ -92,6 +92,25 @@ def test_training_improves_held_out_retrieval(encoder_dir):
     assert report["heldout"]["after"]["queries"] == 40 and report["steps"] == 4 * 5  # 80 pairs, batches of 16
     assert after["mrr@10"] > before["mrr@10"] + 0.2, report["heldout"]
     assert after["recall@10"] >= before["recall@10"] and after["recall@10"] > 0.8
+
+
+def test_mini_batch_size_caches_the_same_loss_and_gradients(base_dir, pairs_file, tmp_path):
+    """--mini_batch_size (CachedMultipleNegativesRankingLoss, GradCache) trains the same weights as the plain loss
+    over the same batches: plain SGD and no dropout, so the two differ only by float rounding."""
+    still = tmp_path / "no-dropout"
+    model = SimpleGPTForCausalLM.from_pretrained(base_dir)
+    model.config.embedding_dropout = model.config.residual_dropout = model.config.attention_dropout = 0.0
+    model.save_pretrained(still)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(still)
+    flags = ("--num_train_epochs", "1", "--optim", "sgd", "--learning_rate", "0.5", "--warmup_steps", "0")
+    plain = train(still, pairs_file, tmp_path / "plain", *flags)
+    cached = train(still, pairs_file, tmp_path / "cached", *flags, "--mini_batch_size", "4")
+    assert (plain["loss"], cached["loss"]) == ("MultipleNegativesRankingLoss", "CachedMultipleNegativesRankingLoss")
+    assert plain["steps"] == cached["steps"] == 5 and cached["batch_size"] == 16  # 80 pairs, batches of 16
+    vectors = {n: contrastive.load_encoder(str(tmp_path / n), device="cpu").encode(TEXTS) for n in ("plain", "cached")}
+    untrained = contrastive.build_encoder(str(still), device="cpu").encode(TEXTS)
+    assert np.abs(vectors["plain"] - untrained).max() > 1e-2  # it trained
+    np.testing.assert_allclose(vectors["cached"], vectors["plain"], atol=1e-4)
 
 
 LOAD_ELSEWHERE = """
@@ -122,7 +141,7 @@ def test_the_folders_load_in_a_fresh_process_without_hf_simplegpt(encoder_dir, l
     assert not out["imported"]
     trained, last_token = out[folders[0]], out[folders[1]]
     assert trained["backbone"] == last_token["backbone"] == "SimpleGPTModel"
-    assert trained["causal"] is False and last_token["causal"] is True  # each attends as it was built
+    assert trained["causal"] is True and last_token["causal"] is False  # each attends as it was built
     assert (trained["pooling"], last_token["pooling"]) == ("mean", "lasttoken")
     eos = AutoTokenizer.from_pretrained(last_token_dir.parent / "base").eos_token_id
     assert last_token["last_id"] == eos and trained["last_id"] != eos  # only last-token pooling appends EOS
