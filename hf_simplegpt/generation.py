@@ -98,6 +98,19 @@ def fit_to_context(prompts: list[list[int]], max_new_tokens: int, limit: int | N
 
 
 @torch.no_grad()
+def fixed_length_greedy(ids: torch.Tensor, new_tokens: int) -> dict:
+    """`generate` kwargs for exactly `new_tokens` greedy tokens after every row of `ids` (rows of one length): no
+    EOS stop and no padding, so that timed runs always do the same work."""
+    return dict(
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+
+
 def generate(
     model,
     tokenizer,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from .generation import fixed_length_greedy
 from .timing import interleaved_medians
 
 
@@ -196,16 +197,7 @@ def measure_speed(
 
     def decode(model, rows):
         prompt = full[:rows, :prompt_length]
-        # Exactly new_tokens per row: no EOS stop, no padding (every prompt has the same length).
-        kwargs = dict(
-            attention_mask=torch.ones_like(prompt),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            eos_token_id=None,
-            pad_token_id=0,
-        )
-        return lambda: model.generate(prompt, **kwargs)
+        return lambda: model.generate(prompt, **fixed_length_greedy(prompt, new_tokens))
 
     rows = {
         "forward_tokens_per_s": (forward, batch_size * full.shape[1]),

@@ -42,6 +42,7 @@ from hf_simplegpt.export import (
     require_executorch,
     set_threads,
 )
+from hf_simplegpt.generation import fixed_length_greedy
 from hf_simplegpt.gguf import (
     ERF_GELUS,
     GGUF_DTYPES,
@@ -119,19 +120,19 @@ class ExportArguments:
         check_minimums(self, {"max_new_tokens": 1, "repeats": 1})
 
 
+def write_report(out: Path, results: dict, report: str) -> None:
+    """The job's results beside the exported file (export.json, export.md), and the report printed."""
+    (out / "export.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "export.md").write_text(report + "\n")
+    print(report)
+
+
 def decode_speed(model, prompt: list[int], new_tokens: int, runtimes: dict, repeats: int) -> dict:
     """Tokens/s of greedy decoding of exactly `new_tokens` after `prompt` at batch 1, by transformers' `generate`
     (eager, dynamic cache) and by each of `runtimes` (name -> a function of (prompt, new_tokens)), interleaved
     (timing.interleaved_medians) so that load from other processes hits them alike."""
     ids = torch.tensor([prompt])
-    fixed = dict(
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
+    fixed = fixed_length_greedy(ids, new_tokens)
     runs = {name: (lambda run=run: run(prompt, new_tokens)) for name, run in runtimes.items()}
     with torch.inference_mode():
         seconds = interleaved_medians({**runs, "generate": lambda: model.generate(ids, **fixed)}, repeats, warmup=1)
@@ -239,10 +240,7 @@ def executorch_job(args) -> dict:
         "speed": speed,
         "args": asdict(args),
     }
-    report = markdown_report(results)
-    (out / "export.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "export.md").write_text(report + "\n")
-    print(report)
+    write_report(out, results, markdown_report(results))
     failed = [row["prompt"] for row in parity if not (row["match"] and row["runner_match"])]
     if failed:
         raise RuntimeError(
@@ -361,10 +359,7 @@ def gguf_job(args) -> dict:
         "speed": speed,
         "args": asdict(args),
     }
-    report = gguf_report(results)
-    (out / "export.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "export.md").write_text(report + "\n")
-    print(report)
+    write_report(out, results, gguf_report(results))
     untokenized = [row["prompt"] for row in parity if not row["tokenizer_match"]]
     if untokenized:
         raise RuntimeError(
