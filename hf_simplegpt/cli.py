@@ -317,6 +317,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version_mismatches() -> list[str]:
+    """The installed libraries outside the ranges this package declares. pip installs a later `pip install -U
+    transformers` anyway (with a warning), and a job would then fail deep inside a library whose internals moved."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        requirements = [Requirement(line) for line in metadata.requires("hf-simplegpt") or []]
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return []
+    mismatches = []
+    for requirement in requirements:
+        if requirement.marker is not None:  # an extra's requirement, or one for other platforms
+            continue
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            found = f"{requirement.name} {installed} is installed" if installed else f"{requirement.name} is missing"
+            mismatches.append(f"{found}; hf-simplegpt needs {requirement}: pip install '{requirement}'")
+    return mismatches
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -329,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest in (["-h"], ["--help"]):  # the job's help, without loading the job's engines when it is cached
         print(job_help(argv[0]), end="")
         return 0
+    mismatches = version_mismatches()
+    if mismatches:
+        print(f"hf-simplegpt {argv[0]}: error: " + "\n".join(mismatches), file=sys.stderr)
+        return 2
     launch_args, job_args = split_launch_args(rest)
     if job.launched and "--ray_workers" in job_args:  # Ray Train's workers instead of accelerate's processes
         at = job_args.index("--ray_workers")

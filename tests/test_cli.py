@@ -183,6 +183,24 @@ def test_unknown_job_and_misplaced_launcher_flags_are_refused(capsys, argv, says
     assert done.value.code == 2 and says in capsys.readouterr().err
 
 
+def test_a_library_upgraded_past_the_declared_range_is_refused_before_any_job(capsys, monkeypatch):
+    """`pip install -U transformers` after installing hf-simplegpt leaves a version the serving app's subclasses (and
+    more) were never run with: every job refuses at once, naming the library, the range and the pip command."""
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "5.25.0" if name == "transformers" else real(name))
+    assert cli.main(["evaluate", "--model_name_or_path", "nowhere"]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    declared = next(r for r in metadata.requires("hf-simplegpt") if r.startswith("transformers<"))  # e.g. <5.25,>=5.24
+    assert error == (
+        f"hf-simplegpt evaluate: error: transformers 5.25.0 is installed; hf-simplegpt needs {declared}: "
+        f"pip install '{declared}'"
+    )
+    monkeypatch.setattr(metadata, "version", real)
+    assert cli.version_mismatches() == []  # what this suite runs with is in range
+
+
 def test_a_taken_output_dir_is_refused_before_the_launcher_starts(tmp_path):
     """A folder holding a model (or locked by a running job) is refused by the command itself: one line, exit 2 as
     for argparse errors, no launcher or job started (no accelerate output, no traceback). Nothing is written there."""
