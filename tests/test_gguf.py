@@ -193,6 +193,5 @@ def test_llama_cpp_tokenizes_and_decodes_the_same_greedy_tokens(models, files, p
     assert [row["llama_cpp"] for row in rows] == [row["generate"] for row in rows]
     assert sum(len(row["generate"]) for row in rows) > 4 * 4  # not only EOS
     # Not exact even in f32 (llama.cpp reads GELU from a float16 table on CPUs); the reloaded f16 file differs by
-    # 2.7e-3 (above). Not run where it was written (llama-cpp-python did not build); llama.cpp 0.5.0 through
-    # node-llama-cpp gave the default model's greedy tokens and tokenization (benchmarks/gguf_decode.py --llama_cpp node).
+    # 2.7e-3 (above).
     assert max(row["max_logit_diff"] for row in rows) < 1e-2
