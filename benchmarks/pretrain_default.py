@@ -45,9 +45,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import OUT_DIR, describe, environment, save  # noqa: E402
 
 # The defaults before this benchmark (issue 20): the baseline every candidate is compared with.
-BASELINE = {"vocab_size": 2048, "hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-            "max_position_embeddings": 128, "dropout": 0.1, "per_device_train_batch_size": 16,
-            "learning_rate": 1.0e-3, "max_steps": 200}  # fmt: skip
+BASELINE = {
+    "vocab_size": 2048,
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 128,
+    "dropout": 0.1,
+    "per_device_train_batch_size": 16,
+    "learning_rate": 1.0e-3,
+    "max_steps": 200,
+}
 # name -> overrides of BASELINE: one factor at a time, and the cheap ones together (--combine adds more).
 CANDIDATES = {
     "baseline": {},
@@ -62,15 +70,31 @@ CANDIDATES = {
         "dropout": 0.0,
     },
 }
-QUIET = ["--report_to", "none", "--disable_tqdm", "true", "--num_sample_generations", "0", "--eval_on_start", "false",
-         "--save_strategy", "no", "--logging_steps", "1000"]  # fmt: skip
+QUIET = [
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--num_sample_generations",
+    "0",
+    "--eval_on_start",
+    "false",
+    "--save_strategy",
+    "no",
+    "--logging_steps",
+    "1000",
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=OUT_DIR / "pretrain_default", help="the runs' folders")
-    parser.add_argument("--only", default="", help="comma-separated candidate names ('chosen': the current "
-                        "field defaults); default: all of CANDIDATES and 'chosen'")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated candidate names ('chosen': the current "
+        "field defaults); default: all of CANDIDATES and 'chosen'",
+    )
     parser.add_argument("--combine", default="", help="extra candidates: JSON {name: {flag: value}} over BASELINE")
     parser.add_argument("--steps", type=int, default=BASELINE["max_steps"], help="the baseline's steps (the budget)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of one step per candidate (median)")
@@ -93,9 +117,14 @@ def settings(overrides: dict) -> dict:
 
 
 def build(s: dict, vocab: int | None = None) -> SimpleGPTForCausalLM:
-    config = SimpleGPTConfig(vocab_size=vocab or s["vocab_size"], hidden_size=s["hidden_size"],
-                             num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-                             max_position_embeddings=s["max_position_embeddings"], dropout=s["dropout"])  # fmt: skip
+    config = SimpleGPTConfig(
+        vocab_size=vocab or s["vocab_size"],
+        hidden_size=s["hidden_size"],
+        num_hidden_layers=s["num_hidden_layers"],
+        num_attention_heads=s["num_attention_heads"],
+        max_position_embeddings=s["max_position_embeddings"],
+        dropout=s["dropout"],
+    )
     return SimpleGPTForCausalLM(config)
 
 
@@ -117,8 +146,16 @@ def step_runner(s: dict):
 
 
 def flags(s: dict, steps: int) -> list[str]:
-    keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings",
-            "dropout", "per_device_train_batch_size", "learning_rate")  # fmt: skip
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "dropout",
+        "per_device_train_batch_size",
+        "learning_rate",
+    )
     out = ["--max_steps", str(steps), "--eval_steps", str(steps)]
     for key in keys:
         out += [f"--{key}", str(s[key])]
@@ -152,8 +189,9 @@ def train_candidate(item) -> dict:
     name, s, steps, overrides, validation_texts, args = item
     torch.set_num_threads(1 if args.jobs > 1 else args.threads)
     folder = args.output_dir / name.replace(" ", "_").replace(".", "p")
-    data = ["--data_cache_dir", str(args.output_dir / "cache")] + (["--train_file", args.train_file]
-                                                                  if args.train_file else [])  # fmt: skip
+    data = ["--data_cache_dir", str(args.output_dir / "cache")] + (
+        ["--train_file", args.train_file] if args.train_file else []
+    )
     start = time.perf_counter()
     pretrain.main([*flags(s, steps), "--output_dir", str(folder), "--overwrite_output_dir", "true", *data, *QUIET])
     wall = time.perf_counter() - start
@@ -161,13 +199,28 @@ def train_candidate(item) -> dict:
     state = json.loads((folder / "trainer_state.json").read_text())
     model = build(s, vocab=json.loads((folder / "config.json").read_text())["vocab_size"])
     tokens = steps * s["per_device_train_batch_size"] * s["max_position_embeddings"]
-    fpt = flops_per_token(model.num_parameters(exclude_embeddings=True), s["num_hidden_layers"], s["hidden_size"],
-                          s["max_position_embeddings"])  # fmt: skip
+    fpt = flops_per_token(
+        model.num_parameters(exclude_embeddings=True),
+        s["num_hidden_layers"],
+        s["hidden_size"],
+        s["max_position_embeddings"],
+    )
     bpc, tpc = bits_per_char(folder, results["eval_loss"], validation_texts)
-    row = {"name": name, "overrides": overrides, "steps": steps, "tokens": tokens, "epochs": round(state["epoch"], 2),
-           "parameters": model.num_parameters(), "seconds_per_step": None, "train_flops": fpt * tokens,
-           "eval_loss": round(results["eval_loss"], 4), "bits_per_char": round(bpc, 4), "tokens_per_char": round(tpc, 4),
-           "wall_seconds": round(wall, 1), "sample": sample(folder)}  # fmt: skip
+    row = {
+        "name": name,
+        "overrides": overrides,
+        "steps": steps,
+        "tokens": tokens,
+        "epochs": round(state["epoch"], 2),
+        "parameters": model.num_parameters(),
+        "seconds_per_step": None,
+        "train_flops": fpt * tokens,
+        "eval_loss": round(results["eval_loss"], 4),
+        "bits_per_char": round(bpc, 4),
+        "tokens_per_char": round(tpc, 4),
+        "wall_seconds": round(wall, 1),
+        "sample": sample(folder),
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -190,9 +243,12 @@ def main(argv=None) -> dict:
     # it sets its own max_steps. The losses depend on the steps, not on the clock, so the runs may share the machine
     # (--jobs, one thread each) while this process times one step of every shape, interleaved.
     tokens = baseline["max_steps"] * baseline["per_device_train_batch_size"] * baseline["max_position_embeddings"]
-    steps = {name: s["max_steps"] if "max_steps" in candidates[name] else
-             max(1, round(tokens / (s["per_device_train_batch_size"] * s["max_position_embeddings"])))
-             for name, s in shapes.items()}  # fmt: skip
+    steps = {
+        name: s["max_steps"]
+        if "max_steps" in candidates[name]
+        else max(1, round(tokens / (s["per_device_train_batch_size"] * s["max_position_embeddings"])))
+        for name, s in shapes.items()
+    }
     work = [(name, s, steps[name], candidates[name], validation_texts, args) for name, s in shapes.items()]
     shapes_timed = {"baseline": baseline, **shapes}
     timer = lambda: interleaved_medians({n: step_runner(s) for n, s in shapes_timed.items()}, args.repeats, 1)  # noqa: E731
@@ -209,11 +265,20 @@ def main(argv=None) -> dict:
     for row in rows:
         row["seconds_per_step"] = round(seconds[row["name"]], 4)
         row["training_seconds"] = round(row["steps"] * seconds[row["name"]], 1)  # at the interleaved median
-    result = {"setup": {"baseline": baseline, "budget_seconds": round(budget, 1), "threads": args.threads,
-                        "jobs": args.jobs, "repeats": args.repeats, "train_file": args.train_file or "built-in corpus",
-                        "validation_documents": len(validation_texts)},
-              "environment_at_end": environment(), "rows": rows,
-              "total_wall_seconds": round(time.perf_counter() - start_all, 1)}  # fmt: skip
+    result = {
+        "setup": {
+            "baseline": baseline,
+            "budget_seconds": round(budget, 1),
+            "threads": args.threads,
+            "jobs": args.jobs,
+            "repeats": args.repeats,
+            "train_file": args.train_file or "built-in corpus",
+            "validation_documents": len(validation_texts),
+        },
+        "environment_at_end": environment(),
+        "rows": rows,
+        "total_wall_seconds": round(time.perf_counter() - start_all, 1),
+    }
     save(args.name, result, markdown(result), args.publish)
     return result
 
@@ -224,24 +289,29 @@ def markdown(result: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
     for r in result["rows"]:
         changes = ", ".join(f"{k} {v}" for k, v in r["overrides"].items()) or "-"
-        lines.append(f"| {r['name']} | {changes} | {r['steps']} | {r['tokens']:,} | {r['seconds_per_step']:.3f} | "
-                     f"{r['training_seconds']} | {r['train_flops'] / 1e15:.3f} | {r['eval_loss']:.4f} | {r['bits_per_char']:.4f} |")  # fmt: skip
-    samples = [f"- {r['name']}, sampled: {r['sample']['sampled']!r}; greedy: {r['sample']['greedy']!r}"
-               for r in result["rows"]]  # fmt: skip
-    return "\n\n".join([
-        "# The default pretraining run: lower validation loss in the same time",
-        f"Baseline {json.dumps(setup['baseline'])}; every candidate reads the baseline's tokens (unless it sets "
-        f"its steps) on the {setup['train_file']}; s/step is the median of {setup['repeats']} interleaved rounds of "
-        f"one training step ({setup['threads']} torch thread(s)), training s = steps x s/step (the baseline: "
-        f"{setup['budget_seconds']} s); the training runs went {setup['jobs']} at a time. Judged on the {setup['validation_documents']} "
-        f"validation documents; float32. At the end: {describe(result['environment_at_end'])} Bits per character "
-        "compare tokenizers of different sizes; the loss is per token of each run's own tokenizer.",
-        "\n".join(lines),
-        "What `pipeline(...)(\"The for statement\", max_new_tokens=30)` gives (seed 0; sampled with the model's "
-        "generation_config):",
-        "\n".join(samples),
-        f"Total wall clock: {result['total_wall_seconds']} s.",
-    ])  # fmt: skip
+        lines.append(
+            f"| {r['name']} | {changes} | {r['steps']} | {r['tokens']:,} | {r['seconds_per_step']:.3f} | "
+            f"{r['training_seconds']} | {r['train_flops'] / 1e15:.3f} | {r['eval_loss']:.4f} | {r['bits_per_char']:.4f} |"
+        )
+    samples = [
+        f"- {r['name']}, sampled: {r['sample']['sampled']!r}; greedy: {r['sample']['greedy']!r}" for r in result["rows"]
+    ]
+    return "\n\n".join(
+        [
+            "# The default pretraining run: lower validation loss in the same time",
+            f"Baseline {json.dumps(setup['baseline'])}; every candidate reads the baseline's tokens (unless it sets "
+            f"its steps) on the {setup['train_file']}; s/step is the median of {setup['repeats']} interleaved rounds of "
+            f"one training step ({setup['threads']} torch thread(s)), training s = steps x s/step (the baseline: "
+            f"{setup['budget_seconds']} s); the training runs went {setup['jobs']} at a time. Judged on the {setup['validation_documents']} "
+            f"validation documents; float32. At the end: {describe(result['environment_at_end'])} Bits per character "
+            "compare tokenizers of different sizes; the loss is per token of each run's own tokenizer.",
+            "\n".join(lines),
+            'What `pipeline(...)("The for statement", max_new_tokens=30)` gives (seed 0; sampled with the model\'s '
+            "generation_config):",
+            "\n".join(samples),
+            f"Total wall clock: {result['total_wall_seconds']} s.",
+        ]
+    )
 
 
 if __name__ == "__main__":
