@@ -8,7 +8,8 @@
 Rows hold an `anchor` and a `positive` text, optionally a hard `negative` (jsonl/csv/parquet, or a Hub dataset with
 those columns). Training is sentence-transformers' `SentenceTransformerTrainer` with `MultipleNegativesRankingLoss`:
 for each anchor, its positive must score above every other positive (and negative) of the batch, so a bigger batch
-means more negatives (`--mini_batch_size` computes it in GradCache mini-batches: big batches in little memory). The `no_duplicates` batch sampler keeps a text from appearing twice in one batch.
+means more negatives (`--mini_batch_size` computes it in GradCache mini-batches: big batches in little memory). The
+`no_duplicates` batch sampler keeps a text from appearing twice in one batch.
 
 The model starts from --model_name_or_path (a pretrained or SFT SimpleGPT folder; `--from_scratch true` keeps only
 its shape and tokenizer). Retrieval on the held-out pairs (recall@1, recall@10, MRR@10, sentence-transformers'
