@@ -67,6 +67,11 @@ class Reply:
     echo_text: str | None = None
     echo_entries: list | None = None
 
+    @property
+    def generated(self) -> list:
+        """The logprob entries of the tokens generated so far."""
+        return self.decoding.logprobs if self.decoding is not None else []
+
 
 @dataclass
 class ServeOptions:
@@ -255,8 +260,7 @@ def shape_reply(choice: dict, reply: Reply, shaper: LogprobShaper) -> None:
     if reply.echo_text is not None:
         choice["text"] = reply.echo_text + choice["text"]
     if shaper.top is not None:
-        generated = reply.decoding.logprobs if reply.decoding is not None else []
-        choice["logprobs"] = shaper.shape((reply.echo_entries or []) + generated)
+        choice["logprobs"] = shaper.shape((reply.echo_entries or []) + reply.generated)
 
 
 async def openai_stream(chunks, include_usage: bool, reply: Reply | None = None, shaper: LogprobShaper | None = None):
@@ -283,7 +287,7 @@ async def openai_stream(chunks, include_usage: bool, reply: Reply | None = None,
         choice = chunk["choices"][0]
         has_text = "text" in choice or (choice.get("delta") or {}).get("content") is not None
         if shaper.top is not None and (has_text or choice.get("finish_reason")):
-            generated = reply.decoding.logprobs if reply.decoding is not None else []
+            generated = reply.generated
             done = len(generated)
             choice["logprobs"] = shaper.shape(generated[sent:done])
             sent = done
