@@ -206,8 +206,7 @@ def train_online_rl(argv, config_class, trainer_class) -> dict:
         peft_config=peft_config,
     )
     run.train(trainer)
-    training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
+    training.save_trained(trainer)
     after = heldout_rewards(trainer.model)
     metrics = {"algorithm": algorithm.lower(), "heldout_prompts": len(heldout)}
     for name in before:

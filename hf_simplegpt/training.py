@@ -327,3 +327,10 @@ def ready_for_inference(model) -> None:
     `TrainingArguments.use_cache` (off while training), and a saved folder is for inference, where `generate`,
     serving and exporters (transformers' ExecuTorch recipe refuses a model without it) expect the cache."""
     model.config.use_cache = True
+
+
+def save_trained(trainer) -> None:
+    """The trained model, ready for inference, saved in --output_dir with its tokenizer (the trainer's
+    processing_class): the first thing after training, before anything else can fail."""
+    ready_for_inference(trainer.model)
+    trainer.save_model(trainer.args.output_dir)

@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
         peft_config=peft_config,
     )
     run.train(trainer)
-    training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
+    training.save_trained(trainer)
     after = alignment_metrics.completion_kl(teacher, trainer.model, tokenizer, prompts, completions)
     n_student, n_teacher = student.num_parameters(), teacher.num_parameters()
     metrics = {

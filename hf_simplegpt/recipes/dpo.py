@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         peft_config=peft_config,
     )
     run.train(trainer)
-    training.ready_for_inference(trainer.model)
-    trainer.save_model(train_args.output_dir)  # with the tokenizer (processing_class), before anything else can fail
+    training.save_trained(trainer)
     after = alignment_metrics.preference_logp_gaps(trainer.model, tokenizer, rows)
     reference = "the base model with the LoRA adapter disabled" if peft_config else "a frozen copy of the model"
     metrics = {"data_format": fmt, "heldout_pairs": len(rows), "reference_model": reference}

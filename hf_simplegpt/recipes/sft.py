@@ -191,9 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["eval_loss_before"] = trainer.evaluate()["eval_loss"]
     train_output = run.train(trainer)
     results["train_loss"] = train_output.training_loss
-    # Saved before anything else can fail. A PeftModel saves only its adapter here; the tokenizer is saved beside it.
-    training.ready_for_inference(trainer.model)
-    trainer.save_model(training_args.output_dir)
+    training.save_trained(trainer)  # a PeftModel saves only its adapter here, with the tokenizer beside it
     results["eval_loss_after"] = trainer.evaluate()["eval_loss"]
 
     if not trainer.accelerator.is_main_process:  # under `accelerate launch`, one process reports and merges
