@@ -4,24 +4,31 @@
    trains a 4-layer, 128-wide SimpleGPT (2048-token BPE, context 64: the lines are short) on the other passages
    (`--pretrain-steps` of 16 blocks: 1000 is about 3 epochs).
 2. `hf-simplegpt make-pairs`' rule gives (line, next line) pairs within each passage: the training pairs from the
-   training passages (all 16,915, or a seeded sample of `--train-pairs`), `--heldout-pairs` held-out pairs from the
-   held-out passages (never seen in any training).
-3. Retrieval on the held-out pairs (sentence-transformers' InformationRetrievalEvaluator: each anchor ranks every
-   held-out positive; recall@1, recall@10, MRR@10) of:
+   training passages (all 16,915, or a seeded sample of `--train-pairs`); from the held-out passages (never seen in
+   any training), `--heldout-pairs` test pairs and as many other validation pairs.
+   `--dataset mmlu`: `make-pairs --mmlu_dir`'s (question, correct answer) pairs of MMLU's test split, shuffled; the
+   first 2 x `--heldout-pairs` are the test and validation pairs, the rest the training pairs, less any that share a
+   question, an answer or a passage with a held-out pair; the model (context 128: questions are longer) is
+   pretrained on the training pairs' texts only.
+3. Retrieval on the test pairs (sentence-transformers' InformationRetrievalEvaluator: each anchor ranks every test
+   positive; recall@1, recall@10, MRR@10) of:
    (a) the pretrained model mean-pooled, before any contrastive step (its own causal attention, and switched to
        bidirectional);
-   (b) `hf-simplegpt contrastive` from (a), one epoch over the training pairs, for each pooling x attention;
+   (b) `hf-simplegpt contrastive` from (a), one epoch over the training pairs, for each pooling x attention; the
+       best on the validation pairs trained for `--epochs`;
    (c) a lexical baseline: scikit-learn's TF-IDF (word 1-2 grams), idf fitted on the training pairs' texts;
    (d) `hf-simplegpt contrastive --from_scratch true`: (b)'s encoder, same pairs and steps, from random weights
-       (at (b)'s learning rate and at 5x it; the better is reported).
+       (at (b)'s learning rate and at 5x it; the better on the validation pairs is reported).
+   Every choice is made on the validation pairs; the test pairs are only measured.
 
     python benchmarks/contrastive_compare.py                 # about 30 minutes on 2 shared CPU cores
-    python benchmarks/contrastive_compare.py --publish       # update benchmarks/results/contrastive-compare.*
+    python benchmarks/contrastive_compare.py --publish       # update benchmarks/results/contrastive-compare-*
     python benchmarks/contrastive_compare.py --dataset mmlu  # MMLU question -> correct answer pairs instead
 
-Writes benchmarks/out/contrastive-compare-<dataset>.json and .md (`--publish`: benchmarks/results/). On a CPU shared
-with other jobs, run it with OMP_NUM_THREADS=1: torch's threads otherwise spin waiting for each other (a pretraining
-step of this model took 3.4 s with 2 threads and 0.44 s with 1 under a load average of 10).
+Writes benchmarks/out/contrastive-compare-<dataset>.json and .md (`--publish`: benchmarks/results/; a
+`--batch-size` other than 64 adds `-batch<N>` to the name). On a CPU shared with other jobs, run it with
+OMP_NUM_THREADS=1: torch's threads otherwise spin waiting for each other (a pretraining step of this model took
+3.4 s with 2 threads and 0.44 s with 1 under a load average of 10).
 """
 
 import argparse
@@ -54,8 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("shakespeare", "mmlu"), default="shakespeare")
     parser.add_argument("--output-dir", default=str(REPO / "benchmarks" / "out" / "contrastive-compare"))
-    parser.add_argument("--pretrain-steps", type=int, default=1000, help="steps of 16 blocks of 64 tokens")
-    parser.add_argument("--heldout-pairs", type=int, default=300)
+    parser.add_argument(
+        "--context", type=int, default=None, help="the model's context in tokens (default: 64 shakespeare, 128 mmlu)"
+    )
+    parser.add_argument("--pretrain-steps", type=int, default=1000, help="steps of 16 blocks of --context tokens")
+    parser.add_argument("--heldout-pairs", type=int, default=300, help="test pairs, and as many validation pairs")
     parser.add_argument(
         "--train-pairs", type=int, default=None, help="a seeded sample of the training pairs (default: all)"
     )
@@ -73,30 +83,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--publish", action="store_true", help="write benchmarks/results/contrastive-compare-<dataset>.*"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.context = args.context or {"shakespeare": 64, "mmlu": 128}[args.dataset]
+    return args
+
+
+def group(anchor: str) -> str:
+    """An MMLU question's group: several questions share one passage ("This question refers to the following
+    information." + passage + the question on its last line); a single-line question is its own group."""
+    lines = anchor.strip().splitlines()
+    return contrastive._key("\n".join(lines[:-1]) if len(lines) > 1 else anchor)
 
 
 def split_data(
     dataset: str, out: Path, heldout_pairs: int, train_pairs: int
-) -> tuple[Path, Path, list[dict], list[dict]]:
-    """(pretraining text file, training pairs file, training pairs, held-out pairs)."""
+) -> tuple[Path, Path, list[dict], list[dict], list[dict]]:
+    """(pretraining text file, training pairs file, training pairs, validation pairs, test pairs). The validation
+    pairs choose (b)'s pooling x attention and (d)'s learning rate; the test pairs are only measured."""
     if dataset == "shakespeare":
         passages = re.split(r"\n\s*\n", (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8"))
         train_passages = [p for i, p in enumerate(passages) if i % 10]
         heldout_passages = [p for i, p in enumerate(passages) if not i % 10]
         train = contrastive.make_text_pairs("\n\n".join(train_passages))
-        heldout = contrastive.make_text_pairs("\n\n".join(heldout_passages))
+        pool = contrastive.make_text_pairs("\n\n".join(heldout_passages))
         text = "\n\n".join(train_passages)
     else:
         pairs = contrastive.make_mmlu_pairs(str(SHARED / "mmlu"), "test")
         random.Random(0).shuffle(pairs)
-        heldout, train = pairs[: 2 * heldout_pairs], pairs[2 * heldout_pairs :]
+        pool, train = pairs[: 2 * heldout_pairs], pairs[2 * heldout_pairs :]
+        # No held-out question, answer or shared passage is seen in training or pretraining: MMLU repeats some
+        # questions across subjects, some answers across questions, and a passage across its questions.
+        seen = {contrastive._key(t) for p in pool for t in (p["anchor"], p["positive"])} | {
+            group(p["anchor"]) for p in pool
+        }
+        train = [
+            p
+            for p in train
+            if not {contrastive._key(p["anchor"]), contrastive._key(p["positive"]), group(p["anchor"])} & seen
+        ]
         text = "\n\n".join(f"{p['anchor']}\n{p['positive']}" for p in train)
-    heldout = random.Random(0).sample(heldout, min(heldout_pairs, len(heldout)))
+    test = random.Random(0).sample(pool, min(heldout_pairs, len(pool)))
+    chosen = {id(p) for p in test}
+    rest = [p for p in pool if id(p) not in chosen]
+    validation = random.Random(2).sample(rest, min(heldout_pairs, len(rest)))
     train = random.Random(1).sample(train, min(train_pairs or len(train), len(train)))
     text_file = out / "pretrain.txt"
     text_file.write_text(text + "\n", encoding="utf-8")
-    return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, heldout
+    return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, validation, test
 
 
 def shared_words(pairs: list[dict]) -> dict:
@@ -148,7 +181,8 @@ def pretrain_base(out: Path, text_file: Path, args) -> Path:
     torch.manual_seed(0)
     base = out / "pretrained"
     steps_file = base / "pretrain_steps.txt"  # --reuse only a base pretrained for as many steps
-    if not (args.reuse and steps_file.is_file() and steps_file.read_text().strip() == str(args.pretrain_steps)):
+    done = f"{args.pretrain_steps} steps, context {args.context}"
+    if not (args.reuse and steps_file.is_file() and steps_file.read_text().strip() == done):
         pretrain.main(
             [
                 "--train_file",
@@ -158,7 +192,7 @@ def pretrain_base(out: Path, text_file: Path, args) -> Path:
                 "--overwrite_output_dir",
                 "true",
                 "--max_position_embeddings",
-                "64",
+                str(args.context),
                 "--max_steps",
                 str(args.pretrain_steps),
                 "--eval_steps",
@@ -172,15 +206,17 @@ def pretrain_base(out: Path, text_file: Path, args) -> Path:
                 *QUIET,
             ]
         )
-        steps_file.write_text(f"{args.pretrain_steps}\n")
+        steps_file.write_text(done + "\n")
     return base
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    out = Path(args.output_dir) / args.dataset
+    # Another batch size is another experiment: its own folders and results files, the default's kept.
+    run = args.dataset + (f"-batch{args.batch_size}" if args.batch_size != 64 else "")
+    out = Path(args.output_dir) / run
     out.mkdir(parents=True, exist_ok=True)
-    text_file, pairs_file, train, heldout = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
+    text_file, pairs_file, train, validation, test = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
     torch.manual_seed(0)
 
     base = pretrain_base(out, text_file, args)
@@ -188,9 +224,11 @@ def main(argv=None) -> dict:
     rows = []
 
     def measure(label: str, encoder, **facts) -> dict:
-        metrics = contrastive.retrieval_metrics(encoder, heldout)
-        rows.append({"model": label, **facts, **metrics})
-        print(f"{label}: recall@10 {metrics['recall@10']:.3f}", flush=True)
+        """Test metrics, and the validation recall@10 that choices are made on."""
+        metrics = contrastive.retrieval_metrics(encoder, test)
+        chosen_on = contrastive.retrieval_metrics(encoder, validation)["recall@10"]
+        rows.append({"model": label, **facts, **metrics, "validation_recall@10": chosen_on})
+        print(f"{label}: recall@10 {metrics['recall@10']:.3f} (validation {chosen_on:.3f})", flush=True)
         return rows[-1]
 
     for attention in ("causal", "bidirectional"):
@@ -221,7 +259,7 @@ def main(argv=None) -> dict:
 
     # Pooling x attention, each --grid-epochs from (a); the best is trained --epochs as the (b) the goal is about.
     grid = [contrastive_row(f"contrastive-{p}-{a}", p, a, args.grid_epochs, grid=True) for p, a in COMBOS]
-    choice = max(grid, key=lambda r: r["recall@10"])
+    choice = max(grid, key=lambda r: r["validation_recall@10"])
     pooling, attention = choice["pooling"], choice["attention"]
     if args.epochs == args.grid_epochs:
         best = choice
@@ -233,7 +271,8 @@ def main(argv=None) -> dict:
         {
             "model": "(c) TF-IDF (scikit-learn, word 1-2 grams)",
             "kind": "c",
-            **contrastive.tfidf_retrieval_metrics(heldout, fit),
+            **contrastive.tfidf_retrieval_metrics(test, fit),
+            "validation_recall@10": contrastive.tfidf_retrieval_metrics(validation, fit)["recall@10"],
         }
     )
     print(f"(c) TF-IDF: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
@@ -252,7 +291,7 @@ def main(argv=None) -> dict:
         )
         for factor in args.scratch_lr_factors
     ]
-    rows[:] = [r for r in rows if r["kind"] != "d"] + [max(scratch, key=lambda r: r["recall@10"])]
+    rows[:] = [r for r in rows if r["kind"] != "d"] + [max(scratch, key=lambda r: r["validation_recall@10"])]
     print(f"(d) from scratch: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
 
     others = [r for r in rows if r["kind"] in ("a", "c", "d")]
@@ -260,8 +299,10 @@ def main(argv=None) -> dict:
     results = {
         "dataset": args.dataset,
         "train_pairs": len(train),
-        "heldout_pairs": len(heldout),
-        "heldout_pairs_sharing": shared_words(heldout),
+        "heldout_pairs": len(test),
+        "validation_pairs": len(validation),
+        "heldout_pairs_sharing": shared_words(test),
+        "context": args.context,
         "pretrain_steps": args.pretrain_steps,
         "contrastive": {
             "epochs": args.epochs,
@@ -281,25 +322,31 @@ def main(argv=None) -> dict:
             "torch_threads": torch.get_num_threads(),
         },
     }
-    table = ["| model | recall@1 | recall@10 | MRR@10 |", "|---|---:|---:|---:|"]
-    table += [f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} |" for r in rows]
+    table = ["| model | recall@1 | recall@10 | MRR@10 | validation recall@10 |", "|---|---:|---:|---:|---:|"]
+    table += [
+        f"| {r['model']} | {r['recall@1']:.3f} | {r['recall@10']:.3f} | {r['mrr@10']:.3f} "
+        f"| {r['validation_recall@10']:.3f} |"
+        for r in rows
+    ]
     md = "\n".join(
         [
-            f"Contrastive retrieval, {args.dataset}: {len(heldout)} held-out pairs, {len(train)} training pairs. "
+            f"Contrastive retrieval, {args.dataset}: {len(test)} held-out test pairs ({len(validation)} more validate "
+            f"the choices), {len(train)} training pairs, context {args.context} tokens. "
             f"{results['heldout_pairs_sharing']['any_word']:.0%} of the held-out pairs share a word, "
             f"{results['heldout_pairs_sharing']['non_stop_word']:.0%} a word other than a stop word.",
             "",
             *table,
             "",
-            f"The (b) rows of {args.grid_epochs:g} epoch(s) are the pooling x attention grid; its best (chosen on these "
-            f"held-out pairs) is the (b) compared: {best['model']}. (d) is the better of learning rates "
+            f"The (b) rows of {args.grid_epochs:g} epoch(s) are the pooling x attention grid; its best on the "
+            f"validation pairs is the (b) compared: {best['model']}. (d) is the better on the validation pairs of "
+            f"learning rates "
             f"{', '.join(f'{args.learning_rate * f:g}' for f in args.scratch_lr_factors)}. "
             f"Goal (b) > (a), (c), (d) on recall@10: {'met' if results['goal_met'] else 'not met'}.",
             "",
             record.describe(results["environment"]),
         ]
     )
-    record.save(f"contrastive-compare-{args.dataset}", results, md, publish=args.publish)
+    record.save(f"contrastive-compare-{run}", results, md, publish=args.publish)
     return results
 
 
