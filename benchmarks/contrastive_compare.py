@@ -41,6 +41,7 @@ from pathlib import Path
 
 import sentence_transformers
 import torch
+from transformers import AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402
@@ -97,9 +98,10 @@ def group(anchor: str) -> str:
 
 def split_data(
     dataset: str, out: Path, heldout_pairs: int, train_pairs: int
-) -> tuple[Path, Path, list[dict], list[dict], list[dict]]:
-    """(pretraining text file, training pairs file, training pairs, validation pairs, test pairs). The validation
-    pairs choose (b)'s pooling x attention and (d)'s learning rate; the test pairs are only measured."""
+) -> tuple[Path, Path, list[dict], list[dict], list[dict], int]:
+    """(pretraining text file, training pairs file, training pairs, validation pairs, test pairs, training pairs
+    dropped for sharing a text with a held-out pair). The validation pairs choose (b)'s pooling x attention and
+    (d)'s learning rate; the test pairs are only measured."""
     if dataset == "shakespeare":
         passages = re.split(r"\n\s*\n", (SHARED / "tinyshakespeare.txt").read_text(encoding="utf-8"))
         train_passages = [p for i, p in enumerate(passages) if i % 10]
@@ -107,6 +109,7 @@ def split_data(
         train = contrastive.make_text_pairs("\n\n".join(train_passages))
         pool = contrastive.make_text_pairs("\n\n".join(heldout_passages))
         text = "\n\n".join(train_passages)
+        dropped = 0
     else:
         pairs = contrastive.make_mmlu_pairs(str(SHARED / "mmlu"), "test")
         random.Random(0).shuffle(pairs)
@@ -116,11 +119,12 @@ def split_data(
         seen = {contrastive._key(t) for p in pool for t in (p["anchor"], p["positive"])} | {
             group(p["anchor"]) for p in pool
         }
-        train = [
+        kept = [
             p
             for p in train
             if not {contrastive._key(p["anchor"]), contrastive._key(p["positive"]), group(p["anchor"])} & seen
         ]
+        train, dropped = kept, len(train) - len(kept)
         text = "\n\n".join(f"{p['anchor']}\n{p['positive']}" for p in train)
     test = random.Random(0).sample(pool, min(heldout_pairs, len(pool)))
     chosen = {id(p) for p in test}
@@ -129,7 +133,7 @@ def split_data(
     train = random.Random(1).sample(train, min(train_pairs or len(train), len(train)))
     text_file = out / "pretrain.txt"
     text_file.write_text(text + "\n", encoding="utf-8")
-    return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, validation, test
+    return text_file, write_jsonl(train, out / "train_pairs.jsonl"), train, validation, test, dropped
 
 
 def shared_words(pairs: list[dict]) -> dict:
@@ -216,10 +220,15 @@ def main(argv=None) -> dict:
     run = args.dataset + (f"-batch{args.batch_size}" if args.batch_size != 64 else "")
     out = Path(args.output_dir) / run
     out.mkdir(parents=True, exist_ok=True)
-    text_file, pairs_file, train, validation, test = split_data(args.dataset, out, args.heldout_pairs, args.train_pairs)
+    text_file, pairs_file, train, validation, test, dropped = split_data(
+        args.dataset, out, args.heldout_pairs, args.train_pairs
+    )
     torch.manual_seed(0)
 
     base = pretrain_base(out, text_file, args)
+    # The encoders see each text's first --context tokens (TF-IDF sees all of it).
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    over_context = sum(len(tokenizer(p["anchor"])["input_ids"]) > args.context for p in test) / len(test)
 
     rows = []
 
@@ -303,6 +312,8 @@ def main(argv=None) -> dict:
         "validation_pairs": len(validation),
         "heldout_pairs_sharing": shared_words(test),
         "context": args.context,
+        "train_pairs_dropped_as_overlapping_heldout": dropped,
+        "test_anchors_over_context": over_context,
         "pretrain_steps": args.pretrain_steps,
         "contrastive": {
             "epochs": args.epochs,
@@ -331,7 +342,13 @@ def main(argv=None) -> dict:
     md = "\n".join(
         [
             f"Contrastive retrieval, {args.dataset}: {len(test)} held-out test pairs ({len(validation)} more validate "
-            f"the choices), {len(train)} training pairs, context {args.context} tokens. "
+            f"the choices), {len(train)} training pairs"
+            + (
+                f" ({dropped} dropped for sharing a question, answer or passage with a held-out pair)"
+                if dropped
+                else ""
+            )
+            + f", context {args.context} tokens ({over_context:.0%} of the test anchors are longer and truncated). "
             f"{results['heldout_pairs_sharing']['any_word']:.0%} of the held-out pairs share a word, "
             f"{results['heldout_pairs_sharing']['non_stop_word']:.0%} a word other than a stop word.",
             "",
