@@ -4,12 +4,13 @@ A job's help is its own parser's, and building that parser imports what the job'
 transformers' `TrainingArguments` (which loads peft, and through it torchao), TRL's configs, sentence-transformers.
 That took 5-7 s on 2 idle cores. `job_parsers.json`, in the package, holds each job's parser as data: its actions
 (option strings, nargs, metavar, help already expanded with its default) in their order and groups, recorded with
-the versions of the libraries this package requires. When exactly those versions are installed, `hf-simplegpt <job>
---help` rebuilds the parser from that data and lets argparse format it for the terminal, as the job's own parser
-would; otherwise the job's parser renders it (`cli.render_job_help`). The help does not depend on the machine: jobs
-show their fields' own defaults there, and say how the hardware changes them (`training.parse_args`).
+the versions of the libraries its flags come from (`flag_sources`: transformers, TRL, ...). Where exactly those
+versions are installed, `hf-simplegpt <job> --help` rebuilds the parser from that data and lets argparse lay it out
+for the terminal, as the job's own parser would; elsewhere the job's parser draws it (`cli.render_job_help`). The help
+does not depend on the machine: jobs show their fields' own defaults there, and say how the hardware changes them
+(`training.parse_args`).
 
-    python -m hf_simplegpt.job_parsers     # rewrite job_parsers.json after changing a job's flags (tests/test_cli.py checks)
+    python -m hf_simplegpt.job_parsers   # rewrite job_parsers.json after changing a job's flags (tests/test_cli.py)
 """
 
 from __future__ import annotations
@@ -23,21 +24,19 @@ from pathlib import Path
 STORED = Path(__file__).with_name("job_parsers.json")
 
 
-# Jobs whose flags also come from an extra's classes: sentence-transformers' training arguments are contrastive's.
-EXTRA_SOURCES = {"contrastive": ("sentence-transformers",)}
+def flag_sources(parser: argparse.ArgumentParser) -> list[str]:
+    """The distributions a job's flags, help and defaults come from: those that define the dataclasses of its
+    HfArgumentParser (TrainingArguments is transformers', SFTConfig trl's, the contrastive job's arguments
+    sentence-transformers'), and transformers for every job, the library the jobs are built on."""
+    modules = {cls.__module__.split(".")[0] for t in getattr(parser, "dataclass_types", []) for cls in t.__mro__}
+    distributions = metadata.packages_distributions()
+    names = {"transformers"} | {d for m in modules for d in distributions.get(m, [])}
+    return sorted(names - {"hf-simplegpt", "hf_simplegpt"})
 
 
-def installed_versions(job: str) -> dict[str, str | None] | None:
-    """The installed version of each library a job's flags, help and defaults come from: this package's base
-    requirements and the job's `EXTRA_SOURCES`, without local labels (a CUDA build of torch has the same flags as the
-    CPU build). None when this package is not installed (a bare source tree)."""
-    from packaging.requirements import Requirement
-
-    try:
-        requirements = [Requirement(line) for line in metadata.requires("hf-simplegpt") or []]
-    except metadata.PackageNotFoundError:
-        return None
-    names = [r.name for r in requirements if r.marker is None] + list(EXTRA_SOURCES.get(job, ()))
+def installed_versions(names: list[str]) -> dict[str, str | None]:
+    """The installed version of each distribution, without a local label (a CUDA build of torch has the CPU build's
+    flags); None where it is not installed."""
     versions = {}
     for name in names:
         try:
@@ -148,12 +147,12 @@ def rebuild_parser(stored: dict) -> argparse.ArgumentParser:
 
 def stored_help(name: str) -> str | None:
     """`hf-simplegpt <name> --help` from job_parsers.json, or None when it was recorded with other versions of the
-    libraries its flags come from (or this package is not installed)."""
+    libraries its flags come from (`flag_sources`)."""
     with contextlib.suppress(OSError):
         with STORED.open(encoding="utf-8") as f:
             stored = json.load(f)
         parser = stored["jobs"].get(name)
-        if parser and parser["versions"] == installed_versions(name):
+        if parser and parser["versions"] == installed_versions(list(parser["versions"])):
             actions = stored["actions"]
             parser = {**parser, "actions": [[actions[i], *where] for i, *where in parser["actions"]]}
             return rebuild_parser(parser).format_help()
@@ -189,7 +188,7 @@ def describe_jobs() -> dict:
         for entry in stored["actions"]:
             key = json.dumps(entry[0], sort_keys=True)
             entry[0] = table.setdefault(key, len(table))
-        jobs[name] = {**stored, "versions": installed_versions(name)}
+        jobs[name] = {**stored, "versions": installed_versions(flag_sources(parsers[-1]))}
     return {
         "written_by": "python -m hf_simplegpt.job_parsers",
         "actions": [json.loads(key) for key in table],

@@ -56,8 +56,9 @@ def test_every_jobs_help_lists_its_flags_under_its_name(capsys, monkeypatch, tmp
 
 
 def test_stored_parsers_are_used_only_with_the_versions_they_were_recorded_with(monkeypatch):
-    recorded = job_parsers.installed_versions("sft")
-    monkeypatch.setattr(job_parsers, "installed_versions", lambda job: {**recorded, "trl": "0.1"})
+    recorded = json.loads(job_parsers.STORED.read_text())["jobs"]["sft"]["versions"]
+    assert set(recorded) == {"transformers", "trl"}  # what its flags come from, not every installed library
+    monkeypatch.setattr(job_parsers, "installed_versions", lambda names: {**recorded, "trl": "0.1"})
     assert job_parsers.stored_help("sft") is None
 
 
