@@ -197,6 +197,11 @@ def pretrain_base(out: Path, text_file: Path, args) -> Path:
                 "true",
                 "--max_position_embeddings",
                 str(args.context),
+                # the batch and dropout the published base was trained with (the job's defaults until issue 20)
+                "--per_device_train_batch_size",
+                "16",
+                "--dropout",
+                "0.1",
                 "--max_steps",
                 str(args.pretrain_steps),
                 "--eval_steps",

@@ -366,6 +366,8 @@ def run(args) -> dict:
             args.heads,
             "--max_position_embeddings",
             args.context,
+            "--dropout",  # the published teacher's (the job's default until issue 20)
+            0.1,
             "--per_device_train_batch_size",
             args.batch,
             "--learning_rate",

@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import io
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -248,8 +247,8 @@ def forward_stop_signals():
 
 def help_cache_file(name: str) -> Path:
     """Where the text of `hf-simplegpt <name> --help` is kept: a file named after everything the text can depend on
-    (this package's files, the installed distributions, the machine, the terminal's width), so that any change to
-    them makes a new one. In $XDG_CACHE_HOME (default ~/.cache)/hf_simplegpt/help/."""
+    (this package's files, the installed distributions, the terminal's width), so that any change to them makes a
+    new one. In $XDG_CACHE_HOME (default ~/.cache)/hf_simplegpt/help/."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*")):
@@ -258,8 +257,7 @@ def help_cache_file(name: str) -> Path:
     for entry in sys.path:  # every installed distribution's name and version, by its metadata folder
         with contextlib.suppress(OSError):
             digest.update(" ".join(sorted(n for n in os.listdir(entry or ".") if n.endswith("-info"))).encode())
-    machine = (sys.executable, platform.node(), os.cpu_count(), os.environ.get("CUDA_VISIBLE_DEVICES"))
-    digest.update(repr((machine, shutil.get_terminal_size().columns)).encode())
+    digest.update(repr(shutil.get_terminal_size().columns).encode())
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hf_simplegpt" / "help"
     return cache / f"{name}-{digest.hexdigest()[:20]}.txt"
 
@@ -289,8 +287,14 @@ def render_job_help(name: str, job: Job) -> str:
 
 
 def job_help(name: str) -> str:
-    """`hf-simplegpt <name> --help`: from the cache (`help_cache_file`) when there, else rendered and cached; the
+    """`hf-simplegpt <name> --help`: from the parsers stored in the package (`job_parsers`) when they were recorded
+    with the installed libraries; else from the cache (`help_cache_file`) when there, else rendered and cached. The
     cache is only a copy, so a folder that cannot be written costs time, nothing else."""
+    from .job_parsers import stored_help
+
+    text = stored_help(name)
+    if text is not None:
+        return text
     path = help_cache_file(name)
     with contextlib.suppress(OSError):
         return path.read_text(encoding="utf-8")

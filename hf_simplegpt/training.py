@@ -283,7 +283,9 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
     parser.usage = "%(prog)s [--config FILE.yaml] [--flag value ...]"
     parser.description = (
         f"--config FILE.yaml: flags from a YAML file (flag: value), or one of the bundled configs "
-        f"({', '.join(bundled_configs())}); flags on the command line win."
+        f"({', '.join(bundled_configs())}); flags on the command line win. The defaults below are the fields' own; "
+        "the hardware changes some: without a GPU, use_cpu true and bf16 false; on a GPU, bf16 (fp16 where bf16 is "
+        "unsupported)."
     )
     if "--config" in args:
         check_config_types(parser, config, args[args.index("--config") + 1])
@@ -292,7 +294,10 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
     if given & {"bf16", "fp16"}:
         # The user chose a precision: a hardware bf16 default next to their --fp16 would be a conflict.
         defaults = {k: v for k, v in defaults.items() if k not in ("bf16", "fp16")}
-    parser.set_defaults(**defaults)
+    if not {"-h", "--help"} & set(
+        args
+    ):  # the help is the same on every machine (job_parsers.json); the description says so
+        parser.set_defaults(**defaults)
     return parser.parse_args_and_config(args=args)
 
 

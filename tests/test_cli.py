@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hf_simplegpt import cli
+from hf_simplegpt import cli, job_parsers
 
 
 def run(*args, cwd=None, env=None):
@@ -36,16 +36,30 @@ CONFIG_JOBS = ("pretrain", "sft", "reward", "grpo", "rloo", "dpo", "distill", "p
 
 @pytest.mark.parametrize("job", cli.JOBS)
 def test_every_jobs_help_lists_its_flags_under_its_name(capsys, monkeypatch, tmp_path, job):
-    """`hf-simplegpt <job> --help` for every job: exit 0, the job's name, and --config first where the job takes it."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # rendered from the job's parser, not an earlier copy
-    assert cli.main([job, "--help"]) == 0
-    shown = capsys.readouterr().out
-    assert f"hf-simplegpt {job}" in shown and re.search(r"^\s+--\w+", shown, re.M)
+    """`hf-simplegpt <job> --help` for every job: exit 0, the job's name, and --config first where the job takes it.
+    Its text, rebuilt from the stored parsers, is the one the job's own parser draws, at any terminal width."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    stored_here = job_parsers.stored_help(job) is not None  # recorded with the installed libraries' versions
+    for columns in ("80", "137"):
+        monkeypatch.setenv("COLUMNS", columns)
+        drawn = cli.render_job_help(job, cli.JOBS[job])
+        if stored_here:
+            assert job_parsers.stored_help(job) == drawn, "stale job_parsers.json: python -m hf_simplegpt.job_parsers"
+        assert cli.main([job, "--help"]) == 0
+        assert capsys.readouterr().out == drawn
+    assert f"hf-simplegpt {job}" in drawn and re.search(r"^\s+--\w+", drawn, re.M)
     if job in CONFIG_JOBS:
-        assert shown.splitlines()[0].startswith(f"usage: hf-simplegpt {job} [--config FILE.yaml]")
-        assert "--config FILE.yaml: flags from a YAML file" in shown
+        assert drawn.splitlines()[0].startswith(f"usage: hf-simplegpt {job} [--config FILE.yaml]")
+        assert "--config FILE.yaml: flags from a YAML file" in drawn
     if job == "evaluate":
-        assert "--mmlu_data_dir" in shown
+        assert "--mmlu_data_dir" in drawn
+
+
+def test_stored_parsers_are_used_only_with_the_versions_they_were_recorded_with(monkeypatch):
+    recorded = json.loads(job_parsers.STORED.read_text())["jobs"]["sft"]["versions"]
+    assert set(recorded) == {"transformers", "trl"}  # what its flags come from, not every installed library
+    monkeypatch.setattr(job_parsers, "installed_versions", lambda names: {**recorded, "trl": "0.1"})
+    assert job_parsers.stored_help("sft") is None
 
 
 # What `hf-simplegpt --help` and a job's cached help must not load: each takes seconds, and some print warnings.
@@ -72,27 +86,46 @@ def test_help_loads_no_engine_and_prints_no_noise():
     assert "pretrain" in done.stdout
 
 
-def test_job_help_is_cached_whole_and_then_loads_no_engine(tmp_path):
-    """The first `pretrain --help` renders the job's parser (its engines' load-time warnings kept off stderr); the
-    second comes from the cache, without torch, transformers or TRL, and is the same text."""
+def test_a_jobs_first_help_loads_no_engine(tmp_path):
+    """A user's first `pretrain --help`: from the stored parsers, without torch, transformers or TRL, nothing on
+    stderr."""
+    if job_parsers.stored_help("pretrain") is None:
+        pytest.skip("job_parsers.json was recorded with other library versions: the help is drawn (next test)")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
-    first = run("pretrain", "--help", env=env)
-    assert first.returncode == 0 and first.stderr == "", first.stderr
-    assert (
-        first.stdout.startswith("usage: hf-simplegpt pretrain [--config FILE.yaml]")
-        and "--learning_rate" in first.stdout
-    )
-    assert len(list((tmp_path / "hf_simplegpt" / "help").glob("pretrain-*.txt"))) == 1
-    again = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", CHECK_IMPORTS, "pretrain", "--help"],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
     )
+    assert done.returncode == 0 and done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert json.loads(lines[-1]) == [0, []]
+    assert lines[0].startswith("usage: hf-simplegpt pretrain [--config FILE.yaml]") and "--learning_rate" in done.stdout
+
+
+def test_job_help_is_cached_whole_and_then_loads_no_engine(tmp_path):
+    """Without stored parsers for the installed versions, the first `pretrain --help` draws the job's parser (its
+    engines' load-time warnings kept off stderr); the second comes from the cache, loading nothing, the same text."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100"}
+    unstored = "from hf_simplegpt import job_parsers; job_parsers.STORED = job_parsers.STORED.with_name('none'); "
+    first, again = (
+        subprocess.run(
+            [sys.executable, "-c", unstored + CHECK_IMPORTS, "pretrain", "--help"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        for _ in range(2)
+    )
+    assert first.returncode == 0 and first.stderr == "", first.stderr
+    assert len(list((tmp_path / "hf_simplegpt" / "help").glob("pretrain-*.txt"))) == 1
     assert again.returncode == 0 and again.stderr == ""
-    lines = again.stdout.splitlines()
-    assert json.loads(lines[-1]) == [0, []] and "\n".join(lines[:-1]) + "\n" == first.stdout
+    drawn, cached = (done.stdout.splitlines() for done in (first, again))
+    assert json.loads(drawn[-1])[1] and json.loads(cached[-1]) == [0, []]  # the first one loaded the engines
+    assert drawn[:-1] == cached[:-1] and drawn[0].startswith("usage: hf-simplegpt pretrain [--config FILE.yaml]")
 
 
 def test_job_help_cache_follows_what_the_text_depends_on(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hf_simplegpt import job_parsers
 from tests.conftest import REPO_ROOT, TINY_CORPUS, write_mmlu_fixture
 
 
@@ -49,6 +50,7 @@ def test_the_wheel_carries_templates_and_configs(wheel):
         "hf_simplegpt/evaluation/safety_data/donotanswer/malicious_uses.jsonl",
     } <= set(names)  # safety prompts
     assert any(n.endswith("entry_points.txt") for n in names)
+    assert "hf_simplegpt/job_parsers.json" in names  # every job's --help at once
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,11 @@ def env(wheel, tmp_path_factory) -> Path:
     return root
 
 
+HELP_WITHOUT_TORCH = (
+    "import sys; from hf_simplegpt import cli; cli.main(sys.argv[1:]); print('torch loaded:', 'torch' in sys.modules)"
+)
+
+
 def test_installed_wheel_runs_pretrain_sft_and_evaluate(env, tmp_path):
     """The commands from the README, with the bundled tiny configs, in a folder that has no repository around."""
 
@@ -95,6 +102,15 @@ def test_installed_wheel_runs_pretrain_sft_and_evaluate(env, tmp_path):
         check=True,
     ).stdout
     assert str(env) in where and str(REPO_ROOT) not in where  # the installed copy, not the source tree
+    if job_parsers.stored_help("pretrain") is not None:  # recorded with these versions: a job's help loads no torch
+        helped = subprocess.run(
+            [str(env / "bin" / "python"), "-c", HELP_WITHOUT_TORCH, "pretrain", "--help"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert helped.startswith("usage: hf-simplegpt pretrain") and helped.endswith("torch loaded: False\n")
 
     (tmp_path / "corpus.txt").write_text("\n\n".join(TINY_CORPUS))
     run(

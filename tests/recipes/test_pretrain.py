@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 import hf_simplegpt  # noqa: F401  (registers the Auto classes)
+from hf_simplegpt.pretraining import PretrainingArguments
 from hf_simplegpt.recipes import pretrain
 from tests.conftest import PRETRAIN_TINY, log_history, run_pretrain
 
@@ -255,6 +256,11 @@ def test_no_config_uses_the_default_offline_run(tmp_path):
     )
     config = json.load(open(os.path.join(out, "config.json")))
     assert (config["hidden_size"], config["num_hidden_layers"], config["max_position_embeddings"]) == (128, 4, 128)
+    # The measured defaults (benchmarks/results/pretrain-default-batch8-dropout0.md): blocks of 8, no dropout, and
+    # 400 steps, the tokens of the former 200 x 16.
+    assert [config[f"{part}_dropout"] for part in ("embedding", "residual", "attention")] == [0.0, 0.0, 0.0]
+    assert json.load(open(os.path.join(out, "trainer_state.json")))["train_batch_size"] == 8
+    assert PretrainingArguments.__dataclass_fields__["max_steps"].default == 400
     card = open(os.path.join(out, "README.md")).read()
     assert "Python reference documentation" in card
 
