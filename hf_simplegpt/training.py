@@ -289,15 +289,14 @@ def parse_args(*dataclass_types: type, args: Sequence[str] | None = None) -> tup
     )
     if "--config" in args:
         check_config_types(parser, config, args[args.index("--config") + 1])
+    if {"-h", "--help"} & set(args):  # the help is the same on every machine (job_parsers.json): no hardware defaults
+        return parser.parse_args_and_config(args=args)
     fields = {f for t in dataclass_types for f in t.__dataclass_fields__}
     defaults = {k: v for k, v in hardware_defaults().items() if k in fields}
     if given & {"bf16", "fp16"}:
         # The user chose a precision: a hardware bf16 default next to their --fp16 would be a conflict.
         defaults = {k: v for k, v in defaults.items() if k not in ("bf16", "fp16")}
-    if not {"-h", "--help"} & set(
-        args
-    ):  # the help is the same on every machine (job_parsers.json); the description says so
-        parser.set_defaults(**defaults)
+    parser.set_defaults(**defaults)
     return parser.parse_args_and_config(args=args)
 
 
