@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import sentence_transformers
 import torch
 from transformers import AutoTokenizer
@@ -149,6 +150,25 @@ def shared_words(pairs: list[dict]) -> dict:
     }
 
 
+def paired_difference(ours: np.ndarray, theirs: np.ndarray, resamples: int = 10_000) -> dict:
+    """Is one ranker's recall@10 above another's on the same queries beyond noise? The mean difference of their
+    per-query recall@10, a 95% interval from a seeded paired bootstrap over the queries, the queries each ranks
+    better, and the two-sided sign test's p-value on those."""
+    from scipy.stats import binomtest
+
+    difference = ours - theirs
+    draws = np.random.default_rng(0).integers(0, len(difference), (resamples, len(difference)))
+    low, high = np.percentile(difference[draws].mean(axis=1), [2.5, 97.5])
+    better, worse = int((difference > 0).sum()), int((difference < 0).sum())
+    return {
+        "difference": float(difference.mean()),
+        "ci95": [float(low), float(high)],
+        "queries_better": better,
+        "queries_worse": worse,
+        "sign_test_p": float(binomtest(better, better + worse).pvalue) if better + worse else 1.0,
+    }
+
+
 def train_encoder(out: Path, name: str, source: Path, pairs: Path, args, epochs: float, *extra) -> dict:
     folder = out / name
     if not (args.reuse and (folder / "contrastive.json").is_file()):
@@ -235,19 +255,24 @@ def main(argv=None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     over_context = sum(len(tokenizer(p["anchor"])["input_ids"]) > args.context for p in test) / len(test)
 
-    rows = []
+    rows, per_query = [], {}  # per_query: each test query's recall@10, by row, for the paired comparisons
+    test_evaluator, validation_evaluator = map(contrastive.retrieval_evaluator, (test, validation))
 
-    def measure(label: str, encoder, **facts) -> dict:
-        """Test metrics, and the validation recall@10 that choices are made on."""
-        metrics = contrastive.retrieval_metrics(encoder, test)
-        chosen_on = contrastive.retrieval_metrics(encoder, validation)["recall@10"]
+    def measure(label: str, score, **facts) -> dict:
+        """Test metrics, and the validation recall@10 that choices are made on; `score(evaluator)` ranks."""
+        metrics, per_query[label] = contrastive.scored_retrieval(score(test_evaluator), test_evaluator)
+        chosen_on = contrastive.scored_retrieval(score(validation_evaluator), validation_evaluator)[0]["recall@10"]
         rows.append({"model": label, **facts, **metrics, "validation_recall@10": chosen_on})
         print(f"{label}: recall@10 {metrics['recall@10']:.3f} (validation {chosen_on:.3f})", flush=True)
         return rows[-1]
 
+    def encoder_ranker(encoder):
+        return lambda evaluator: contrastive.encoder_scores(encoder, evaluator)
+
     for attention in ("causal", "bidirectional"):
         encoder = contrastive.build_encoder(str(base), "mean", attention)
-        measure(f"(a) pretrained, mean pooling, {attention}", encoder, kind="a", pooling="mean", attention=attention)
+        label = f"(a) pretrained, mean pooling, {attention}"
+        measure(label, encoder_ranker(encoder), kind="a", pooling="mean", attention=attention)
 
     reports = {}
 
@@ -259,7 +284,7 @@ def main(argv=None) -> dict:
         what = "from scratch" if kind == "d" else "pretrained"
         return measure(
             f"({kind}) {what} + contrastive, {pooling} pooling, {attention}, {epochs:g} epoch{'s' * (epochs != 1)}",
-            contrastive.load_encoder(str(out / name)),
+            encoder_ranker(contrastive.load_encoder(str(out / name))),
             kind=kind,
             pooling=pooling,
             attention=attention,
@@ -281,15 +306,11 @@ def main(argv=None) -> dict:
         best = contrastive_row(f"contrastive-{pooling}-{attention}-{args.epochs:g}ep", pooling, attention, args.epochs)
 
     fit = [t for p in train for t in (p["anchor"], p["positive"])]
-    rows.append(
-        {
-            "model": "(c) TF-IDF (scikit-learn, word 1-2 grams)",
-            "kind": "c",
-            **contrastive.tfidf_retrieval_metrics(test, fit),
-            "validation_recall@10": contrastive.tfidf_retrieval_metrics(validation, fit)["recall@10"],
-        }
+    measure(
+        "(c) TF-IDF (scikit-learn, word 1-2 grams)",
+        lambda evaluator: contrastive.tfidf_scores(evaluator, fit),
+        kind="c",
     )
-    print(f"(c) TF-IDF: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
 
     # (d): (b)'s encoder, pairs, epochs and steps from random weights, at (b)'s learning rate and multiples of it.
     scratch = [
@@ -309,6 +330,7 @@ def main(argv=None) -> dict:
     print(f"(d) from scratch: recall@10 {rows[-1]['recall@10']:.3f}", flush=True)
 
     others = [r for r in rows if r["kind"] in ("a", "c", "d")]
+    paired = {r["model"]: paired_difference(per_query[best["model"]], per_query[r["model"]]) for r in others}
     seconds = {name: float((out / name / "seconds.txt").read_text()) for name in reports}
     results = {
         "dataset": args.dataset,
@@ -330,6 +352,8 @@ def main(argv=None) -> dict:
         },
         "best": best["model"],
         "goal_met": all(best["recall@10"] > r["recall@10"] for r in others),
+        "goal_met_beyond_noise": all(c["ci95"][0] > 0 for c in paired.values()),
+        "paired": paired,
         "rows": rows,
         "scratch_runs": scratch,
         "environment": {
@@ -363,7 +387,20 @@ def main(argv=None) -> dict:
             f"validation pairs is the (b) compared: {best['model']}. (d) is the better on the validation pairs of "
             f"learning rates "
             f"{', '.join(f'{args.learning_rate * f:g}' for f in args.scratch_lr_factors)}. "
-            f"Goal (b) > (a), (c), (d) on recall@10: {'met' if results['goal_met'] else 'not met'}.",
+            f"Goal (b) > (a), (c), (d) on recall@10: {'met' if results['goal_met'] else 'not met'}; beyond noise "
+            f"(the 95% interval of each difference above 0): {'yes' if results['goal_met_beyond_noise'] else 'no'}.",
+            "",
+            f"(b) against each, query by query on the {len(test)} test pairs: the difference in recall@10, its 95% "
+            "interval (paired bootstrap over the queries), the queries (b) ranks better and worse at 10, and the sign "
+            "test's p-value.",
+            "",
+            "| (b) against | difference | 95% interval | queries better | queries worse | sign test p |",
+            "|---|---:|---|---:|---:|---:|",
+            *(
+                f"| {model} | {c['difference']:+.3f} | [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] "
+                f"| {c['queries_better']} | {c['queries_worse']} | {c['sign_test_p']:.2g} |"
+                for model, c in paired.items()
+            ),
             "",
             record.describe(results["environment"]),
         ]

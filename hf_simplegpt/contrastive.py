@@ -27,6 +27,8 @@ import logging
 import os
 import re
 
+import numpy as np
+
 from .data import DataArguments, check_rows, load_data, text_field_problem
 
 logger = logging.getLogger(__name__)
@@ -272,21 +274,44 @@ def retrieval_metrics(encoder, rows: list[dict], batch_size: int = 32) -> dict:
     return summarize(evaluator(encoder), evaluator)
 
 
-def tfidf_retrieval_metrics(rows: list[dict], fit_texts: list[str] | None = None) -> dict:
-    """The lexical baseline: scikit-learn's TF-IDF (word unigrams and bigrams, sublinear tf) cosine ranking, scored by
-    the same `InformationRetrievalEvaluator` code as the encoders. `fit_texts` (default: the corpus) sets the idf."""
+def encoder_scores(encoder, evaluator) -> np.ndarray:
+    """(queries x corpus) similarities of a `SentenceTransformer`, encoded and scored as the evaluator does it."""
+    queries = evaluator.embed_inputs(encoder, evaluator.queries, encode_fn_name="query")
+    corpus = evaluator.embed_inputs(encoder, evaluator.corpus, encode_fn_name="document")
+    return encoder.similarity(queries, corpus).float().cpu().numpy()
+
+
+def tfidf_scores(evaluator, fit_texts: list[str] | None = None) -> np.ndarray:
+    """(queries x corpus) cosine similarities of scikit-learn's TF-IDF (word unigrams and bigrams, sublinear tf), the
+    lexical baseline; `fit_texts` (default: the corpus) sets the idf."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    evaluator = retrieval_evaluator(rows)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(fit_texts or evaluator.corpus)
-    scores = (vectorizer.transform(evaluator.queries) @ vectorizer.transform(evaluator.corpus).T).toarray()
-    top = 100
-    results = []
-    for row in scores:
-        best = row.argsort()[::-1][:top]
-        results.append([{"corpus_id": evaluator.corpus_ids[i], "score": float(row[i])} for i in best])
+    return (vectorizer.transform(evaluator.queries) @ vectorizer.transform(evaluator.corpus).T).toarray()
+
+
+def scored_retrieval(scores: np.ndarray, evaluator, top: int = 100) -> tuple[dict, np.ndarray]:
+    """The metrics of a (queries x corpus) score matrix, by the evaluator's own metric code, and each query's
+    recall@10 under the same ranking (score descending, ties by corpus id, as the evaluator breaks them): their mean
+    is the metrics' recall@10, and two rankers' arrays pair up query by query."""
+    results = [
+        sorted(
+            ({"corpus_id": cid, "score": float(score)} for cid, score in zip(evaluator.corpus_ids, row)),
+            key=lambda hit: (-hit["score"], hit["corpus_id"]),
+        )[:top]
+        for row in scores
+    ]
     computed = evaluator.compute_metrics(results)
     metrics = {
-        f"tfidf_{name.replace('@k', '@' + str(k))}": v for name, values in computed.items() for k, v in values.items()
+        f"scores_{name.replace('@k', '@' + str(k))}": v for name, values in computed.items() for k, v in values.items()
     }
-    return summarize(metrics, evaluator)
+    relevant = [evaluator.relevant_docs[qid] for qid in evaluator.queries_ids]
+    recalls = [len({hit["corpus_id"] for hit in hits[:10]} & docs) / len(docs) for hits, docs in zip(results, relevant)]
+    return summarize(metrics, evaluator), np.array(recalls)
+
+
+def tfidf_retrieval_metrics(rows: list[dict], fit_texts: list[str] | None = None) -> dict:
+    """The lexical baseline's recall@1, recall@10, mrr@10 and ndcg@10, scored by the same
+    `InformationRetrievalEvaluator` code as the encoders (`tfidf_scores`)."""
+    evaluator = retrieval_evaluator(rows)
+    return scored_retrieval(tfidf_scores(evaluator, fit_texts), evaluator)[0]

@@ -203,6 +203,18 @@ def test_tfidf_baseline_scores_with_the_same_metrics():
     assert metrics["recall@1"] == 1.0 and metrics["mrr@10"] == 1.0 and metrics["queries"] == 3
 
 
+def test_scored_retrieval_matches_the_evaluator_and_splits_recall_by_query(base_dir):
+    """The benchmark's path (a score matrix, then the evaluator's metric code) gives the evaluator's own numbers, and
+    the per-query recall@10 that paired comparisons use averages to them."""
+    encoder = contrastive.build_encoder(str(base_dir), "mean", "causal", device="cpu")  # untrained: finds some
+    rows = topic_pairs()[:40]
+    evaluator = contrastive.retrieval_evaluator(rows)
+    metrics, recalls = contrastive.scored_retrieval(contrastive.encoder_scores(encoder, evaluator), evaluator)
+    assert metrics == pytest.approx(contrastive.retrieval_metrics(encoder, rows), abs=1e-9)
+    assert len(recalls) == 40 and recalls.mean() == pytest.approx(metrics["recall@10"], abs=1e-12)
+    assert 0 < metrics["recall@10"] < 1 and set(recalls) == {0.0, 1.0}  # some found, some missed: a real split
+
+
 def test_make_pairs_from_text_pairs_neighbours_within_passages(tmp_path):
     from hf_simplegpt.recipes import make_pairs
 
