@@ -2,7 +2,7 @@
 
 1. Tiny Shakespeare's passages (blank-line separated) are split: every 10th is held out. `hf-simplegpt pretrain`
    trains a 4-layer, 128-wide SimpleGPT (2048-token BPE, context 64: the lines are short) on the other passages
-   (`--pretrain-steps` of 16 blocks: 1000 is about 3 epochs).
+   (`--pretrain-steps` of 16 blocks: 6000 is about 19 epochs).
 2. `hf-simplegpt make-pairs`' rule gives (line, next line) pairs within each passage: the training pairs from the
    training passages (all 16,915, or a seeded sample of `--train-pairs`); from the held-out passages (never seen in
    any training), `--heldout-pairs` test pairs and as many other validation pairs.
@@ -66,13 +66,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--context", type=int, default=None, help="the model's context in tokens (default: 64 shakespeare, 128 mmlu)"
     )
-    parser.add_argument("--pretrain-steps", type=int, default=1000, help="steps of 16 blocks of --context tokens")
+    parser.add_argument("--pretrain-steps", type=int, default=6000, help="steps of 16 blocks of --context tokens")
     parser.add_argument("--heldout-pairs", type=int, default=300, help="test pairs, and as many validation pairs")
     parser.add_argument(
         "--train-pairs", type=int, default=None, help="a seeded sample of the training pairs (default: all)"
     )
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--epochs", type=float, default=2.0, help="contrastive epochs of the final (b) and of (d)")
+    parser.add_argument("--epochs", type=float, default=4.0, help="contrastive epochs of the final (b) and of (d)")
     parser.add_argument("--grid-epochs", type=float, default=1.0, help="contrastive epochs of each pooling x attention")
     parser.add_argument(
         "--scratch-lr-factors", type=float, nargs="+", default=[1.0, 5.0], help="(d)'s learning rates, x (b)'s"
