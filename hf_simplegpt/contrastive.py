@@ -308,10 +308,3 @@ def scored_retrieval(scores: np.ndarray, evaluator, top: int = 100) -> tuple[dic
     relevant = [evaluator.relevant_docs[qid] for qid in evaluator.queries_ids]
     recalls = [len({hit["corpus_id"] for hit in hits[:10]} & docs) / len(docs) for hits, docs in zip(results, relevant)]
     return summarize(metrics, evaluator), np.array(recalls)
-
-
-def tfidf_retrieval_metrics(rows: list[dict], fit_texts: list[str] | None = None) -> dict:
-    """The lexical baseline's recall@1, recall@10, mrr@10 and ndcg@10, scored by the same
-    `InformationRetrievalEvaluator` code as the encoders (`tfidf_scores`)."""
-    evaluator = retrieval_evaluator(rows)
-    return scored_retrieval(tfidf_scores(evaluator, fit_texts), evaluator)[0]

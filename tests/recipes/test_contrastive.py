@@ -199,7 +199,8 @@ def test_tfidf_baseline_scores_with_the_same_metrics():
         {"anchor": "blue ocean waves", "positive": "waves on the blue ocean"},
         {"anchor": "green forest trail", "positive": "a trail through the green forest"},
     ]
-    metrics = contrastive.tfidf_retrieval_metrics(rows)
+    evaluator = contrastive.retrieval_evaluator(rows)
+    metrics = contrastive.scored_retrieval(contrastive.tfidf_scores(evaluator), evaluator)[0]
     assert metrics["recall@1"] == 1.0 and metrics["mrr@10"] == 1.0 and metrics["queries"] == 3
 
 
